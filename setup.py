@@ -1,0 +1,40 @@
+from setuptools import find_packages, setup
+
+
+def read_version():
+    with open("vbench/__init__.py") as f:
+        for line in f:
+            if line.startswith("__version__"):
+                return line.split("=")[1].strip().strip('"')
+    raise RuntimeError("no __version__ in vbench/__init__.py")
+
+
+setup(
+    name="vbench",
+    version=read_version(),
+    description="Video-model training benchmark (time to accuracy) and SlowFast-style trainer",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["vbench", "vbench.*"]),
+    install_requires=[
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "fvcore",
+        "yacs",
+        "av>=12",
+        "simplejson",
+        "iopath",
+        "timm",
+        "psutil",
+        "tqdm",
+        "matplotlib",
+        "numpy",
+        "PyYAML",
+    ],
+    extras_require={
+        "test": ["pytest"],
+        "bench": ["pytorchvideo"],
+        "codec": ["torchcodec"],
+    },
+    entry_points={"console_scripts": ["vbench=vbench.cli:main"]},
+)

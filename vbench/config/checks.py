@@ -1,0 +1,106 @@
+"""`assert_and_infer_cfg`: resolve aliases, reject impossible settings, freeze."""
+from .load import ConfigError
+
+CHOICES = {
+    "TRAIN.PRECISION": ("fp32", "fp16", "bf16", "auto"),
+    "TRAIN.SAMPLING": ("windows", "random_clips", "random"),
+    "TEST.SAMPLING": ("windows", "uniform"),
+    "DATA.LAYOUT": ("auto", "csv", "folder", "kinetics"),
+    "DATA.DECODING_BACKEND": ("pyav", "torchcodec"),
+    "DATA.DECODER_DEVICE": ("cpu", "cuda"),
+    "SOLVER.OPTIMIZING_METHOD": ("sgd", "adamw"),
+    "SOLVER.LR_POLICY": ("cosine_linear_warmup", "cosine", "multistep_warmup", "constant"),
+    "SOLVER.LR_SCALING": ("none", "linear"),
+    "BN.NORM_TYPE": ("batchnorm", "sync_batchnorm"),
+    "BENCHMARK.METRIC": ("clip", "video"),
+    "BENCHMARK.TRACK": ("", "cnn", "transformer"),
+    "MVIT.MODE": ("conv", "max", "avg"),
+    "DIST_BACKEND": ("auto", "nccl", "gloo"),
+    "SYNTH.PRESET": ("demo", "kinetics-like"),
+}
+
+
+def _get(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _require(ok, message):
+    if not ok:
+        raise ConfigError(message)
+
+
+def _check_choices(cfg):
+    for key, choices in CHOICES.items():
+        value = _get(cfg, key)
+        _require(value in choices, f"config key '{key}' is {value!r}; choose one of {list(choices)}.")
+
+
+def _check_positive(cfg):
+    for key in ("TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "TRAIN.ACCUM_STEPS", "DATA.NUM_FRAMES",
+                "DATA.SAMPLING_RATE", "DATA.FRAMES_BETWEEN_CLIPS", "DATA.TRAIN_CROP_SIZE",
+                "DATA.TEST_CROP_SIZE", "MODEL.NUM_CLASSES", "SOLVER.MAX_EPOCH", "NUM_SHARDS",
+                "TRAIN.EVAL_PERIOD", "TRAIN.CHECKPOINT_PERIOD", "LOG_PERIOD", "NUM_CPU_PROCS"):
+        _require(_get(cfg, key) > 0, f"config key '{key}' must be positive, got {_get(cfg, key)}.")
+    for key in ("NUM_GPUS", "DATA_LOADER.NUM_WORKERS", "DATA.FRAME_RATE", "SOLVER.WARMUP_EPOCHS"):
+        _require(_get(cfg, key) >= 0, f"config key '{key}' must be >= 0, got {_get(cfg, key)}.")
+    _require(0 <= cfg.SHARD_ID < cfg.NUM_SHARDS,
+             f"SHARD_ID {cfg.SHARD_ID} must be in [0, NUM_SHARDS={cfg.NUM_SHARDS}).")
+
+
+def _resolve_aliases(cfg):
+    if cfg.DATA.TRAIN_JITTER_SCALES:
+        cfg.DATA.TRAIN_MIN_MAX_SCALE = list(cfg.DATA.TRAIN_JITTER_SCALES)
+    cfg.DATA.TRAIN_JITTER_SCALES = list(cfg.DATA.TRAIN_MIN_MAX_SCALE)
+    if cfg.BN.USE_PRECISE_STATS:
+        cfg.TRAIN.PRECISE_BN = True
+        cfg.TRAIN.NUM_BATCHES_PRECISE = cfg.BN.NUM_BATCHES_PRECISE
+
+
+def _check_shapes(cfg):
+    scale = cfg.DATA.TRAIN_MIN_MAX_SCALE
+    _require(len(scale) == 2 and 0 < scale[0] <= scale[1],
+             f"DATA.TRAIN_MIN_MAX_SCALE must be [min, max] with 0 < min <= max, got {scale}.")
+    if not cfg.DATA.TRAIN_RESIZE:
+        _require(scale[0] >= cfg.DATA.TRAIN_CROP_SIZE,
+                 f"DATA.TRAIN_CROP_SIZE {cfg.DATA.TRAIN_CROP_SIZE} is larger than the smallest "
+                 f"train scale {scale[0]} (DATA.TRAIN_MIN_MAX_SCALE); lower the crop or raise the scale.")
+    for key in ("DATA.TRAIN_RESIZE", "DATA.TEST_RESIZE"):
+        size = _get(cfg, key)
+        _require(len(size) in (0, 2), f"config key '{key}' must be [] or [H, W], got {size}.")
+    _require(len(cfg.DATA.MEAN) == len(cfg.DATA.STD) == cfg.DATA.INPUT_CHANNEL_NUM[0],
+             "DATA.MEAN and DATA.STD need one value per input channel (DATA.INPUT_CHANNEL_NUM).")
+    _require(cfg.TEST.NUM_SPATIAL_CROPS in (1, 3), "TEST.NUM_SPATIAL_CROPS must be 1 or 3.")
+    _require(0.0 <= cfg.DATA.MAX_BAD_FRACTION <= 1.0, "DATA.MAX_BAD_FRACTION must be in [0, 1].")
+
+
+def world_size_of(cfg):
+    """Processes in the run: GPUs x shards, or NUM_CPU_PROCS x shards on CPU."""
+    per_node = cfg.NUM_GPUS if cfg.NUM_GPUS > 0 else cfg.NUM_CPU_PROCS
+    return per_node * cfg.NUM_SHARDS
+
+
+def _check_batches(cfg):
+    world = world_size_of(cfg)
+    for key in ("TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE"):
+        _require(_get(cfg, key) % world == 0,
+                 f"config key '{key}' = {_get(cfg, key)} is the global batch and must divide evenly "
+                 f"over {world} processes (NUM_GPUS x NUM_SHARDS); pick a multiple of {world}.")
+    per_process = cfg.TRAIN.BATCH_SIZE // world
+    _require(per_process % cfg.TRAIN.ACCUM_STEPS == 0,
+             f"the per-process batch {per_process} (TRAIN.BATCH_SIZE / processes) must divide "
+             f"evenly into TRAIN.ACCUM_STEPS = {cfg.TRAIN.ACCUM_STEPS} micro-batches.")
+
+
+def assert_and_infer_cfg(cfg, freeze=True):
+    """Resolve SlowFast aliases, check every constraint we can check without hardware, freeze."""
+    _resolve_aliases(cfg)
+    _check_choices(cfg)
+    _check_positive(cfg)
+    _check_shapes(cfg)
+    _check_batches(cfg)
+    if freeze:
+        cfg.freeze()
+    return cfg

@@ -124,11 +124,10 @@ _C.SOLVER.LABEL_SMOOTHING = 0.0  # cross-entropy label smoothing.
 # ---------------------------------------------------------------- model
 _C.MODEL = CfgNode()
 _C.MODEL.ARCH = "x3d"  # model family ("x3d", "mvit", "torchvision").
-_C.MODEL.MODEL_NAME = "X3D"  # registered model name (see `vbench models`).
+_C.MODEL.MODEL_NAME = "x3d"  # registered model name, case-insensitive (see `vbench models`).
 _C.MODEL.NUM_CLASSES = 400  # output classes.
 _C.MODEL.LOSS_FUNC = "cross_entropy"  # training loss.
 _C.MODEL.DROPOUT_RATE = 0.5  # dropout before the final projection.
-_C.MODEL.HEAD_ACT = "softmax"  # activation applied to the head output in eval mode ("softmax" or "none").
 _C.MODEL.WEIGHTS = ""  # local weights file (vbench, PyTorchVideo, SlowFast or torchvision format).
 _C.MODEL.WEIGHTS_FORMAT = "auto"  # "auto", "vbench", "pytorchvideo", "slowfast", "torchvision".
 _C.MODEL.CHANNELS_LAST = False  # channels_last_3d memory format.

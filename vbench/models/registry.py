@@ -4,14 +4,18 @@ from vbench.config import ConfigError
 MODEL_REGISTRY = {}
 
 
-def register_model(name, family=None):
-    """Register `fn(cfg) -> nn.Module` under `name` (case-insensitive)."""
+def register_model(name, family=None, input_size=(16, 224, 224)):
+    """Register `fn(cfg) -> nn.Module` under `name` (case-insensitive).
+
+    `input_size` (T, H, W) is the model's usual clip, used by `vbench models` without a config.
+    """
 
     def decorator(builder):
         key = name.lower()
         if key in MODEL_REGISTRY:
             raise KeyError(f"model '{name}' is registered twice")
         builder.model_family = family or builder.__module__.rsplit(".", 1)[-1]
+        builder.input_size = tuple(input_size)
         MODEL_REGISTRY[key] = builder
         return builder
 

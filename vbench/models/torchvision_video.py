@@ -1,7 +1,8 @@
 """torchvision's video classification models, built from scratch (never downloaded).
 
-Each builder calls `torchvision.models.video.<name>(weights=None, num_classes=...)`. Pretrained
-weights come only from a local file through MODEL.WEIGHTS (see `vbench.models.weights`).
+Each builder calls `torchvision.models.video.<name>(weights=None, num_classes=...)`, except the two
+MViTs, built from torchvision's `MViT` class with the same blocks (the same state dict at 16 x 224^2).
+Pretrained weights come only from a local file through MODEL.WEIGHTS (see `vbench.models.weights`).
 
 What the config controls:
 - every model: MODEL.NUM_CLASSES;

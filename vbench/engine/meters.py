@@ -1,0 +1,108 @@
+"""Meters. Training statistics stay on the device and are read only every LOG_PERIOD iterations."""
+import math
+import time
+
+import torch
+
+from vbench.engine import distributed as du
+
+
+def topk_correct(logits, labels, ks=(1, 5)):
+    """Number of samples whose label is among the top-k logits, for each k (device tensor)."""
+    k_max = min(max(ks), logits.shape[1])
+    top = logits.topk(k_max, dim=1).indices
+    hits = top.eq(labels.view(-1, 1))
+    return torch.stack([hits[:, :min(k, k_max)].any(dim=1).sum() for k in ks])
+
+
+class TrainMeter:
+    """Loss and top-1/top-5 sums accumulated on the device without host syncs.
+
+    `update` only queues device work; `read_window` / `read_epoch` are the syncs. A window covers
+    the iterations since the last `read_window`; the epoch totals cover the whole epoch.
+    """
+
+    FIELDS = ("loss", "top1", "top5")
+
+    def __init__(self, device):
+        self.device = device
+        self.window = torch.zeros(3, dtype=torch.float64, device=device)
+        self.epoch = torch.zeros(3, dtype=torch.float64, device=device)
+        self.window_samples = 0
+        self.epoch_samples = 0
+
+    def reset_epoch(self):
+        self.window.zero_()
+        self.epoch.zero_()
+        self.window_samples = self.epoch_samples = 0
+
+    def update(self, loss, logits, labels):
+        n = labels.shape[0]
+        correct = topk_correct(logits.detach(), labels).to(torch.float64)
+        stats = torch.cat([(loss.detach().to(torch.float64) * n).view(1), correct])
+        self.window += stats
+        self.epoch += stats
+        self.window_samples += n
+        self.epoch_samples += n
+
+    @staticmethod
+    def _averages(sums, samples, all_ranks):
+        sums = sums.clone()
+        count = torch.tensor([float(samples)], dtype=torch.float64, device=sums.device)
+        if all_ranks:
+            du.all_reduce_sum(sums)
+            du.all_reduce_sum(count)
+        values = (sums / count.clamp(min=1)).tolist()
+        return {"loss": values[0], "top1": 100.0 * values[1], "top5": 100.0 * values[2]}
+
+    def read_window(self):
+        """This process's averages since the last read (one host sync), then reset the window."""
+        stats = self._averages(self.window, self.window_samples, all_ranks=False)
+        self.window.zero_()
+        self.window_samples = 0
+        return stats
+
+    def read_epoch(self):
+        """Averages over the epoch and over every process (a collective: call on every rank)."""
+        return self._averages(self.epoch, self.epoch_samples, all_ranks=True)
+
+
+def check_finite(loss, where):
+    """Raise `TrainingDiverged` when a loss read from the device is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"training loss became {loss} ({where}). The last good checkpoint is kept; lower "
+            f"SOLVER.BASE_LR, enable SOLVER.CLIP_GRAD_L2NORM, or use TRAIN.PRECISION fp32, then rerun."
+        )
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class WaitTimer:
+    """Host-side split of an epoch into time spent waiting for data and total time."""
+
+    def __init__(self, time_fn=time.perf_counter):
+        self.time_fn = time_fn
+        self.reset()
+
+    def reset(self):
+        self.start = self.time_fn()
+        self.wait_s = 0.0
+        self._wait_start = None
+
+    def begin_wait(self):
+        self._wait_start = self.time_fn()
+
+    def end_wait(self):
+        self.wait_s += self.time_fn() - self._wait_start
+
+    @property
+    def total_s(self):
+        return self.time_fn() - self.start
+
+    @property
+    def wait_fraction(self):
+        total = self.total_s
+        return min(1.0, self.wait_s / total) if total > 0 else 0.0

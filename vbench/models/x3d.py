@@ -1,1 +1,396 @@
-"""Placeholder: filled in by its model family."""
+"""X3D (Feichtenhofer, CVPR 2020), architecturally identical to PyTorchVideo's `create_x3d`.
+
+    stem    1x3x3 conv (stride 2 in space) -> depthwise 5x1x1 conv -> BN -> ReLU
+    stages  [1, 2, 5, 3] x DEPTH_FACTOR bottleneck blocks (1x1x1 -> depthwise 3x3x3 -> 1x1x1),
+            squeeze-excitation in every other block, swish after the 3x3x3 conv
+    head    1x1x1 conv -> BN -> ReLU -> avg pool -> 1x1x1 conv (2048) -> ReLU -> dropout -> linear
+
+Head pooling: PyTorchVideo and SlowFast pool with a fixed AvgPool3d(kernel = the training clip's
+feature size, stride 1), then classify every pooled position and average. vbench does the same
+(so a 256 px evaluation crop of a model trained at 224 px gives the reference's 2x2 sliding
+window), except that the kernel is clamped to the feature size, so smaller clips work too
+(they get a global average). Positions are averaged before the final linear layer, which is
+the same as averaging logits because the layer is affine. The model returns logits; the
+reference heads apply softmax in eval mode (before averaging positions).
+
+Weights: `convert_pytorchvideo_x3d_state_dict` and `convert_slowfast_x3d_state_dict` map
+those checkpoints' keys onto this file's module names (see their docstrings).
+"""
+import math
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .registry import register_model
+
+STAGE_DEPTHS = (1, 2, 5, 3)
+SE_RATIO = 0.0625
+
+# PyTorchVideo hub presets: (frames, crop, depth factor); XS, S and M are the same network.
+PRESETS = {
+    "x3d_xs": (4, 160, 2.2),
+    "x3d_s": (13, 160, 2.2),
+    "x3d_m": (16, 224, 2.2),
+    "x3d_l": (16, 312, 5.0),
+}
+
+
+def round_width(width, multiplier, min_width=8, divisor=8):
+    """Channels after a width multiplier, rounded to a multiple of `divisor` (X3D's rule)."""
+    if not multiplier:
+        return width
+    width *= multiplier
+    rounded = max(min_width, int(width + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * width:
+        rounded += divisor
+    return int(rounded)
+
+
+def round_repeats(repeats, multiplier):
+    return int(math.ceil(multiplier * repeats)) if multiplier else repeats
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gate: global average -> 1x1x1 conv -> ReLU -> 1x1x1 conv -> sigmoid."""
+
+    def __init__(self, channels, reduced):
+        super().__init__()
+        self.fc1 = nn.Conv3d(channels, reduced, 1, bias=True)
+        self.fc2 = nn.Conv3d(reduced, channels, 1, bias=True)
+
+    def forward(self, x):
+        gate = x.mean(dim=(2, 3, 4), keepdim=True)
+        gate = torch.sigmoid(self.fc2(F.relu(self.fc1(gate), inplace=True)))
+        return x * gate
+
+
+class X3DStem(nn.Module):
+    def __init__(self, in_channels, out_channels, temporal_kernel=5, norm=nn.BatchNorm3d):
+        super().__init__()
+        self.conv_xy = nn.Conv3d(in_channels, out_channels, (1, 3, 3), stride=(1, 2, 2),
+                                 padding=(0, 1, 1), bias=False)
+        self.conv_t = nn.Conv3d(out_channels, out_channels, (temporal_kernel, 1, 1),
+                                padding=(temporal_kernel // 2, 0, 0), groups=out_channels,
+                                bias=False)
+        self.bn = norm(out_channels)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv_t(self.conv_xy(x))))
+
+
+class Shortcut(nn.Module):
+    """Strided 1x1x1 projection; BN only when the width changes (as in PyTorchVideo)."""
+
+    def __init__(self, in_channels, out_channels, stride, norm=nn.BatchNorm3d):
+        super().__init__()
+        self.conv = nn.Conv3d(in_channels, out_channels, 1, stride=stride, bias=False)
+        self.bn = norm(out_channels) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class X3DBlock(nn.Module):
+    """Bottleneck residual block; the 3x3x3 conv carries the stride."""
+
+    def __init__(self, in_channels, inner_channels, out_channels, stride=(1, 1, 1),
+                 use_se=False, channelwise=True, norm=nn.BatchNorm3d):
+        super().__init__()
+        needs_projection = in_channels != out_channels or math.prod(stride) > 1
+        self.shortcut = Shortcut(in_channels, out_channels, stride, norm) if needs_projection else None
+        self.conv_a = nn.Conv3d(in_channels, inner_channels, 1, bias=False)
+        self.bn_a = norm(inner_channels)
+        self.act_a = nn.ReLU(inplace=True)
+        self.conv_b = nn.Conv3d(inner_channels, inner_channels, 3, stride=stride, padding=1,
+                                groups=inner_channels if channelwise else 1, bias=False)
+        self.bn_b = norm(inner_channels)
+        self.se = SqueezeExcite(inner_channels, round_width(inner_channels, SE_RATIO)) if use_se else nn.Identity()
+        self.act_b = nn.SiLU(inplace=True)  # swish
+        self.conv_c = nn.Conv3d(inner_channels, out_channels, 1, bias=False)
+        self.bn_c = norm(out_channels)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        shortcut = x if self.shortcut is None else self.shortcut(x)
+        x = self.act_a(self.bn_a(self.conv_a(x)))
+        x = self.act_b(self.se(self.bn_b(self.conv_b(x))))
+        x = self.bn_c(self.conv_c(x))
+        return self.act(x + shortcut)
+
+
+class X3DHead(nn.Module):
+    def __init__(self, in_channels, inner_channels, hidden_channels, num_classes, pool_size=None,
+                 dropout_rate=0.5, bn_lin5=False, norm=nn.BatchNorm3d):
+        super().__init__()
+        self.pool_size = tuple(pool_size) if pool_size else None
+        self.conv5 = nn.Conv3d(in_channels, inner_channels, 1, bias=False)
+        self.bn5 = norm(inner_channels)
+        self.lin5 = nn.Conv3d(inner_channels, hidden_channels, 1, bias=False)
+        self.lin5_bn = norm(hidden_channels) if bn_lin5 else nn.Identity()
+        self.dropout = nn.Dropout(dropout_rate) if dropout_rate > 0 else nn.Identity()
+        self.fc = nn.Linear(hidden_channels, num_classes)
+
+    def pool(self, x):
+        if self.pool_size is None:
+            return x.mean(dim=(2, 3, 4), keepdim=True)
+        kernel = tuple(min(k, s) for k, s in zip(self.pool_size, x.shape[2:]))
+        return F.avg_pool3d(x, kernel, stride=1)
+
+    def forward(self, x):
+        x = F.relu(self.bn5(self.conv5(x)), inplace=True)
+        x = F.relu(self.lin5_bn(self.lin5(self.pool(x))), inplace=True)
+        x = x.mean(dim=(2, 3, 4))  # one position at the training size; >1 when evaluating larger
+        return self.fc(self.dropout(x))
+
+
+class X3D(nn.Module):
+    """X3D network. Defaults are X3D-M; `head_pool_size` is (T, ceil(H/32), ceil(W/32))."""
+
+    def __init__(self, num_classes=400, width_factor=2.0, depth_factor=2.2,
+                 bottleneck_factor=2.25, dim_c1=12, dim_c5=2048, scale_res2=False, bn_lin5=False,
+                 channelwise_3x3x3=True, dropout_rate=0.5, head_pool_size=(16, 7, 7),
+                 in_channels=3, bn_eps=1e-5, bn_momentum=0.1):
+        super().__init__()
+
+        def norm(channels):
+            return nn.BatchNorm3d(channels, eps=bn_eps, momentum=bn_momentum)
+
+        stem_channels = round_width(dim_c1, width_factor)
+        self.stem = X3DStem(in_channels, stem_channels, norm=norm)
+        base = round_width(dim_c1, 2.0) if scale_res2 else dim_c1
+        stage_bases = [base]
+        for _ in STAGE_DEPTHS[1:]:
+            stage_bases.append(round_width(stage_bases[-1], 2.0))
+
+        stages, in_ch = [], stem_channels
+        for base_depth, base_width in zip(STAGE_DEPTHS, stage_bases):
+            out_ch = round_width(base_width, width_factor)
+            inner_ch = int(bottleneck_factor * out_ch)
+            blocks = [
+                X3DBlock(in_ch if i == 0 else out_ch, inner_ch, out_ch,
+                         stride=(1, 2, 2) if i == 0 else (1, 1, 1), use_se=(i % 2 == 0),
+                         channelwise=channelwise_3x3x3, norm=norm)
+                for i in range(round_repeats(base_depth, depth_factor))
+            ]
+            stages.append(nn.Sequential(*blocks))
+            in_ch = out_ch
+        self.stages = nn.Sequential(*stages)
+        self.head = X3DHead(in_ch, inner_ch, dim_c5, num_classes, head_pool_size,
+                            dropout_rate, bn_lin5, norm)
+        self.num_classes = num_classes
+        self.init_weights()
+
+    def init_weights(self, fc_std=0.01):
+        """PyTorchVideo's ResNet init: He (fan-out) convs, N(0, 0.01) linear, zero final BN."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=fc_std)
+                nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, X3DBlock):
+                nn.init.zeros_(m.bn_c.weight)  # each residual block starts as the identity
+
+    def forward(self, x):
+        return self.head(self.stages(self.stem(x)))
+
+
+def head_pool_size(num_frames, crop_size):
+    """The reference heads' AvgPool3d kernel for clips of `num_frames` x `crop_size`^2."""
+    side = int(math.ceil(crop_size / 32))
+    return (num_frames, side, side)
+
+
+def _common_kwargs(cfg):
+    return dict(num_classes=cfg.MODEL.NUM_CLASSES, dropout_rate=cfg.MODEL.DROPOUT_RATE,
+                in_channels=cfg.DATA.INPUT_CHANNEL_NUM[0], bn_eps=cfg.BN.EPSILON,
+                bn_momentum=cfg.BN.MOMENTUM)
+
+
+@register_model("x3d", family="x3d", input_size=(16, 224, 224))
+def x3d(cfg):
+    """X3D from the X3D.* keys; the head pools over DATA.NUM_FRAMES x DATA.TRAIN_CROP_SIZE."""
+    return X3D(width_factor=cfg.X3D.WIDTH_FACTOR, depth_factor=cfg.X3D.DEPTH_FACTOR,
+               bottleneck_factor=cfg.X3D.BOTTLENECK_FACTOR, dim_c1=cfg.X3D.DIM_C1,
+               dim_c5=cfg.X3D.DIM_C5, scale_res2=cfg.X3D.SCALE_RES2, bn_lin5=cfg.X3D.BN_LIN5,
+               channelwise_3x3x3=cfg.X3D.CHANNELWISE_3x3x3,
+               head_pool_size=head_pool_size(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE),
+               **_common_kwargs(cfg))
+
+
+def _register_preset(name, frames, crop, depth_factor):
+    @register_model(name, family="x3d", input_size=(frames, crop, crop))
+    def builder(cfg):
+        # The PyTorchVideo hub network: X3D.* keys are ignored, MODEL.*/BN.* are honoured.
+        return X3D(depth_factor=depth_factor, head_pool_size=head_pool_size(frames, crop),
+                   **_common_kwargs(cfg))
+
+    builder.__name__ = name
+    builder.__doc__ = f"X3D preset {name}: {frames} frames x {crop} px, depth factor {depth_factor}."
+    return builder
+
+
+for _name, _spec in PRESETS.items():
+    globals()[_name] = _register_preset(_name, *_spec)
+
+
+# ----------------------------------------------------------------------------- weight converters
+_BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+_BN_REQUIRED = ("weight", "bias", "running_mean", "running_var")
+
+# PyTorchVideo `create_x3d` names -> vbench names. PyTorchVideo's stem calls its 1x3x3 spatial
+# conv `conv_t` and its 5x1x1 temporal conv `conv_xy` (swapped), hence the crossed first rows.
+_PYTORCHVIDEO_RULES = [
+    (r"blocks\.0\.conv\.conv_t\.weight", "stem.conv_xy.weight"),
+    (r"blocks\.0\.conv\.conv_xy\.weight", "stem.conv_t.weight"),
+    (rf"blocks\.0\.norm\.{_BN}", r"stem.bn.\1"),
+    (r"blocks\.([1-4])\.res_blocks\.(\d+)\.branch1_conv\.weight", r"stages.{\1}.\2.shortcut.conv.weight"),
+    (rf"blocks\.([1-4])\.res_blocks\.(\d+)\.branch1_norm\.{_BN}", r"stages.{\1}.\2.shortcut.bn.\3"),
+    (r"blocks\.([1-4])\.res_blocks\.(\d+)\.branch2\.conv_([abc])\.weight", r"stages.{\1}.\2.conv_\3.weight"),
+    (rf"blocks\.([1-4])\.res_blocks\.(\d+)\.branch2\.norm_([ac])\.{_BN}", r"stages.{\1}.\2.bn_\3.\4"),
+    (rf"blocks\.([1-4])\.res_blocks\.(\d+)\.branch2\.norm_b\.0\.{_BN}", r"stages.{\1}.\2.bn_b.\3"),
+    (r"blocks\.([1-4])\.res_blocks\.(\d+)\.branch2\.norm_b\.1\.block\.0\.(weight|bias)", r"stages.{\1}.\2.se.fc1.\3"),
+    (r"blocks\.([1-4])\.res_blocks\.(\d+)\.branch2\.norm_b\.1\.block\.2\.(weight|bias)", r"stages.{\1}.\2.se.fc2.\3"),
+    (r"blocks\.5\.pool\.pre_conv\.weight", "head.conv5.weight"),
+    (rf"blocks\.5\.pool\.pre_norm\.{_BN}", r"head.bn5.\1"),
+    (r"blocks\.5\.pool\.post_conv\.weight", "head.lin5.weight"),
+    (rf"blocks\.5\.pool\.post_norm\.{_BN}", r"head.lin5_bn.\1"),
+    (r"blocks\.5\.proj\.(weight|bias)", r"head.fc.\1"),
+]
+
+# SlowFast `X3D` names -> vbench names (stage sN is vbench stage N-2).
+_SLOWFAST_RULES = [
+    (r"s1\.pathway0_stem\.conv_xy\.weight", "stem.conv_xy.weight"),
+    (r"s1\.pathway0_stem\.conv\.weight", "stem.conv_t.weight"),
+    (rf"s1\.pathway0_stem\.bn\.{_BN}", r"stem.bn.\1"),
+    (r"s([2-5])\.pathway0_res(\d+)\.branch1\.weight", r"stages.{\1}.\2.shortcut.conv.weight"),
+    (rf"s([2-5])\.pathway0_res(\d+)\.branch1_bn\.{_BN}", r"stages.{\1}.\2.shortcut.bn.\3"),
+    (r"s([2-5])\.pathway0_res(\d+)\.branch2\.([abc])\.weight", r"stages.{\1}.\2.conv_\3.weight"),
+    (rf"s([2-5])\.pathway0_res(\d+)\.branch2\.([abc])_bn\.{_BN}", r"stages.{\1}.\2.bn_\3.\4"),
+    (r"s([2-5])\.pathway0_res(\d+)\.branch2\.se\.(fc[12])\.(weight|bias)", r"stages.{\1}.\2.se.\3.\4"),
+    (r"head\.conv_5\.weight", "head.conv5.weight"),
+    (rf"head\.conv_5_bn\.{_BN}", r"head.bn5.\1"),
+    (r"head\.lin_5\.weight", "head.lin5.weight"),
+    (rf"head\.lin_5_bn\.{_BN}", r"head.lin5_bn.\1"),
+    (r"head\.projection\.(weight|bias)", r"head.fc.\1"),
+]
+
+
+def _unwrap(state_dict):
+    """The tensors of a checkpoint: accepts {"model_state": ...} and DataParallel 'module.' keys."""
+    if "model_state" in state_dict and isinstance(state_dict["model_state"], dict):
+        state_dict = state_dict["model_state"]
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+
+
+def _rename(state_dict, rules, stage_offset, source):
+    compiled = [(re.compile(pattern), target) for pattern, target in rules]
+    converted, unexpected = {}, []
+    for key, value in _unwrap(state_dict).items():
+        for pattern, target in compiled:
+            match = pattern.fullmatch(key)
+            if match:
+                new_key = match.expand(target)
+                if new_key.startswith("stages.{"):  # "{N}" is the source's stage number
+                    number, rest = new_key[len("stages.{"):].split("}", 1)
+                    new_key = f"stages.{int(number) - stage_offset}{rest}"
+                converted[new_key] = value
+                break
+        else:
+            unexpected.append(key)
+    if unexpected:
+        raise ValueError(f"{source} X3D state dict has {len(unexpected)} unexpected key(s) that "
+                         f"X3D does not have: {', '.join(unexpected[:10])}. Is it an X3D checkpoint "
+                         f"in {source} format? (MODEL.WEIGHTS_FORMAT)")
+    _check_complete(converted, source)
+    return converted
+
+
+def _required_keys(converted):
+    """Keys an X3D state dict must hold, given the blocks and optional modules it mentions."""
+    def bn(prefix):
+        return [f"{prefix}.{name}" for name in _BN_REQUIRED]
+
+    required = ["stem.conv_xy.weight", "stem.conv_t.weight", *bn("stem.bn"), "head.conv5.weight",
+                *bn("head.bn5"), "head.lin5.weight", "head.fc.weight", "head.fc.bias"]
+    blocks = {}
+    for key in converted:
+        match = re.match(r"stages\.(\d+)\.(\d+)\.", key)
+        if match:
+            stage, block = int(match.group(1)), int(match.group(2))
+            blocks[stage] = max(blocks.get(stage, -1), block)
+    for stage in range(len(STAGE_DEPTHS)):
+        for block in range(blocks.get(stage, 0) + 1):  # a stage needs at least block 0
+            p = f"stages.{stage}.{block}"
+            required += [f"{p}.conv_{c}.weight" for c in "abc"] + bn(f"{p}.bn_a") + bn(f"{p}.bn_b") + bn(f"{p}.bn_c")
+            if block == 0:
+                required.append(f"{p}.shortcut.conv.weight")
+            if any(k.startswith(f"{p}.se.") for k in converted):
+                required += [f"{p}.se.fc{i}.{t}" for i in (1, 2) for t in ("weight", "bias")]
+            if any(k.startswith(f"{p}.shortcut.bn.") for k in converted):
+                required += bn(f"{p}.shortcut.bn")
+    if any(k.startswith("head.lin5_bn.") for k in converted):
+        required += bn("head.lin5_bn")
+    return required
+
+
+def _check_complete(converted, source):
+    missing = [key for key in _required_keys(converted) if key not in converted]
+    if missing:
+        raise ValueError(f"{source} X3D state dict is missing {len(missing)} key(s) (named after "
+                         f"conversion to vbench): {', '.join(missing[:10])}. The checkpoint is "
+                         f"truncated or not a complete X3D model.")
+
+
+def convert_pytorchvideo_x3d_state_dict(state_dict):
+    """A PyTorchVideo `create_x3d` / hub x3d_{xs,s,m,l} state dict -> this file's `X3D` keys.
+
+    Accepts the bare state dict or the hub checkpoint ({"model_state": ...}) and 'module.'
+    prefixes. Mapping: blocks.0 -> stem (conv_t/conv_xy swapped back to what they are),
+    blocks.{1-4}.res_blocks.{i} -> stages.{0-3}.{i} (branch1_conv/norm -> shortcut.conv/bn,
+    branch2.conv_x/norm_x -> conv_x/bn_x, norm_b.0 -> bn_b, norm_b.1.block.{0,2} -> se.fc{1,2}),
+    blocks.5.pool.{pre_conv, pre_norm, post_conv, post_norm} -> head.{conv5, bn5, lin5, lin5_bn},
+    blocks.5.proj -> head.fc. Tensors are shared, not copied. Raises ValueError naming
+    unexpected or missing keys. Shapes are checked when the result is loaded into a model.
+    """
+    return _rename(state_dict, _PYTORCHVIDEO_RULES, stage_offset=1, source="PyTorchVideo")
+
+
+def convert_slowfast_x3d_state_dict(state_dict, bn_eps=1e-5):
+    """A SlowFast `X3D` (MODEL.ARCH x3d) state dict or checkpoint -> this file's `X3D` keys.
+
+    Mapping: s1.pathway0_stem.{conv_xy, conv, bn} -> stem.{conv_xy, conv_t, bn};
+    s{2-5}.pathway0_res{i} -> stages.{0-3}.{i} (branch1/branch1_bn -> shortcut.conv/bn,
+    branch2.{a,b,c}[_bn] -> conv_x/bn_x, branch2.se.fc{1,2} -> se.fc{1,2});
+    head.{conv_5, conv_5_bn, lin_5, lin_5_bn, projection} -> head.{conv5, bn5, lin5, lin5_bn, fc}.
+
+    One structural difference: SlowFast gives every projection shortcut a BN, PyTorchVideo
+    (and vbench) only those that change the width, i.e. not the first block of the first
+    stage. That BN is folded exactly (for inference) into the shortcut conv's weight and the
+    block's final BN bias, using `bn_eps` (SlowFast's BN.EPSILON). Fine-tuning from the
+    converted weights then treats that shortcut as a frozen affine map.
+    Supported: the single-pathway classification X3D of every SlowFast X3D config (any
+    WIDTH/DEPTH/BOTTLENECK factor, BN_LIN5); not detection heads or multigrid variants.
+    """
+    converted = _rename(state_dict, _SLOWFAST_RULES, stage_offset=2, source="SlowFast")
+    for key in [k for k in converted if k.endswith(".shortcut.conv.weight")]:
+        prefix = key[: -len("conv.weight")]
+        weight = converted[key]
+        if weight.shape[0] == weight.shape[1] and f"{prefix}bn.weight" in converted:
+            bn = {name: converted.pop(f"{prefix}bn.{name}") for name in _BN_REQUIRED}
+            converted.pop(f"{prefix}bn.num_batches_tracked", None)
+            scale = bn["weight"] / torch.sqrt(bn["running_var"] + bn_eps)
+            converted[key] = weight * scale.view(-1, 1, 1, 1, 1).to(weight.dtype)
+            block_bias = prefix[: -len("shortcut.")] + "bn_c.bias"
+            shift = bn["bias"] - bn["running_mean"] * scale
+            converted[block_bias] = converted[block_bias] + shift.to(converted[block_bias].dtype)
+    return converted

@@ -1,0 +1,278 @@
+"""Load pretrained weights from a local file (MODEL.WEIGHTS); vbench never downloads anything.
+
+Accepted files (`torch.save` pickles, or `.safetensors`):
+- a vbench training checkpoint ({"format": "vbench_checkpoint", "model": state_dict, ...});
+- a bare state dict of the model (vbench, or torchvision's own for torchvision models);
+- a PyTorchVideo or SlowFast checkpoint ({"model_state": state_dict, ...}) or state dict;
+- torchvision's MViT weights for vbench's MViT.
+Foreign key layouts are renamed by the converter of the model's family, looked up at call time
+as `convert_<format>_<family>_state_dict` in `vbench.models.<family>` or `..<family>_convert`.
+
+Loading is strict, with one exception: when only the classifier's class count differs (e.g.
+Kinetics-400 weights for a 20-class model), the classifier is dropped with a warning that names
+its keys and keeps its fresh initialisation.
+"""
+import importlib
+import logging
+import os
+import re
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+
+from vbench.config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("auto", "vbench", "pytorchvideo", "slowfast", "torchvision")
+SHOWN_KEYS = 5  # keys named in an error message per kind of problem
+
+# Key patterns that identify a foreign layout; checked in this order (torchvision before SlowFast
+# because swin3d and SlowFast's MViT both have "patch_embed.proj").
+_SIGNATURES = (
+    ("pytorchvideo", r"blocks\.\d+\.(conv\.conv_t|res_blocks)\.|patch_embed\.patch_model\.|"
+                     r"cls_positional_encoding\."),
+    ("torchvision", r"conv_proj\.weight|pos_encoding\.|stem\.0\.weight|layer1\.|features\.\d"),
+    ("slowfast", r"s1\.pathway0_stem\.|patch_embed\.proj\.weight|pos_embed_spatial|cls_token"),
+)
+
+# Where to find pretrained files for the offline hint: registered name -> (zoo, file name).
+_ZOO_HINTS = {
+    "x3d_xs": ("PyTorchVideo model zoo (kinetics)", "X3D_XS.pyth"),
+    "x3d_s": ("PyTorchVideo model zoo (kinetics)", "X3D_S.pyth"),
+    "x3d_m": ("PyTorchVideo model zoo (kinetics)", "X3D_M.pyth"),
+    "x3d_l": ("PyTorchVideo model zoo (kinetics)", "X3D_L.pyth"),
+    "mvit_b_16x4": ("PyTorchVideo model zoo (kinetics)", "MVIT_B_16x4.pyth"),
+    "mvit_b_32x3": ("PyTorchVideo model zoo (kinetics)", "MVIT_B_32x3_*.pyth"),
+}
+
+
+class WeightsError(ConfigError):
+    """MODEL.WEIGHTS cannot be loaded: missing, unreadable, or not matching the model."""
+
+
+class LoadedWeights(NamedTuple):
+    path: str
+    fmt: str  # the format the file was read as
+    dropped_keys: list  # classifier keys left at their initialisation (class count differs)
+
+
+def load_weights(model, path, fmt="auto", model_name=""):
+    """Load the weights in the local file `path` into `model` (in place); returns `LoadedWeights`.
+
+    `fmt` is MODEL.WEIGHTS_FORMAT ("auto" detects it from the keys); `model_name` is the registered
+    name (MODEL.MODEL_NAME), used to pick the converter family and for error messages.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"MODEL.WEIGHTS_FORMAT is '{fmt}'; choose one of {list(FORMATS)}.")
+    path = os.path.expanduser(path)
+    family = _family_of(model, model_name)
+    if not os.path.isfile(path):
+        raise WeightsError(_missing_file_message(path, model_name, family))
+    state_dict = strip_wrapper_prefixes(extract_state_dict(read_weights_file(path), path))
+    model_state = model.state_dict()
+    source = fmt if fmt != "auto" else detect_format(state_dict, model_state, family)
+    if source not in ("vbench", family):
+        state_dict = _convert(state_dict, source, family, path)
+    dropped = _drop_mismatched_head(model, state_dict, model_state, path)
+    _check_keys(state_dict, model_state, dropped, path, source, model_name)
+    model.load_state_dict(state_dict, strict=False)
+    logger.info(f"loaded weights from '{path}' ({source} format, {len(state_dict)} tensors)")
+    return LoadedWeights(path, source, dropped)
+
+
+def read_weights_file(path):
+    """The object stored in `path`, unpickled with `weights_only=True` (no code execution)."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except Exception as err:  # noqa: BLE001 - any parse failure means a bad file
+            raise WeightsError(f"weights file '{path}' is not a readable safetensors file "
+                               f"({type(err).__name__}: {err}).") from None
+    try:
+        with torch.serialization.safe_globals(_numpy_rng_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+        unsafe = _unsafe_globals(path) if "Weights only load failed" in str(err) else []
+        if unsafe:
+            raise WeightsError(
+                f"weights file '{path}' holds Python objects other than tensors "
+                f"({', '.join(unsafe[:3])}), which vbench does not unpickle (that could run code). "
+                f"If you trust the file, re-save its tensors: python -c \"import torch; "
+                f"c = torch.load('{path}', weights_only=False); "
+                f"torch.save(c.get('model_state', c), 'weights.pth')\" and set MODEL.WEIGHTS "
+                f"weights.pth.") from None
+        raise WeightsError(f"weights file '{path}' cannot be read by torch.load "
+                           f"({_short_reason(err)}); it is damaged, "
+                           f"truncated or not a PyTorch weights file.") from None
+
+
+def _short_reason(err):
+    match = re.search(r"WeightsUnpickler error: *([^\n]*)", str(err))
+    detail = match.group(1) if match else (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {detail[:200]}" if detail.strip() else type(err).__name__
+
+
+def _unsafe_globals(path):
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - not a readable pickle at all
+        return []
+
+
+def _numpy_rng_globals():
+    # vbench training checkpoints hold NumPy RNG states: allow just the types that rebuild them.
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    allowed = [core.multiarray._reconstruct, np.ndarray, np.dtype]
+    allowed += [getattr(np.dtypes, name) for name in ("UInt32DType", "Float64DType", "Int64DType")
+                if hasattr(getattr(np, "dtypes", None), name)]
+    return allowed
+
+
+def extract_state_dict(obj, path=""):
+    """The tensor mapping inside a checkpoint (vbench "model", SlowFast/PyTorchVideo "model_state",
+    Lightning-style "state_dict") or the object itself when it is already one."""
+    if isinstance(obj, dict):
+        for key in ("model", "model_state", "state_dict"):
+            if isinstance(obj.get(key), dict):
+                return extract_state_dict(obj[key], path)
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) == len(obj):
+            return tensors
+    kind = type(obj).__name__
+    found = f" (top-level keys: {', '.join(map(str, list(obj)[:8]))})" if isinstance(obj, dict) else ""
+    raise WeightsError(f"weights file '{path}' holds a {kind}{found}, not a state dict or a "
+                       f"checkpoint with 'model', 'model_state' or 'state_dict'.")
+
+
+def strip_wrapper_prefixes(state_dict):
+    """Drop DistributedDataParallel ('module.') and torch.compile ('_orig_mod.') key prefixes."""
+    stripped = {}
+    for key, value in state_dict.items():
+        while key.startswith(("module.", "_orig_mod.")):
+            key = key.split(".", 1)[1]
+        stripped[key] = value
+    return stripped
+
+
+def detect_format(state_dict, model_state, family):
+    """"vbench" when the keys are the model's own, else the foreign layout they look like."""
+    keys = set(state_dict)
+    model_keys = {k for k in model_state if not k.endswith("num_batches_tracked")}
+    if model_keys and len(keys & model_keys) >= 0.9 * len(model_keys):
+        return family if family == "torchvision" else "vbench"
+    for name, pattern in _SIGNATURES:
+        regex = re.compile(pattern)
+        if any(regex.match(key) for key in keys):
+            return name
+    return "vbench"  # unknown layout: the key check below lists what does not match
+
+
+def _family_of(model, model_name):
+    if model_name:
+        from .registry import get_builder
+
+        return get_builder(model_name).model_family
+    module = type(model).__module__
+    return "torchvision" if module.startswith("torchvision.") else module.rsplit(".", 1)[-1]
+
+
+def find_converter(source, family):
+    """`convert_<source>_<family>_state_dict` from the family's model or converter module, or None."""
+    name = f"convert_{source}_{family}_state_dict"
+    for module_name in (f"vbench.models.{family}", f"vbench.models.{family}_convert"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, name):
+            return getattr(module, name)
+    return None
+
+
+def _convert(state_dict, source, family, path):
+    converter = find_converter(source, family)
+    if converter is None:
+        raise WeightsError(
+            f"weights file '{path}' is in {source} format, and vbench has no converter from it to "
+            f"its {family} models (looked for convert_{source}_{family}_state_dict in "
+            f"vbench.models.{family} and vbench.models.{family}_convert). Check MODEL.MODEL_NAME, or "
+            f"set MODEL.WEIGHTS_FORMAT if the format was detected wrongly.")
+    try:
+        return strip_wrapper_prefixes(converter(state_dict))
+    except (ValueError, KeyError) as err:
+        raise WeightsError(f"weights file '{path}' could not be converted from {source} format: "
+                           f"{err}") from None
+
+
+def classifier_keys(model):
+    """State-dict keys of the final classifier: the last Linear, else the last convolution."""
+    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    conv = [name for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    names = linear or conv
+    if not names:
+        return []
+    return [f"{names[-1]}.{p}" for p, _ in model.get_submodule(names[-1]).named_parameters()]
+
+
+def _drop_mismatched_head(model, state_dict, model_state, path):
+    head = [k for k in classifier_keys(model) if k in state_dict and k in model_state]
+    differs = [k for k in head if state_dict[k].shape != model_state[k].shape]
+    same_features = all(state_dict[k].shape[1:] == model_state[k].shape[1:] for k in differs)
+    if not differs or not same_features:
+        return []
+    file_classes, model_classes = state_dict[differs[0]].shape[0], model_state[differs[0]].shape[0]
+    for key in head:
+        state_dict.pop(key)
+    logger.warning(
+        f"weights '{path}': the classifier has {file_classes} classes in the file and "
+        f"{model_classes} in the model; not loading {', '.join(head)} (kept at initialisation).")
+    return head
+
+
+def _check_keys(state_dict, model_state, dropped, path, source, model_name):
+    missing = [k for k in model_state if k not in state_dict and k not in dropped
+               and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in model_state]
+    mismatched = [f"{k} (file {tuple(state_dict[k].shape)}, model {tuple(model_state[k].shape)})"
+                  for k in state_dict if k in model_state and state_dict[k].shape != model_state[k].shape]
+    problems = []
+    for label, keys in (("missing from the file", missing), ("not in the model", unexpected),
+                        ("with a different shape", mismatched)):
+        if keys:
+            shown = ", ".join(keys[:SHOWN_KEYS]) + (", ..." if len(keys) > SHOWN_KEYS else "")
+            problems.append(f"{len(keys)} key(s) {label}: {shown}")
+    if problems:
+        what = f"model '{model_name}'" if model_name else "the model"
+        raise WeightsError(
+            f"weights file '{path}' (read as {source} format) does not match {what}: "
+            + "; ".join(problems) + ". Check MODEL.MODEL_NAME and the model settings it was "
+            f"trained with, or set MODEL.WEIGHTS_FORMAT.")
+
+
+def _missing_file_message(path, model_name, family):
+    message = (f"weights file not found: '{path}' (MODEL.WEIGHTS). vbench never downloads weights. "
+               f"To use pretrained weights offline: download the .pth/.pyth file on a machine with "
+               f"internet access, copy it here, and set MODEL.WEIGHTS /path/file.pth")
+    hint = _download_hint(model_name, family)
+    return message + (f" ({hint})." if hint else ".")
+
+
+def _download_hint(model_name, family):
+    name = model_name.lower()
+    if family == "torchvision" and name:
+        try:
+            import torchvision
+
+            return f"torchvision's file for {name}: {torchvision.models.get_model_weights(name).DEFAULT.url}"
+        except Exception:  # noqa: BLE001 - a hint only
+            return ""
+    if name in _ZOO_HINTS:
+        zoo, filename = _ZOO_HINTS[name]
+        return f"{name}: {filename} from the {zoo}"
+    return ""

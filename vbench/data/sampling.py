@@ -17,7 +17,7 @@ plan and listed in ``excluded``.
 """
 import heapq
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -264,3 +264,30 @@ def shard_plan(plan, batch_size, world_size=1, num_workers=1, training=True, see
                 worker.sort(key=lambda group: group[0].video)
         slots.append([[clip for group in worker for clip in group] for worker in workers])
     return ShardedPlan(batch_size, batches, slots)
+
+
+# ------------------------------------------------------------------------------------ one epoch
+@dataclass(frozen=True)
+class PlanSpec:
+    """Everything besides the videos and the epoch that fixes one rank's sharded epoch plan."""
+    settings: ClipSettings
+    training: bool
+    sampling: str
+    batch_size: int  # clips per batch on one rank
+    rank: int = 0
+    world_size: int = 1
+    num_workers: int = 0  # loader workers per rank (0 = in-process)
+    seed: int = 0
+    clips_per_video: int = 1
+    num_views: int = 10
+    num_crops: int = 3
+
+    def plan(self, infos, epoch):
+        if self.training:
+            return build_train_plan(infos, self.settings, self.sampling, self.seed, epoch,
+                                    self.clips_per_video)
+        return build_eval_plan(infos, self.settings, self.sampling, self.num_views, self.num_crops)
+
+    def shard(self, plan, epoch):
+        return shard_plan(plan, self.batch_size, self.world_size, self.num_workers, self.training,
+                          self.seed, epoch)

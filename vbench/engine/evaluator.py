@@ -86,3 +86,60 @@ class Evaluator:
         result["excluded"] = [{"path": path, "reason": reason} for path, reason in sorted(excluded)]
         result["eval_s"] = time.perf_counter() - start
         return result
+
+
+def find_test_checkpoint(cfg):
+    """TEST.CHECKPOINT_FILE_PATH, else the newest loadable checkpoint in OUTPUT_DIR, else None."""
+    from vbench.engine.checkpoint import Checkpointer
+
+    if cfg.TEST.CHECKPOINT_FILE_PATH:
+        return cfg.TEST.CHECKPOINT_FILE_PATH
+    return Checkpointer(cfg.OUTPUT_DIR, is_main=False).load_newest()[0]
+
+
+def run_test(cfg, ctx):
+    """Multi-view testing (`vbench test`, or TEST.ENABLE after training) of a checkpoint.
+
+    TEST.SAMPLING "uniform" averages TEST.NUM_ENSEMBLE_VIEWS x TEST.NUM_SPATIAL_CROPS views per
+    video; "windows" averages every window. Writes OUTPUT_DIR/test_results.json on rank 0.
+    """
+    from vbench.config import ConfigError
+    from vbench.data.loader import build_loader
+    from vbench.engine.checkpoint import seed_everything
+    from vbench.engine.log import get_logger, log_json_stats
+    from vbench.engine.trainer import load_initial_weights, make_autocast, resolve_precision
+    from vbench.models import build_model
+
+    seed_everything(cfg.RNG_SEED)
+    model = build_model(cfg)
+    path = find_test_checkpoint(cfg)
+    if path:
+        load_initial_weights(model, path, cfg)
+    elif not cfg.MODEL.WEIGHTS:
+        raise ConfigError(
+            f"nothing to test: no checkpoint in OUTPUT_DIR '{cfg.OUTPUT_DIR}', and neither "
+            f"TEST.CHECKPOINT_FILE_PATH nor MODEL.WEIGHTS is set.")
+    model = model.to(ctx.device)
+    if cfg.MODEL.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last_3d)
+    loader = build_loader(cfg, cfg.TEST.SPLIT, training=False, rank=ctx.rank,
+                          world_size=ctx.world_size)
+    precision = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
+    evaluator = Evaluator(loader, ctx.device, cfg.MODEL.NUM_CLASSES,
+                          make_autocast(precision, ctx.device), show_progress=ctx.is_main)
+    result = evaluator.run(model, desc="test")
+    if ctx.is_main:
+        summary = {k: v for k, v in result.items() if k != "excluded"}
+        log_json_stats(dict(summary, _type="test", split=cfg.TEST.SPLIT,
+                            sampling=cfg.TEST.SAMPLING), cfg.OUTPUT_DIR)
+        for item in result["excluded"]:
+            get_logger().warning(f"excluded from testing (unreadable): {item['path']} ({item['reason']})")
+        get_logger().info(
+            f"test ({cfg.TEST.SPLIT}, {cfg.TEST.SAMPLING}) of {path or cfg.MODEL.WEIGHTS}: video "
+            f"top-1 {result['video_top1']:.2f}, top-5 {result['video_top5']:.2f} over "
+            f"{result['num_videos']} videos; clip top-1 {result['clip_top1']:.2f} over "
+            f"{result['num_clips']} clips; {len(result['excluded'])} excluded")
+        write_json_atomic(dict(result, checkpoint=path, split=cfg.TEST.SPLIT,
+                               sampling=cfg.TEST.SAMPLING),
+                          os.path.join(cfg.OUTPUT_DIR, "test_results.json"))
+    return result

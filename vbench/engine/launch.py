@@ -1,0 +1,176 @@
+"""Entry points and process launch: `vbench train`, `vbench test`, `tools/run_net.py`.
+
+    python tools/run_net.py --cfg FILE [KEY VALUE ...]
+
+One process per GPU on this node (torch.multiprocessing spawn, NCCL), NUM_CPU_PROCS processes
+(gloo) with NUM_GPUS 0, one process per rank across NUM_SHARDS nodes rendezvousing at
+INIT_METHOD (as in SlowFast; single-node runs pick a free local port instead), or, under torchrun,
+exactly the processes torchrun started (RANK / WORLD_SIZE / LOCAL_RANK; nothing is spawned).
+Every check that needs no data runs before any process starts or any work is done.
+"""
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+from vbench.config import ConfigError, load_config, world_size_of
+from vbench.config.args import parse_cfg_args
+from vbench.engine import distributed as du
+from vbench.engine.checkpoint import CheckpointError
+from vbench.engine.meters import TrainingDiverged
+
+
+# ---------------------------------------------------------------------------- preflight
+def check_devices(cfg):
+    """NUM_GPUS must fit the GPUs this process can see; the backend must fit the device."""
+    if cfg.NUM_GPUS > 0:
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"NUM_GPUS is {cfg.NUM_GPUS} but CUDA is not available here (torch "
+                f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}). Set NUM_GPUS 0 "
+                f"to train on the CPU, or install a CUDA build of torch on a GPU machine.")
+        visible = torch.cuda.device_count()
+        needed = int(os.environ.get("LOCAL_WORLD_SIZE", cfg.NUM_GPUS))
+        if needed > visible:
+            raise ConfigError(
+                f"NUM_GPUS is {needed} but only {visible} GPU(s) are visible "
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
+                f"set NUM_GPUS {visible} or less.")
+    elif du.resolve_backend(cfg) == "nccl":
+        raise ConfigError("DIST_BACKEND nccl needs GPUs; with NUM_GPUS 0 use gloo (or auto).")
+
+
+def check_world(cfg, world_size):
+    """Global batches must split evenly over the processes actually running."""
+    for key, batch in (("TRAIN.BATCH_SIZE", cfg.TRAIN.BATCH_SIZE), ("TEST.BATCH_SIZE", cfg.TEST.BATCH_SIZE)):
+        if batch % world_size:
+            raise ConfigError(
+                f"{key} = {batch} is the global batch and must divide evenly over the "
+                f"{world_size} processes of this run; pick a multiple of {world_size}.")
+    if (cfg.TRAIN.BATCH_SIZE // world_size) % cfg.TRAIN.ACCUM_STEPS:
+        raise ConfigError(
+            f"the per-process batch {cfg.TRAIN.BATCH_SIZE // world_size} must divide into "
+            f"TRAIN.ACCUM_STEPS = {cfg.TRAIN.ACCUM_STEPS} micro-batches.")
+
+
+def check_output_dir(cfg):
+    path = cfg.OUTPUT_DIR
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test"):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"OUTPUT_DIR '{path}' is not writable ({err.strerror or err}). Choose a folder you "
+            f"can write to, e.g. OUTPUT_DIR ./output/my_run.") from None
+
+
+def check_data_dir(cfg):
+    path = cfg.DATA.PATH_TO_DATA_DIR
+    if cfg.SYNTH.AUTO_GENERATE or os.path.isdir(path):
+        return
+    raise ConfigError(
+        f"DATA.PATH_TO_DATA_DIR '{path}' does not exist. Download and prepare kinetics20 as "
+        f"data/README.md explains, point DATA.PATH_TO_DATA_DIR at your dataset, or set "
+        f"SYNTH.AUTO_GENERATE True to generate the synthetic dataset there.")
+
+
+def preflight(cfg, world_size=None):
+    """Every impossible setting we can detect without touching data, before any work starts."""
+    check_devices(cfg)
+    check_world(cfg, world_size or world_size_of(cfg))
+    check_output_dir(cfg)
+    if cfg.TRAIN.ENABLE or cfg.TEST.ENABLE:
+        check_data_dir(cfg)
+
+
+# ---------------------------------------------------------------------------- processes
+def _worker(local_rank, job, cfg, procs_per_node, init_method, job_args):
+    ctx = du.init_process(cfg, local_rank, procs_per_node, init_method)
+    if ctx.device.type == "cpu" and procs_per_node > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // procs_per_node))
+    try:
+        job(cfg, ctx, *job_args)
+    finally:
+        du.shutdown()
+
+
+def launch_workers(cfg, job, *job_args):
+    """Run `job(cfg, ctx, *job_args)` in every process of this node (see the module docstring)."""
+    if du.launched_by_torchrun():
+        _worker(int(os.environ["LOCAL_RANK"]), job, cfg, int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
+                "env://", job_args)
+        return
+    procs = cfg.NUM_GPUS if cfg.NUM_GPUS > 0 else cfg.NUM_CPU_PROCS
+    init_method = cfg.INIT_METHOD if cfg.NUM_SHARDS > 1 else du.free_local_address()
+    if procs == 1 and cfg.NUM_SHARDS == 1:
+        _worker(0, job, cfg, 1, init_method, job_args)
+        return
+    torch.multiprocessing.spawn(_worker, args=(job, cfg, procs, init_method, job_args),
+                                nprocs=procs, join=True)
+
+
+def run_job(cfg, ctx, run_info):
+    """Per process: synthetic data if asked for, training (TRAIN.ENABLE), testing (TEST.ENABLE)."""
+    from vbench.engine.evaluator import run_test
+    from vbench.engine.log import setup_logging
+    from vbench.engine.trainer import run_train
+
+    setup_logging(cfg.OUTPUT_DIR, ctx.is_main)
+    if cfg.SYNTH.AUTO_GENERATE:
+        if ctx.local_rank == 0:
+            from vbench.data.synthetic import ensure_synthetic
+
+            ensure_synthetic(cfg)
+        du.barrier()
+    if cfg.TRAIN.ENABLE:
+        run_train(cfg, ctx, run_info)
+    if cfg.TEST.ENABLE:
+        run_test(cfg, ctx)
+
+
+# ---------------------------------------------------------------------------- entry points
+USER_ERRORS = (ConfigError, CheckpointError, TrainingDiverged, FileNotFoundError)
+
+
+def launch(cfg, config_file=None, command=None):
+    """Check, then train and/or test as the config says. Raises on any failure."""
+    world = int(os.environ["WORLD_SIZE"]) if du.launched_by_torchrun() else world_size_of(cfg)
+    preflight(cfg, world)
+    run_info = {"config_file": config_file, "command": list(command or sys.argv),
+                "launch_time": time.time()}
+    launch_workers(cfg, run_job, run_info)
+
+
+def _main(argv, description, forced_opts=()):
+    args = parse_cfg_args(argv, description)
+    try:
+        cfg = load_config(args.cfg_file, list(args.opts) + list(forced_opts))
+        launch(cfg, args.cfg_file, ["vbench"] + list(argv or []))
+    except USER_ERRORS as err:
+        print(f"vbench: error: {err}", file=sys.stderr)
+        return 1
+    except torch.multiprocessing.ProcessRaisedException as err:
+        # A worker failed: the message is the last line of its traceback.
+        print(f"vbench: error in a training process: {str(err).strip().splitlines()[-1]}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_net_main(argv=None):
+    """`python tools/run_net.py --cfg FILE [KEY VALUE ...]`: train and/or test (SlowFast style)."""
+    return _main(sys.argv[1:] if argv is None else argv, "Train and/or test a video model.")
+
+
+def train_main(argv=None):
+    """`vbench train --cfg FILE [KEY VALUE ...]`."""
+    return _main(argv, "Train (and, with TEST.ENABLE, test) a video model.")
+
+
+def test_main(argv=None):
+    """`vbench test --cfg FILE [KEY VALUE ...]`: multi-view testing of TEST.CHECKPOINT_FILE_PATH
+    or the newest checkpoint in OUTPUT_DIR (training is switched off)."""
+    return _main(argv, "Test a trained video model.", ("TRAIN.ENABLE", "False", "TEST.ENABLE", "True"))

@@ -1,0 +1,338 @@
+"""The training loop: a small `Trainer` that runs epochs and calls hooks (detectron2 style).
+
+The trainer owns the model, optimizer, precision and the epoch loop; everything periodic
+(LR updates, logging, precise BN, evaluation, the benchmark target, checkpoints, results.json,
+TensorBoard) lives in a hook in `hooks.py`. One optimizer step ("iteration") is TRAIN.ACCUM_STEPS
+micro-batches. Nothing in the loop reads a device value back to the host except the meters,
+every LOG_PERIOD iterations and at the end of an epoch.
+"""
+import math
+import os
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from vbench.config import ConfigError
+from vbench.engine import distributed as du
+from vbench.engine.checkpoint import (Checkpointer, capture_rng_state, model_state,
+                                      restore_rng_state, seed_everything)
+from vbench.engine.log import get_logger
+from vbench.engine.meters import TrainMeter, WaitTimer, check_finite
+
+
+class TooManyBadVideos(RuntimeError):
+    """More training videos were unreadable than DATA.MAX_BAD_FRACTION allows."""
+
+
+def resolve_precision(requested, device):
+    """fp32 | fp16 | bf16 for "auto": bf16 where supported, fp16 on older GPUs, fp32 on the CPU."""
+    if requested != "auto":
+        return requested
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def make_autocast(precision, device):
+    """A zero-argument factory of the autocast context for `precision`."""
+    if precision == "fp32":
+        return nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def prepare_model(model, cfg, ctx):
+    """Move to the device; SyncBN, channels_last_3d, torch.compile and DDP as configured.
+
+    Returns (train_model, eval_model, bare_model): train_model is DDP-wrapped when the world has
+    more than one process; eval_model skips DDP (evaluation needs no gradient sync).
+    """
+    if cfg.BN.NORM_TYPE == "sync_batchnorm" and ctx.world_size > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(ctx.device)
+    if cfg.MODEL.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last_3d)
+    bare = model
+    if cfg.MODEL.COMPILE:
+        model = torch.compile(model)
+    eval_model = model
+    if ctx.world_size > 1:
+        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=device_ids)
+    return model, eval_model, bare
+
+
+class Trainer:
+    """Epoch loop with hooks. Build pieces may be injected (tests use tiny models and loaders)."""
+
+    def __init__(self, cfg, ctx=None, clock=None, model=None, train_loader=None, val_loader=None):
+        from vbench.engine.lr_policy import LRSchedule
+        from vbench.engine.optimizer import build_optimizer
+
+        self.cfg = cfg
+        self.ctx = ctx or du.DistContext()
+        self.output_dir = cfg.OUTPUT_DIR
+        self.logger = get_logger()
+        if cfg.MODEL.LOSS_FUNC != "cross_entropy":
+            raise ConfigError(f"MODEL.LOSS_FUNC '{cfg.MODEL.LOSS_FUNC}' is not supported; "
+                              f"use cross_entropy (with SOLVER.LABEL_SMOOTHING if needed).")
+        seed_everything(cfg.RNG_SEED)  # identical initial weights on every process
+        if model is None:
+            from vbench.models import build_model
+
+            model = build_model(cfg)
+        self.model, self.eval_model, self.bare_model = prepare_model(model, cfg, self.ctx)
+        seed_everything(cfg.RNG_SEED + self.ctx.rank)
+        self.train_loader = train_loader if train_loader is not None else self._loader("train")
+        self.val_loader = val_loader if val_loader is not None else self._loader("val")
+        self.accum_steps = cfg.TRAIN.ACCUM_STEPS
+        self.iters_per_epoch = math.ceil(len(self.train_loader) / self.accum_steps)
+        self.max_epoch = cfg.SOLVER.MAX_EPOCH
+        self.optimizer = build_optimizer(self.bare_model, cfg)
+        self.schedule = LRSchedule(cfg, self.iters_per_epoch)
+        self.precision = resolve_precision(cfg.TRAIN.PRECISION, self.ctx.device)
+        self.autocast = make_autocast(self.precision, self.ctx.device)
+        self.scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.precision == "fp16")
+        self.checkpointer = Checkpointer(self.output_dir, cfg.TRAIN.CHECKPOINT_KEEP, self.ctx.is_main)
+        self.clock = clock
+        self.meter = TrainMeter(self.ctx.device)
+        self.wait_timer = WaitTimer()
+        self.hooks = []
+        # run state; everything below is saved in checkpoints
+        self.start_epoch = 0
+        self.epoch = 0
+        self.iter = 0
+        self.history = []  # one record per finished epoch (results.json "epochs")
+        self.bad_videos = {}  # rel_path -> reason, training videos found unreadable so far
+        self.benchmark = {"reached": False, "time_to_target_s": None, "epochs_to_target": None}
+        self.stop_requested = False
+        self.failure = None
+        self.record = {}
+
+    def _loader(self, split):
+        from vbench.data.loader import build_loader
+
+        return build_loader(self.cfg, split, training=split == "train", rank=self.ctx.rank,
+                            world_size=self.ctx.world_size)
+
+    # ------------------------------------------------------------------ hooks
+    def register_hooks(self, hooks):
+        for hook in hooks:
+            hook.trainer = self
+        self.hooks.extend(hooks)
+
+    def _call_hooks(self, stage):
+        for hook in self.hooks:
+            getattr(hook, stage)()
+
+    # ------------------------------------------------------------------ loop
+    @property
+    def finished(self):
+        return self.stop_requested or self.start_epoch >= self.max_epoch
+
+    def train(self):
+        """Run the remaining epochs. after_train runs even when training fails."""
+        try:
+            self._call_hooks("before_train")
+            for self.epoch in range(self.start_epoch, self.max_epoch):
+                if self.stop_requested:
+                    break
+                self._call_hooks("before_epoch")
+                self.run_epoch()
+                self._call_hooks("after_epoch")
+        except BaseException as err:
+            self.failure = err
+            raise
+        finally:
+            self._call_hooks("after_train")
+
+    def is_eval_epoch(self):
+        done = self.epoch + 1
+        return done % self.cfg.TRAIN.EVAL_PERIOD == 0 or done == self.max_epoch
+
+    def run_epoch(self):
+        self.record = {"epoch": self.epoch + 1}
+        self.meter.reset_epoch()
+        self.train_loader.set_epoch(self.epoch)
+        if self.clock is not None and not self.clock_running():
+            self.clock.start()  # just before the first training batch is requested
+        self.wait_timer.reset()
+        self.model.train()
+        batches = iter(self.train_loader)
+        epoch_bad = []
+        remaining = len(self.train_loader)
+        for self.iter in range(self.iters_per_epoch):
+            self._call_hooks("before_step")
+            micro = min(self.accum_steps, remaining)
+            for index in range(micro):
+                batch = self._next_batch(batches)
+                epoch_bad.extend(batch.get("bad_videos", []))
+                self.train_micro_batch(batch, sync=index == micro - 1, scale=1.0 / micro)
+            remaining -= micro
+            self.optimizer_step()
+            self._call_hooks("after_step")
+        self.finish_epoch_train(epoch_bad)
+
+    def clock_running(self):
+        return bool(getattr(self.clock, "running", False))
+
+    def _next_batch(self, batches):
+        self.wait_timer.begin_wait()
+        batch = next(batches)
+        self.wait_timer.end_wait()
+        return batch
+
+    def train_micro_batch(self, batch, sync, scale):
+        clips, labels = self.train_loader.to_device(batch, self.ctx.device)
+        if self.cfg.MODEL.CHANNELS_LAST:
+            clips = clips.contiguous(memory_format=torch.channels_last_3d)
+        no_sync = getattr(self.model, "no_sync", None)
+        with nullcontext() if sync or no_sync is None else no_sync():
+            with self.autocast():
+                logits = self.model(clips)
+            loss = F.cross_entropy(logits.float(), labels,
+                                   label_smoothing=self.cfg.SOLVER.LABEL_SMOOTHING)
+            self.scaler.scale(loss * scale).backward()
+        self.meter.update(loss, logits, labels)
+
+    def optimizer_step(self):
+        from vbench.engine.optimizer import clip_gradients
+
+        self.scaler.unscale_(self.optimizer)
+        clip_gradients(self.bare_model.parameters(), self.cfg)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def current_lr(self):
+        return self.optimizer.param_groups[0]["lr"]
+
+    def finish_epoch_train(self, epoch_bad):
+        """Read the epoch's training statistics (the epoch-end sync) and account bad videos."""
+        train_s = self.wait_timer.total_s
+        stats = self.meter.read_epoch()
+        check_finite(stats["loss"], f"epoch {self.epoch + 1}")
+        clips = du.all_reduce_sum(torch.tensor([float(self.meter.epoch_samples)])).item()
+        self.record.update(
+            train_s=train_s, data_wait_fraction=self.wait_timer.wait_fraction,
+            clips_per_s=clips / train_s if train_s > 0 else 0.0, loss=stats["loss"],
+            train_top1=stats["top1"], train_top5=stats["top5"], lr=self.current_lr(),
+            bad_videos=self._account_bad_videos(epoch_bad))
+
+    def _account_bad_videos(self, epoch_bad):
+        """Merge this epoch's unreadable training videos over processes; warn once per video."""
+        from vbench.data.dataset import check_bad_fraction
+
+        merged = {}
+        for items in du.all_gather_objects(list(epoch_bad)):
+            merged.update({path: reason for path, reason in items})
+        for path, reason in sorted(merged.items()):
+            if path not in self.bad_videos:
+                self.logger.warning(f"unreadable training video skipped: {path} ({reason})")
+        self.bad_videos.update(merged)
+        try:
+            check_bad_fraction(list(self.bad_videos), self.train_loader.num_videos,
+                               self.cfg.DATA.MAX_BAD_FRACTION)
+        except RuntimeError as err:
+            raise TooManyBadVideos(str(err)) from None
+        return len(merged)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self):
+        """Everything a resumed run needs; RNG states of every process, indexed by rank.
+
+        A collective: every process must call it (rank 0 writes the file).
+        """
+        schedule_state = self.schedule.state_dict() if hasattr(self.schedule, "state_dict") else {}
+        return {
+            "model": model_state(self.bare_model),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "lr_schedule": schedule_state,
+            "rng_states": du.all_gather_objects(capture_rng_state(self.ctx.device)),
+            "clock": self.clock.state_dict() if self.clock is not None else None,
+            "history": list(self.history),
+            "bad_videos": dict(self.bad_videos),
+            "benchmark": dict(self.benchmark),
+            "stopped": self.stop_requested,
+            "world_size": self.ctx.world_size,
+        }
+
+    def load_state_dict(self, state):
+        self.bare_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if state.get("lr_schedule") and hasattr(self.schedule, "load_state_dict"):
+            self.schedule.load_state_dict(state["lr_schedule"])
+        self.start_epoch = self.epoch = state["epoch"]
+        self.history = list(state["history"])
+        self.bad_videos = dict(state["bad_videos"])
+        self.benchmark = dict(state["benchmark"])
+        self.stop_requested = state["stopped"]
+        if self.clock is not None and state.get("clock") is not None:
+            self.clock.load_state_dict(state["clock"])
+        rng_states = state["rng_states"]
+        if len(rng_states) == self.ctx.world_size:
+            restore_rng_state(rng_states[self.ctx.rank], self.ctx.device)
+        else:
+            self.logger.warning(
+                f"checkpoint was written by {len(rng_states)} processes, this run has "
+                f"{self.ctx.world_size}: random streams are reseeded, so the continuation will "
+                f"not be bit-identical to an uninterrupted run.")
+            seed_everything(self.cfg.RNG_SEED + 1000 * self.start_epoch + self.ctx.rank)
+
+    def resume_or_load(self):
+        """Auto-resume from the newest loadable checkpoint, else load TRAIN.CHECKPOINT_FILE_PATH."""
+        from vbench.engine.checkpoint import load_checkpoint_file
+
+        if self.cfg.TRAIN.AUTO_RESUME:
+            path = self.checkpointer.load_newest()[0] if self.ctx.is_main else None
+            path = du.broadcast_object(path)
+            if path:
+                self.load_state_dict(load_checkpoint_file(path))
+                self.logger.info(f"resumed from {path} (epoch {self.start_epoch} done)")
+                return path
+        if self.cfg.TRAIN.CHECKPOINT_FILE_PATH:
+            load_initial_weights(self.bare_model, self.cfg.TRAIN.CHECKPOINT_FILE_PATH, self.cfg)
+        return None
+
+
+def load_initial_weights(model, path, cfg):
+    """Model weights only, from a vbench checkpoint or any format `load_weights` understands."""
+    from vbench.engine.checkpoint import CheckpointError, load_checkpoint_file
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"checkpoint '{path}' (TRAIN.CHECKPOINT_FILE_PATH or "
+                          f"TEST.CHECKPOINT_FILE_PATH) does not exist.")
+    try:
+        model.load_state_dict(load_checkpoint_file(path)["model"])
+    except CheckpointError:
+        from vbench.models.weights import load_weights
+
+        load_weights(model, path, cfg.MODEL.WEIGHTS_FORMAT, cfg.MODEL.MODEL_NAME)
+    get_logger().info(f"loaded weights from {path}")
+
+
+def run_train(cfg, ctx, run_info=None):
+    """Build the trainer and its hooks, resume if possible, train. Returns the trainer."""
+    from vbench.bench.clock import BenchmarkClock
+    from vbench.data.layouts import write_class_names
+    from vbench.engine.hooks import default_hooks
+
+    run_info = run_info or {}
+    # Only rank 0 keeps the benchmark clock (and its heartbeat file).
+    clock = BenchmarkClock(os.path.join(cfg.OUTPUT_DIR, "clock_heartbeat.json")) if ctx.is_main else None
+    trainer = Trainer(cfg, ctx, clock=clock)
+    trainer.register_hooks(default_hooks(trainer, run_info))
+    trainer.resume_or_load()
+    if ctx.is_main:
+        write_class_names(cfg.OUTPUT_DIR, trainer.train_loader.class_names)
+    if trainer.finished:
+        trainer.logger.info(
+            f"OUTPUT_DIR '{cfg.OUTPUT_DIR}' holds a finished run (epoch {trainer.start_epoch} of "
+            f"{trainer.max_epoch}); nothing to train. Use a new OUTPUT_DIR (or TRAIN.AUTO_RESUME "
+            f"False) to train again.")
+    trainer.train()
+    return trainer

@@ -1,0 +1,205 @@
+"""`vbench models`: registered models with parameter counts and GFLOPs per view.
+
+    vbench models                                   every model at its usual input, 400 classes
+    vbench models --names x3d_m,r3d_18              just those
+    vbench models --cfg configs/Kinetics/X3D_M.yaml [KEY VALUE ...]
+                                                    the config's model at the config's clip size
+    vbench models --markdown                        a Markdown table (docs/MODEL_ZOO.md)
+
+GFLOPs are counted by fvcore's `FlopCountAnalysis` on one clip (batch 1, eval mode). fvcore counts
+one fused multiply-add as one flop, the convention of SlowFast and the X3D / MViT papers (other
+tools may report twice as many "FLOPs"). Operations fvcore cannot count (mostly element-wise ones:
+additions, activations, softmax) are left out and listed in a footnote.
+With --cfg the clip is DATA.NUM_FRAMES x DATA.TRAIN_CROP_SIZE^2: the training crop, which fixes the
+size of MViT position embeddings. Evaluation at a larger DATA.TEST_CROP_SIZE costs more.
+"""
+import glob
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from vbench.config import ConfigError, get_cfg, load_config
+from vbench.config.args import cfg_argument_parser, parse_cfg_args
+from vbench.config.load import merge_yaml
+
+from .registry import get_builder, registered_models
+
+KINETICS400_CLASSES = 400
+DESCRIPTION = "List registered video models with parameters and GFLOPs per view."
+
+
+@dataclass
+class ModelRow:
+    name: str
+    family: str
+    params: int
+    gflops_per_view: float  # None when fvcore could not trace the model
+    input_size: tuple  # (T, H, W) of one view
+    uncounted_ops: dict = field(default_factory=dict)  # op name -> calls fvcore left out
+    error: str = ""
+
+
+def config_for_model(name, input_size, num_classes=KINETICS400_CLASSES):
+    """A checked config that builds `name` for clips of `input_size` (T, H, W)."""
+    frames, height, _ = input_size
+    return load_config(None, [
+        "MODEL.MODEL_NAME", name, "MODEL.NUM_CLASSES", num_classes,
+        "DATA.NUM_FRAMES", frames, "DATA.TRAIN_CROP_SIZE", height, "DATA.TEST_CROP_SIZE", height,
+        "DATA.TRAIN_MIN_MAX_SCALE", [max(256, height), max(320, height)],
+    ])
+
+
+def _with_model_name(cfg, name):
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.MODEL_NAME = name
+    cfg.freeze()
+    return cfg
+
+
+def count_model(name, cfg, input_size):
+    """Parameters and fvcore GFLOPs of model `name` built from `cfg`, for one view of `input_size`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fvcore's import touches deprecated torch.jit APIs
+        from fvcore.nn import FlopCountAnalysis
+
+    builder = get_builder(name)
+    model = builder(cfg).eval()
+    params = sum(p.numel() for p in model.parameters())
+    row = ModelRow(name, builder.model_family, params, None, tuple(input_size))
+    clip = torch.zeros(1, 3, *input_size)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about data-dependent shapes
+            flops = FlopCountAnalysis(model, clip)
+            flops.unsupported_ops_warnings(False)
+            flops.uncalled_modules_warnings(False)
+            row.gflops_per_view = flops.total() / 1e9
+            row.uncounted_ops = dict(flops.unsupported_ops())
+    except Exception as err:  # noqa: BLE001 - one model failing to trace must not stop the table
+        row.error = f"fvcore could not trace it ({type(err).__name__}: {str(err)[:120]})"
+    return row
+
+
+def model_table(cfg=None, names=None, progress=True):
+    """One `ModelRow` per model.
+
+    Without `cfg`: each model in `names` (default: all registered) at its registered input size,
+    with 400 classes. With `cfg`: MODEL.MODEL_NAME (or each of `names`) built from `cfg`, at
+    DATA.NUM_FRAMES x DATA.TRAIN_CROP_SIZE^2.
+    """
+    from tqdm import tqdm
+
+    if names is None:
+        names = [cfg.MODEL.MODEL_NAME] if cfg is not None else registered_models()
+    names = [name.lower() for name in names]
+    for name in names:
+        get_builder(name)  # unknown names fail now, not after minutes of counting
+    rows = []
+    bar = tqdm(names, desc="counting GFLOPs", unit="model", disable=not progress, file=sys.stderr)
+    for name in bar:
+        bar.set_postfix_str(name)
+        if cfg is None:
+            input_size = get_builder(name).input_size
+            model_cfg = config_for_model(name, input_size)
+        else:
+            crop = cfg.DATA.TRAIN_CROP_SIZE
+            input_size = (cfg.DATA.NUM_FRAMES, crop, crop)
+            model_cfg = _with_model_name(cfg, name)
+        rows.append(count_model(name, model_cfg, input_size))
+    return rows
+
+
+def find_config_files(name, configs_dir="configs"):
+    """YAML files under `configs_dir` whose MODEL.MODEL_NAME (after `_BASE_`) is `name`."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(configs_dir, "**", "*.yaml"), recursive=True)):
+        try:
+            model_name = merge_yaml(get_cfg(), path).MODEL.MODEL_NAME
+        except ConfigError:
+            continue
+        if model_name.lower() == name:
+            found.append(os.path.relpath(path, os.path.dirname(os.path.abspath(configs_dir))))
+    return found
+
+
+def _cells(row, configs_dir):
+    gflops = f"{row.gflops_per_view:.2f}" if row.gflops_per_view is not None else "n/a"
+    cells = [row.name, row.family, f"{row.params / 1e6:.2f}", gflops,
+             " x ".join(str(s) for s in row.input_size)]
+    if configs_dir:
+        cells.append(", ".join(find_config_files(row.name, configs_dir)) or "-")
+    return cells
+
+
+def format_table(rows, markdown=False, configs_dir=""):
+    header = ["model", "family", "params (M)", "GFLOPs/view", "input T x H x W"]
+    if configs_dir:
+        header.append("config")
+    body = [_cells(row, configs_dir) for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    numeric = {2, 3}
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(c) for c in body])
+
+
+def footnotes(rows):
+    notes = ["GFLOPs: fvcore FlopCountAnalysis, batch 1, eval mode; one multiply-add = one flop "
+             "(SlowFast, X3D and MViT papers)."]
+    uncounted = [row for row in rows if row.uncounted_ops]
+    if uncounted:
+        notes.append("Not counted (fvcore has no rule for them; mostly element-wise): "
+                     + "; ".join(f"{row.name} {sum(row.uncounted_ops.values())} calls"
+                                 for row in uncounted) + ".")
+        kinds = sorted({op for row in uncounted for op in row.uncounted_ops})
+        notes.append("Uncounted op kinds: " + ", ".join(kinds) + ".")
+    notes += [f"{row.name}: {row.error}" for row in rows if row.error]
+    return notes
+
+
+def _build_parser():
+    parser = cfg_argument_parser(DESCRIPTION)
+    parser.add_argument("--names", default="", help="comma-separated model names (default: all)")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--configs-dir", default="configs",
+                        help="folder searched for each model's config files ('' to skip)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None):
+    args = parse_cfg_args(list(sys.argv[1:] if argv is None else argv), DESCRIPTION, _build_parser())
+    names = [n.strip() for n in args.names.split(",") if n.strip()] or None
+    try:
+        cfg = load_config(args.cfg_file, args.opts) if args.cfg_file or args.opts else None
+        rows = model_table(cfg, names, progress=not args.no_progress)
+    except ConfigError as err:
+        print(f"vbench models: error: {err}", file=sys.stderr)
+        return 2
+    if cfg is None:
+        print(f"Registered models at their usual input size, with MODEL.NUM_CLASSES "
+              f"{KINETICS400_CLASSES} (Kinetics-400's class count).")
+    else:
+        print(f"Model of {args.cfg_file or 'the defaults'} at DATA.NUM_FRAMES x DATA.TRAIN_CROP_SIZE^2,"
+              f" MODEL.NUM_CLASSES {cfg.MODEL.NUM_CLASSES}.")
+    configs_dir = args.configs_dir if os.path.isdir(args.configs_dir or "") else ""
+    print()
+    print(format_table(rows, markdown=args.markdown, configs_dir=configs_dir))
+    print()
+    for note in footnotes(rows):
+        print(("- " if args.markdown else "* ") + note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Score: the formula, multi-run aggregation, compliance, refusals and bad results files."""
+import json
+import math
+import os
+
+import pytest
+import yaml
+
+from vbench.bench.compliance import recipe_config
+from vbench.bench.reference import ScoreError, load_reference, resolve_config_path
+from vbench.bench.score import aggregate_times, benchmark_score, main, score_track, track_score_value
+
+X3D = "configs/Kinetics/X3D_M.yaml"
+MVIT = "configs/Kinetics/MVIT_B_16x4.yaml"
+
+
+def fake_results(config_path, track, t_bench, reached=True, num_devices=4, gpu="NVIDIA H100", **overrides):
+    """A results.json dict as the trainer writes it, for a run with the shipped config."""
+    config = recipe_config(resolve_config_path(config_path))
+    for key, value in overrides.items():
+        *sections, leaf = key.split(".")
+        node = config
+        for section in sections:
+            node = node[section]
+        node[leaf] = value
+    target = config["BENCHMARK"]["TARGET_TOP1"]
+    epochs = [{"epoch": e, "clock_s": t_bench * e / 3, "train_s": 1.0, "eval_s": 0.1,
+               "data_wait_fraction": 0.05, "clips_per_s": 100.0, "loss": 2.0 / e, "lr": 0.01,
+               "clip_top1": target * e / 3, "clip_top5": 50.0, "video_top1": 10.0, "video_top5": 50.0,
+               "bad_videos": 0} for e in (1, 2, 3)]
+    return {
+        "schema_version": 1, "vbench_version": "0.1.0", "git_commit": None,
+        "run": {"output_dir": "x", "config_file": config_path, "command": ["run_net.py"],
+                "started_at": "2026-11-21T00:00:00", "finished_at": "2026-11-21T01:00:00",
+                "status": "reached" if reached else "finished"},
+        "config": config, "config_hash": "0" * 64,
+        "benchmark": {"track": track, "metric": "clip", "target_top1": target, "reached": reached,
+                      "time_to_target_s": t_bench if reached else None,
+                      "epochs_to_target": 3 if reached else None, "setup_s": 5.0,
+                      "stop_at_target": True, "total_time_s": t_bench},
+        "world": {"num_gpus": num_devices, "num_devices": num_devices, "world_size": num_devices,
+                  "num_shards": 1, "device": "cuda", "precision": "bf16"},
+        "hardware": {"gpu": {"model": gpu, "count": num_devices, "memory_gib": 80.0, "driver": "x",
+                             "cuda": "12", "cudnn": "9"},
+                     "cpu": {"model": "cpu", "physical_cores": 16, "logical_cores": 32},
+                     "ram_gib": 128.0, "storage": None},
+        "software": {"python": "3.12", "torch": "2.11", "torchvision": "0.26", "av": "14",
+                     "torchcodec": None, "numpy": "2", "platform": "linux"},
+        "epochs": epochs, "peak_gpu_memory_gib": 10.0,
+        "bad_videos": {"train": [], "eval_excluded": []},
+    }
+
+
+def save(tmp_path, name, results):
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps(results))
+    return str(run_dir)
+
+
+@pytest.fixture
+def reference():
+    return load_reference()
+
+
+def test_formula_by_hand():
+    assert track_score_value(3657.96, 4, 1828.98, 4) == pytest.approx(2.0)
+    # the same time on half the GPUs is worth twice as much
+    assert track_score_value(3657.96, 4, 1828.98, 2) == pytest.approx(4.0)
+    assert track_score_value(6682.53, 4, 6682.53, 8) == pytest.approx(0.5)
+    assert track_score_value(100.0, 4, math.inf, 4) == 0.0
+
+
+def test_single_run_per_track_and_benchmark_score(tmp_path, reference):
+    cnn = save(tmp_path, "cnn", fake_results(X3D, "cnn", 3657.96 / 2, num_devices=4))
+    tr = save(tmp_path, "tr", fake_results(MVIT, "transformer", 6682.53, num_devices=2))
+    scores = {"cnn": score_track("cnn", [cnn], reference),
+              "transformer": score_track("transformer", [tr], reference)}
+    assert scores["cnn"].score == pytest.approx(2.0)
+    assert scores["transformer"].score == pytest.approx(2.0)  # same time on 2 instead of 4 GPUs
+    assert benchmark_score(scores) == pytest.approx(2.0)
+    assert scores["cnn"].compliant and scores["transformer"].compliant
+
+
+def test_missed_target_scores_zero_with_reason(tmp_path, reference):
+    run = save(tmp_path, "cnn", fake_results(X3D, "cnn", 100.0, reached=False))
+    ts = score_track("cnn", [run], reference)
+    assert ts.score == 0.0 and ts.runs[0].score == 0.0
+    assert "never reached" in ts.runs[0].reason
+
+
+def test_missing_track_gives_no_benchmark_score(tmp_path, reference, capsys):
+    cnn = save(tmp_path, "cnn", fake_results(X3D, "cnn", 1000.0))
+    assert benchmark_score({"cnn": score_track("cnn", [cnn], reference)}) is None
+    assert main(["--cnn", cnn]) == 0
+    out = capsys.readouterr().out
+    assert "missing track(s) transformer" in out and "benchmark_score =" not in out
+
+
+def test_aggregation_one_three_six_runs():
+    assert aggregate_times([10.0]) == (10.0, "single run")
+    assert aggregate_times([30.0, 10.0, 20.0])[0] == 20.0
+    six = [10.0, 100.0, 20.0, 30.0, 40.0, 1.0]
+    value, method = aggregate_times(six)
+    assert value == pytest.approx((10 + 20 + 30 + 40) / 4) and "dropped" in method
+    # one missed run among five is dropped as the slowest; two are not
+    assert math.isfinite(aggregate_times([1.0, 2.0, 3.0, 4.0, math.inf])[0])
+    assert math.isinf(aggregate_times([1.0, 2.0, 3.0, math.inf, math.inf])[0])
+
+
+def test_track_with_six_runs(tmp_path, reference):
+    times = [900.0, 1000.0, 1100.0, 1200.0, 1300.0, 5000.0]
+    runs = [save(tmp_path, f"r{i}", fake_results(X3D, "cnn", t, RNG_SEED=i)) for i, t in enumerate(times)]
+    ts = score_track("cnn", runs, reference)
+    assert ts.t_bench_s == pytest.approx(1150.0)
+    assert ts.median_t_s == pytest.approx(1150.0)
+    assert ts.score == pytest.approx(3657.96 / 1150.0)
+    assert ts.cv > 0
+
+
+@pytest.mark.parametrize("key,value,allowed", [
+    ("DATA_LOADER.NUM_WORKERS", 32, True),
+    ("TRAIN.PRECISION", "bf16", True),
+    ("MODEL.COMPILE", True, True),
+    ("DATA.DECODING_BACKEND", "torchcodec", True),
+    ("SOLVER.BASE_LR", 0.02, False),
+    ("TRAIN.BATCH_SIZE", 128, False),
+    ("DATA.NUM_FRAMES", 8, False),
+    ("BENCHMARK.TARGET_TOP1", 5.0, False),
+])
+def test_compliance_per_kind_of_key(tmp_path, reference, key, value, allowed):
+    run = save(tmp_path, "cnn", fake_results(X3D, "cnn", 1000.0, **{key: value}))
+    ts = score_track("cnn", [run], reference)
+    assert ts.compliant is allowed
+    if not allowed:
+        (difference,) = ts.runs[0].differences
+        assert difference.key == key and difference.run == (tuple(value) if isinstance(value, list) else value)
+    assert ts.score == pytest.approx(3657.96 / 1000.0)  # still printed, marked
+
+
+def test_runs_on_different_hardware_or_configs_are_refused(tmp_path, reference):
+    a = save(tmp_path, "a", fake_results(X3D, "cnn", 1000.0, gpu="NVIDIA H100"))
+    b = save(tmp_path, "b", fake_results(X3D, "cnn", 1000.0, gpu="NVIDIA A100"))
+    with pytest.raises(ScoreError, match="different hardware"):
+        score_track("cnn", [a, b], reference)
+    c = save(tmp_path, "c", fake_results(X3D, "cnn", 1000.0, **{"DATA_LOADER.NUM_WORKERS": 4}))
+    with pytest.raises(ScoreError, match="DATA_LOADER.NUM_WORKERS"):
+        score_track("cnn", [a, c], reference)
+
+
+def test_wrong_track_refused(tmp_path, reference):
+    run = save(tmp_path, "tr", fake_results(MVIT, "transformer", 1000.0))
+    with pytest.raises(ScoreError, match="transformer run"):
+        score_track("cnn", [run], reference)
+
+
+def test_garbled_and_missing_results_files(tmp_path, capsys):
+    garbled = tmp_path / "garbled"
+    garbled.mkdir()
+    (garbled / "results.json").write_text("{not json")
+    assert main(["--cnn", str(garbled)]) == 2
+    assert "results.json" in capsys.readouterr().err
+    assert main(["--cnn", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+def test_make_reference_round_trip(tmp_path):
+    runs = [save(tmp_path, f"r{i}", fake_results(X3D, "cnn", t, RNG_SEED=i)) for i, t in enumerate([90.0, 110.0, 100.0])]
+    out = tmp_path / "ref.yaml"
+    assert main(["--make-reference", "--cnn", *runs, "--out", str(out), "--name", "lab"]) == 0
+    table = yaml.safe_load(out.read_text())
+    assert table["tracks"]["cnn"]["t_ref_s"] == 100.0 and table["tracks"]["cnn"]["n_gpu_ref"] == 4
+    ref = load_reference(str(out))
+    ts = score_track("cnn", [runs[0]], ref)
+    assert ts.score == pytest.approx(100.0 / 90.0)
+
+
+def test_bad_reference_file(tmp_path):
+    bad = tmp_path / "ref.yaml"
+    bad.write_text("tracks:\n  cnn:\n    config: x.yaml\n    target_top1: 1.0\n    n_gpu_ref: 4\n")
+    with pytest.raises(ScoreError, match="t_ref_s is missing"):
+        load_reference(str(bad))
+    with pytest.raises(ScoreError, match="not found"):
+        load_reference(os.path.join(str(tmp_path), "absent.yaml"))

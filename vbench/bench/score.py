@@ -1,0 +1,253 @@
+"""The benchmark score: `t_ref / t_bench * (n_gpu_ref / n_gpu_bench)` per track, averaged over tracks.
+
+    vbench score --cnn RUN [RUN ...] --transformer RUN [RUN ...] [--reference FILE] [--report DIR]
+    vbench score --make-reference --cnn RUN ... --transformer RUN ... --out FILE [--name NAME]
+
+A RUN is a run folder or its results.json. Several runs per track are aggregated as MLPerf does:
+one run is taken as is, 2-4 runs by their median time, 5 or more by the mean after dropping the
+fastest and the slowest. A run that never reached its target counts as an infinite time.
+"""
+import argparse
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+
+import yaml
+
+from .compliance import compare_with_recipe, recipe_config, setup_differences
+from .reference import TRACKS, ScoreError, load_reference, make_reference, resolve_config_path
+from .results import ResultsError, load_results
+
+
+@dataclass
+class RunScore:
+    path: str
+    results: dict
+    reached: bool
+    t_bench_s: float  # math.inf when the target was not reached
+    n_gpu_bench: int
+    score: float
+    reason: str = ""
+    differences: list = field(default_factory=list)
+
+    @property
+    def compliant(self):
+        return not self.differences
+
+
+@dataclass
+class TrackScore:
+    track: str
+    reference: object  # TrackReference
+    runs: list
+    t_bench_s: float
+    aggregation: str
+    median_t_s: float
+    cv: float  # coefficient of variation of t_bench over reached runs; nan below 2 runs
+    score: float
+
+    @property
+    def compliant(self):
+        return all(run.compliant for run in self.runs)
+
+
+def track_score_value(t_ref_s, n_gpu_ref, t_bench_s, n_gpu_bench):
+    """The formula exactly: t_ref / t_bench * (n_gpu_ref / n_gpu_bench); 0 for a missed target."""
+    if not math.isfinite(t_bench_s):
+        return 0.0
+    return t_ref_s / t_bench_s * (n_gpu_ref / n_gpu_bench)
+
+
+def aggregate_times(times):
+    """(time, method): single run, median of 2-4, or MLPerf mean without fastest and slowest (>= 5)."""
+    times = sorted(times)
+    if not times:
+        raise ScoreError("no runs to aggregate")
+    if len(times) == 1:
+        return times[0], "single run"
+    if len(times) < 5:
+        return statistics.median(times), f"median of {len(times)} runs"
+    kept = times[1:-1]
+    if any(math.isinf(t) for t in kept):
+        return math.inf, f"mean of {len(kept)} runs (fastest and slowest dropped)"
+    return sum(kept) / len(kept), f"mean of {len(kept)} runs (fastest and slowest dropped)"
+
+
+def coefficient_of_variation(times):
+    finite = [t for t in times if math.isfinite(t)]
+    if len(finite) < 2:
+        return math.nan
+    return statistics.stdev(finite) / statistics.mean(finite)
+
+
+def score_run(path, results, track_ref, recipe):
+    """One run against its track's reference: time, GPUs, score, compliance differences."""
+    bench = results["benchmark"]
+    n_gpu = int(results["world"]["num_devices"])
+    reached = bool(bench["reached"]) and bench["time_to_target_s"] is not None
+    t_bench = float(bench["time_to_target_s"]) if reached else math.inf
+    reason = "" if reached else (
+        f"never reached top-1 {bench['target_top1']} (status {results['run'].get('status')})")
+    differences = compare_with_recipe(results["config"], recipe)
+    if reached and float(bench["target_top1"]) < track_ref.target_top1:
+        reason = f"its target {bench['target_top1']} is below the reference target {track_ref.target_top1}"
+    score = track_score_value(track_ref.t_ref_s, track_ref.n_gpu_ref, t_bench, n_gpu)
+    return RunScore(path, results, reached, t_bench, n_gpu, score, reason, differences)
+
+
+def check_same_setup(track, runs):
+    """Runs of one track must share hardware and config; refuse them together otherwise."""
+    first = runs[0]
+    for other in runs[1:]:
+        if _hardware_key(first.results) != _hardware_key(other.results):
+            raise ScoreError(
+                f"{track} runs were made on different hardware and cannot be aggregated: "
+                f"'{first.path}' ran on {_hardware_key(first.results)}, "
+                f"'{other.path}' on {_hardware_key(other.results)}. Score them separately.")
+        differences = setup_differences(first.results["config"], other.results["config"])
+        if differences:
+            listed = "; ".join(str(d) for d in differences[:5])
+            raise ScoreError(
+                f"{track} runs use different configs and cannot be aggregated: '{first.path}' vs "
+                f"'{other.path}' differ in {listed}. Score them separately.")
+
+
+def _hardware_key(results):
+    hw = results.get("hardware") or {}
+    gpu = hw.get("gpu") or {}
+    cpu = hw.get("cpu") or {}
+    return (gpu.get("model"), results["world"]["num_devices"], cpu.get("model"))
+
+
+def score_track(track, paths, reference):
+    """Load, check and score every run of one track."""
+    track_ref = reference.tracks.get(track)
+    if track_ref is None:
+        raise ScoreError(f"the reference file '{reference.path}' has no '{track}' track.")
+    recipe = recipe_config(resolve_config_path(track_ref.config))
+    runs = [score_run(path, load_results(path), track_ref, recipe) for path in paths]
+    for run in runs:
+        run_track = run.results["benchmark"].get("track")
+        if run_track and run_track != track:
+            raise ScoreError(f"'{run.path}' is a {run_track} run; it was given as a {track} run.")
+    check_same_setup(track, runs)
+    times = [run.t_bench_s for run in runs]
+    t_agg, method = aggregate_times(times)
+    value = track_score_value(track_ref.t_ref_s, track_ref.n_gpu_ref, t_agg, runs[0].n_gpu_bench)
+    return TrackScore(track, track_ref, runs, t_agg, method, statistics.median(times),
+                      coefficient_of_variation(times), value)
+
+
+def benchmark_score(track_scores):
+    """Mean of the two track scores, or None when a track is missing."""
+    if any(track not in track_scores for track in TRACKS):
+        return None
+    return sum(track_scores[t].score for t in TRACKS) / len(TRACKS)
+
+
+def _fmt_time(seconds):
+    return "not reached" if not math.isfinite(seconds) else f"{seconds:.1f} s"
+
+
+def format_track(ts):
+    """Human-readable lines for one track: per-run rows, aggregation and the track score."""
+    ref = ts.reference
+    lines = [f"{ts.track} track ({ref.model or ref.config}): target top-1 {ref.target_top1}, "
+             f"t_ref {ref.t_ref_s:.2f} s on {ref.n_gpu_ref} GPU(s)"]
+    for run in ts.runs:
+        mark = "" if run.compliant else "  [NON-COMPLIANT]"
+        lines.append(f"  {run.path}: t_bench {_fmt_time(run.t_bench_s)}, n_gpu {run.n_gpu_bench}, "
+                     f"score {run.score:.3f}{mark}")
+        if run.reason:
+            lines.append(f"      {run.reason}")
+        for difference in run.differences:
+            lines.append(f"      differs from the benchmark config: {difference}")
+    cv = "n/a" if math.isnan(ts.cv) else f"{100 * ts.cv:.1f}%"
+    lines.append(f"  t_bench = {_fmt_time(ts.t_bench_s)} ({ts.aggregation}; median "
+                 f"{_fmt_time(ts.median_t_s)}; CV {cv})")
+    status = "" if ts.compliant else " (NON-COMPLIANT: see the differences above)"
+    lines.append(f"  {ts.track}_score = {ts.score:.3f}{status}")
+    return lines
+
+
+def summary_dict(track_scores, reference):
+    """Everything printed, as JSON-ready data."""
+    total = benchmark_score(track_scores)
+    tracks = {}
+    for track, ts in track_scores.items():
+        tracks[track] = {
+            "score": ts.score, "t_bench_s": None if math.isinf(ts.t_bench_s) else ts.t_bench_s,
+            "aggregation": ts.aggregation, "cv": None if math.isnan(ts.cv) else ts.cv,
+            "compliant": ts.compliant, "t_ref_s": ts.reference.t_ref_s,
+            "n_gpu_ref": ts.reference.n_gpu_ref,
+            "runs": [{"path": r.path, "reached": r.reached, "n_gpu_bench": r.n_gpu_bench,
+                      "t_bench_s": None if math.isinf(r.t_bench_s) else r.t_bench_s,
+                      "score": r.score, "reason": r.reason,
+                      "differences": [[d.key, d.recipe, d.run] for d in r.differences]}
+                     for r in ts.runs],
+        }
+    return {"reference": reference.path, "benchmark_score": total, "tracks": tracks,
+            "missing_tracks": [t for t in TRACKS if t not in track_scores]}
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="vbench score", description=__doc__.split("\n")[0])
+    parser.add_argument("--cnn", nargs="+", default=[], metavar="RUN", help="CNN-track runs")
+    parser.add_argument("--transformer", nargs="+", default=[], metavar="RUN", help="Transformer-track runs")
+    parser.add_argument("--reference", default=None, help="reference table (default: configs/benchmark/reference.yaml)")
+    parser.add_argument("--report", default=None, metavar="DIR", help="also write a Markdown + PNG report here")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--make-reference", action="store_true", help="write a reference table from the runs")
+    parser.add_argument("--out", default=None, help="output file for --make-reference")
+    parser.add_argument("--name", default="custom reference", help="name for --make-reference")
+    return parser
+
+
+def _make_reference_main(args):
+    if not args.out:
+        raise ScoreError("--make-reference needs --out FILE.")
+    track_runs = {t: [load_results(p) for p in getattr(args, t)] for t in TRACKS if getattr(args, t)}
+    if not track_runs:
+        raise ScoreError("--make-reference needs --cnn and/or --transformer runs.")
+    first = next(iter(track_runs.values()))[0]
+    gpu = (first.get("hardware") or {}).get("gpu") or {}
+    hardware = f"{gpu.get('count')} x {gpu.get('model')}" if gpu else "CPU"
+    table = make_reference(track_runs, args.name, hardware)
+    with open(args.out, "w") as f:
+        yaml.safe_dump(table, f, sort_keys=False)
+    print(f"wrote reference table '{args.out}' ({', '.join(track_runs)})")
+    return 0
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        if args.make_reference:
+            return _make_reference_main(args)
+        if not args.cnn and not args.transformer:
+            raise ScoreError("give runs with --cnn RUN ... and/or --transformer RUN ...")
+        reference = load_reference(args.reference)
+        track_scores = {t: score_track(t, getattr(args, t), reference) for t in TRACKS if getattr(args, t)}
+    except (ScoreError, ResultsError) as err:
+        print(f"vbench score: error: {err}", file=sys.stderr)
+        return 2
+    summary = summary_dict(track_scores, reference)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"reference: {reference.name} ({reference.path})")
+        for ts in track_scores.values():
+            print("\n".join(format_track(ts)))
+        if summary["benchmark_score"] is None:
+            print(f"benchmark_score: not computed: missing track(s) {', '.join(summary['missing_tracks'])}")
+        else:
+            mark = "" if all(ts.compliant for ts in track_scores.values()) else " (NON-COMPLIANT)"
+            print(f"benchmark_score = {summary['benchmark_score']:.3f}{mark}")
+    if args.report:
+        from .report import write_report
+
+        path = write_report(args.report, track_scores, reference)
+        print(f"report: {path}")
+    return 0

@@ -1,0 +1,143 @@
+"""Markdown + PNG reports: for a scored benchmark (`vbench score --report DIR`) or one run
+(`vbench report RUN_DIR [--out DIR]`)."""
+import argparse
+import math
+import os
+import statistics
+import sys
+
+from .plots import plot_accuracy_vs_time, plot_throughput
+from .reference import ScoreError
+from .results import ResultsError, load_results
+
+INPUT_BOUND_SHARE = 0.20  # data-wait share above which a run is called input-bound
+
+
+def bottleneck_verdict(results):
+    """'input-bound' or 'compute-bound', with the measured data-wait share and what to try."""
+    shares = [r["data_wait_fraction"] for r in results.get("epochs") or []
+              if r.get("data_wait_fraction") is not None]
+    if not shares:
+        return "unknown: no epoch rows with a data-wait share"
+    share = statistics.mean(shares)
+    if share > INPUT_BOUND_SHARE:
+        return (f"input-bound: the training loop waited for data {100 * share:.1f}% of the time "
+                f"(mean over {len(shares)} epochs). Try more loader workers "
+                f"(DATA_LOADER.NUM_WORKERS), GPU transforms (DATA.GPU_TRANSFORMS True), the "
+                f"torchcodec backend (DATA.DECODING_BACKEND torchcodec), or pre-resized videos "
+                f"(tools/prepare_kinetics.py --short-side 256).")
+    return (f"compute-bound: data wait is {100 * share:.1f}% of training time (<= "
+            f"{100 * INPUT_BOUND_SHARE:.0f}%); speed comes from the model step (precision, "
+            f"channels_last, compile, more GPUs).")
+
+
+def _cell(value, digits=2):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "not reached" if math.isinf(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def hardware_table(runs):
+    """Markdown table of hardware and software per (label, results)."""
+    lines = ["| run | GPUs | CPU | RAM (GiB) | torch | torchvision | PyAV | precision | vbench |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for label, results in runs:
+        hw, sw, world = results.get("hardware") or {}, results.get("software") or {}, results["world"]
+        gpu = hw.get("gpu") or {}
+        gpus = f"{gpu.get('count')} x {gpu.get('model')}" if gpu else "none (CPU)"
+        cpu = hw.get("cpu") or {}
+        lines.append(f"| {label} | {gpus} | {cpu.get('model')} ({cpu.get('logical_cores')} threads) | "
+                     f"{_cell(hw.get('ram_gib'), 1)} | {sw.get('torch')} | {sw.get('torchvision')} | "
+                     f"{sw.get('av')} | {world.get('precision')} | {results.get('vbench_version')} |")
+    return lines
+
+
+def epoch_table(results):
+    lines = ["| epoch | clock (s) | loss | lr | clips/s | data wait | clip top-1 | video top-1 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results.get("epochs") or []:
+        wait = r.get("data_wait_fraction")
+        lines.append(f"| {r['epoch']} | {_cell(r.get('clock_s'), 1)} | {_cell(r.get('loss'), 4)} | "
+                     f"{_cell(r.get('lr'), 6)} | {_cell(r.get('clips_per_s'), 1)} | "
+                     f"{'-' if wait is None else f'{100 * wait:.1f}%'} | {_cell(r.get('clip_top1'))} | "
+                     f"{_cell(r.get('video_top1'))} |")
+    return lines
+
+
+def run_section(label, results):
+    bench = results["benchmark"]
+    reached = "yes" if bench.get("reached") else "no"
+    lines = [f"### {label}", "",
+             f"- target: {bench.get('metric')} top-1 >= {bench.get('target_top1')}; reached: {reached}",
+             f"- time to target: {_cell(bench.get('time_to_target_s'), 1)} s "
+             f"(epochs: {_cell(bench.get('epochs_to_target'))}); set-up (untimed): "
+             f"{_cell(bench.get('setup_s'), 1)} s",
+             f"- devices: {results['world'].get('num_devices')} ({results['world'].get('device')}), "
+             f"world size {results['world'].get('world_size')}",
+             f"- bottleneck: {bottleneck_verdict(results)}", ""]
+    return lines + epoch_table(results) + [""]
+
+
+def _plots(out_dir, name, runs, metric, target, t_ref_s):
+    acc = plot_accuracy_vs_time(runs, os.path.join(out_dir, f"{name}_accuracy.png"), metric, target, t_ref_s,
+                                title=f"{name}: {metric} top-1 against time")
+    thr = plot_throughput(runs, os.path.join(out_dir, f"{name}_throughput.png"), title=f"{name}: throughput")
+    return [f"![{name} accuracy]({os.path.basename(acc)})", "",
+            f"![{name} throughput]({os.path.basename(thr)})", ""]
+
+
+def write_report(out_dir, track_scores, reference):
+    """Report for scored tracks (`vbench score --report`); returns the Markdown path."""
+    from .score import benchmark_score, format_track
+
+    os.makedirs(out_dir, exist_ok=True)
+    total = benchmark_score(track_scores)
+    lines = ["# vbench report", "", f"Reference: {reference.name} (`{reference.path}`)", "",
+             f"**benchmark_score: {'not computed (a track is missing)' if total is None else f'{total:.3f}'}**", ""]
+    for track, ts in track_scores.items():
+        runs = [(os.path.basename(os.path.normpath(r.path)) or r.path, r.results) for r in ts.runs]
+        metric = ts.runs[0].results["benchmark"].get("metric", "clip")
+        lines += [f"## {track} track", "", "```", *format_track(ts), "```", ""]
+        lines += _plots(out_dir, track, runs, metric, ts.reference.target_top1, ts.reference.t_ref_s)
+        lines += ["Hardware and software:", ""] + hardware_table(runs) + [""]
+        for label, results in runs:
+            lines += run_section(label, results)
+    return _write(out_dir, lines)
+
+
+def write_run_report(run_path, out_dir=None):
+    """Report for one run folder (`vbench report RUN_DIR`); returns the Markdown path."""
+    results = load_results(run_path)
+    run_dir = run_path if os.path.isdir(run_path) else os.path.dirname(run_path)
+    out_dir = out_dir or os.path.join(run_dir, "report")
+    os.makedirs(out_dir, exist_ok=True)
+    label = os.path.basename(os.path.normpath(run_dir)) or "run"
+    bench = results["benchmark"]
+    lines = [f"# vbench run report: {label}", ""]
+    lines += _plots(out_dir, "run", [(label, results)], bench.get("metric", "clip"), bench.get("target_top1"), None)
+    lines += ["Hardware and software:", ""] + hardware_table([(label, results)]) + [""]
+    lines += run_section(label, results)
+    return _write(out_dir, lines)
+
+
+def _write(out_dir, lines):
+    path = os.path.join(out_dir, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="vbench report", description="Markdown + PNG report of one run")
+    parser.add_argument("run", help="run folder or its results.json")
+    parser.add_argument("--out", default=None, help="report folder (default RUN/report)")
+    args = parser.parse_args(argv)
+    try:
+        path = write_run_report(args.run, args.out)
+    except (ScoreError, ResultsError) as err:
+        print(f"vbench report: error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0

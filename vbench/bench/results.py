@@ -1,0 +1,354 @@
+"""results.json: the record of one run (schema in docs/PROTOCOL.md), written atomically after every epoch.
+
+Trainer side (rank 0 only; see also vbench/bench/clock.py):
+
+    writer = ResultsWriter(os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE), cfg,
+                           world=world_block(cfg, device="cuda", precision="bf16"),
+                           config_file=args.cfg_file, command=sys.argv)     # writes status "running"
+    writer.load_state_dict(checkpoint["results"])        # when resuming (restores earlier epochs)
+    ...  # after each evaluation:
+    if target_reached(metrics, cfg): clock.stop()
+    writer.add_epoch({"epoch": epoch + 1, "clock_s": clock.elapsed(), ...row keys...}, clock)
+    checkpoint["results"] = writer.state_dict()
+    ...
+    writer.set_bad_videos(train=[(rel_path, reason), ...], eval_excluded=[...])
+    writer.finish(clock=clock, peak_gpu_memory_gib=...)   # status "reached" or "finished"
+    # on an exception: writer.finish("failed", clock=clock); raise
+
+Readers: `load_results(run_folder_or_file)` (validated), `validate_results(dict)`.
+"""
+import copy
+import datetime
+import hashlib
+import json
+import math
+import os
+import subprocess
+import tempfile
+
+import vbench
+
+from .sysinfo import collect_sysinfo
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+STATUSES = ("running", "reached", "finished", "failed")
+METRIC_KEYS = {"clip": "clip_top1", "video": "video_top1"}
+
+
+class ResultsError(ValueError):
+    """A results file is missing, not JSON, or does not follow the schema; the message names it."""
+
+
+# ---------------------------------------------------------------------- helpers
+def atomic_write_json(path, obj, indent=None):
+    """Write `obj` as JSON to `path` so that readers see the old file or the new one, never half.
+
+    Serialisation happens before the file is touched, so an unserialisable `obj` leaves `path` as it was.
+    """
+    text = json.dumps(obj, indent=indent, allow_nan=False)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def now_iso():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def config_to_dict(cfg):
+    """A CfgNode (or dict) as plain nested dicts and lists."""
+    if isinstance(cfg, dict):
+        return {str(key): config_to_dict(value) for key, value in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [config_to_dict(value) for value in cfg]
+    return cfg
+
+
+def config_hash(cfg_dict):
+    """sha256 hex of the canonical JSON (sorted keys, no spaces) of a config dict."""
+    canonical = json.dumps(config_to_dict(cfg_dict), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _git(*args):
+    source_root = os.path.dirname(os.path.dirname(os.path.abspath(vbench.__file__)))
+    try:
+        out = subprocess.run(["git", "-C", source_root, *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None, source_root
+    return (out.stdout.strip() if out.returncode == 0 else None), source_root
+
+
+def git_state():
+    """(commit, dirty) of the git checkout vbench runs from, or (None, None) outside one."""
+    top, source_root = _git("rev-parse", "--show-toplevel")
+    if not top or os.path.realpath(top) != os.path.realpath(source_root):
+        return None, None  # installed copy, or a checkout of some other project around it
+    commit, _ = _git("rev-parse", "HEAD")
+    status, _ = _git("status", "--porcelain", "--untracked-files=no")
+    return commit, (None if status is None else bool(status))
+
+
+def world_block(cfg, device, precision):
+    """The results.json "world" block. `precision` is the one in use ("auto" already resolved)."""
+    from vbench.config import world_size_of
+
+    if device not in ("cuda", "cpu") or precision not in ("fp32", "fp16", "bf16"):
+        raise ValueError(f"world_block needs device cuda/cpu and a resolved precision, got {device!r}, {precision!r}.")
+    num_gpus = cfg.NUM_GPUS * cfg.NUM_SHARDS if device == "cuda" else 0
+    return {"num_gpus": num_gpus, "num_devices": max(num_gpus, 1), "world_size": world_size_of(cfg),
+            "num_shards": cfg.NUM_SHARDS, "device": device, "precision": precision}
+
+
+def target_reached(metrics, cfg):
+    """True when `metrics` (an epoch row or evaluator output, percent) reaches BENCHMARK.TARGET_TOP1."""
+    target = cfg.BENCHMARK.TARGET_TOP1
+    value = metrics.get(METRIC_KEYS[cfg.BENCHMARK.METRIC])
+    return target > 0 and value is not None and value >= target
+
+
+def _plain(value):
+    """JSON-safe copy: tensors/NumPy scalars to Python numbers, tuples to lists, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _path_reasons(items):
+    return [item if isinstance(item, dict) else {"path": str(item[0]), "reason": str(item[1])}
+            for item in items]
+
+
+# ---------------------------------------------------------------------- writer
+class ResultsWriter:
+    """Builds results.json for one run and rewrites it atomically at every change."""
+
+    def __init__(self, path, cfg, *, world, config_file="", command=(), sysinfo=None, data_path=None):
+        self.path = path
+        self._cfg = cfg
+        if sysinfo is None:
+            sysinfo = collect_sysinfo(data_path if data_path is not None else (cfg.DATA.PATH_TO_DATA_DIR or None))
+        cfg_dict = config_to_dict(cfg)
+        commit, dirty = git_state()
+        self.data = {
+            "schema_version": SCHEMA_VERSION, "vbench_version": vbench.__version__,
+            "git_commit": commit, "git_dirty": dirty,
+            "run": {"output_dir": os.path.abspath(cfg.OUTPUT_DIR), "config_file": config_file or "",
+                    "command": [str(word) for word in command], "started_at": now_iso(),
+                    "finished_at": None, "status": "running"},
+            "config": cfg_dict, "config_hash": config_hash(cfg_dict),
+            "benchmark": {"track": cfg.BENCHMARK.TRACK, "metric": cfg.BENCHMARK.METRIC,
+                          "target_top1": float(cfg.BENCHMARK.TARGET_TOP1), "reached": False,
+                          "time_to_target_s": None, "epochs_to_target": None, "setup_s": 0.0,
+                          "stop_at_target": bool(cfg.BENCHMARK.STOP_AT_TARGET), "total_time_s": 0.0,
+                          "resumes": 0, "resume_added_s": 0.0, "clock_warnings": []},
+            "world": dict(world),
+            "hardware": sysinfo["hardware"], "software": sysinfo["software"],
+            "epochs": [], "peak_gpu_memory_gib": None,
+            "bad_videos": {"train": [], "eval_excluded": []},
+        }
+        self.write()
+
+    def write(self):
+        atomic_write_json(self.path, _plain(self.data), indent=1)
+
+    def _update_clock(self, clock):
+        if clock is None:
+            return
+        summary = clock.summary()
+        self.data["benchmark"].update(
+            setup_s=summary["setup_s"], total_time_s=summary["total_s"], resumes=summary["resumes"],
+            resume_added_s=summary["resume_added_s"], clock_warnings=summary["warnings"])
+
+    def add_epoch(self, row, clock=None):
+        """Record one epoch (1-based "epoch"; a re-run epoch after a resume replaces the old row)."""
+        row = _plain(row)
+        problems = []
+        _check(row, ROW_SPEC, "epoch row", problems)
+        if problems:
+            raise ValueError("; ".join(problems))
+        epochs = [r for r in self.data["epochs"] if r["epoch"] != row["epoch"]]
+        self.data["epochs"] = sorted(epochs + [row], key=lambda r: r["epoch"])
+        benchmark = self.data["benchmark"]
+        if not benchmark["reached"] and target_reached(row, self._cfg):
+            benchmark.update(reached=True, time_to_target_s=row["clock_s"], epochs_to_target=row["epoch"])
+        self._update_clock(clock)
+        self.write()
+
+    def set_bad_videos(self, train=None, eval_excluded=None):
+        """Unreadable videos as (rel_path, reason) pairs or {"path", "reason"} dicts."""
+        if train is not None:
+            self.data["bad_videos"]["train"] = _path_reasons(train)
+        if eval_excluded is not None:
+            self.data["bad_videos"]["eval_excluded"] = _path_reasons(eval_excluded)
+        self.write()
+
+    def finish(self, status=None, clock=None, peak_gpu_memory_gib=None):
+        """Final write; `status` defaults to "reached" or "finished" from the epochs recorded."""
+        status = status or ("reached" if self.data["benchmark"]["reached"] else "finished")
+        if status not in STATUSES[1:]:
+            raise ValueError(f"finish status must be one of {STATUSES[1:]}, got {status!r}.")
+        self.data["run"].update(status=status, finished_at=now_iso())
+        if peak_gpu_memory_gib is not None:
+            self.data["peak_gpu_memory_gib"] = float(peak_gpu_memory_gib)
+        self._update_clock(clock)
+        self.write()
+
+    def state_dict(self):
+        """What a checkpoint stores so a resumed run keeps the earlier epochs."""
+        return copy.deepcopy({"started_at": self.data["run"]["started_at"], "epochs": self.data["epochs"],
+                              "benchmark": self.data["benchmark"], "bad_videos": self.data["bad_videos"]})
+
+    def load_state_dict(self, state):
+        state = copy.deepcopy(state)
+        self.data["run"]["started_at"] = state["started_at"]
+        self.data["epochs"] = state["epochs"]
+        self.data["bad_videos"] = state["bad_videos"]
+        for key in ("reached", "time_to_target_s", "epochs_to_target"):
+            self.data["benchmark"][key] = state["benchmark"][key]
+        self.write()
+
+
+# ---------------------------------------------------------------------- schema
+NUMBER = (int, float)
+NULL = type(None)
+
+
+class Nullable:
+    def __init__(self, spec):
+        self.spec = spec
+
+
+class ListOf:
+    def __init__(self, spec):
+        self.spec = spec
+
+
+class Choice:
+    def __init__(self, *values):
+        self.values = values
+
+
+ROW_SPEC = {
+    "epoch": int, "clock_s": NUMBER, "train_s": NUMBER, "eval_s": (*NUMBER, NULL),
+    "data_wait_fraction": (*NUMBER, NULL), "clips_per_s": (*NUMBER, NULL), "loss": (*NUMBER, NULL),
+    "lr": NUMBER, "clip_top1": (*NUMBER, NULL), "clip_top5": (*NUMBER, NULL),
+    "video_top1": (*NUMBER, NULL), "video_top5": (*NUMBER, NULL), "bad_videos": int,
+}
+PATH_REASON = {"path": str, "reason": str}
+# Keys ending in "?" are optional (additions after the first published schema).
+RESULTS_SPEC = {
+    "schema_version": int, "vbench_version": str, "git_commit": (str, NULL), "git_dirty?": (bool, NULL),
+    "run": {"output_dir": str, "config_file": (str, NULL), "command": ListOf(str), "started_at": str,
+            "finished_at": (str, NULL), "status": Choice(*STATUSES)},
+    "config": dict, "config_hash": str,
+    "benchmark": {"track": Choice("", "cnn", "transformer"), "metric": Choice("clip", "video"),
+                  "target_top1": NUMBER, "reached": bool, "time_to_target_s": (*NUMBER, NULL),
+                  "epochs_to_target": (int, NULL), "setup_s": NUMBER, "stop_at_target": bool,
+                  "total_time_s": NUMBER, "resumes?": int, "resume_added_s?": NUMBER,
+                  "clock_warnings?": ListOf(str)},
+    "world": {"num_gpus": int, "num_devices": int, "world_size": int, "num_shards": int,
+              "device": Choice("cuda", "cpu"), "precision": Choice("fp32", "fp16", "bf16")},
+    "hardware": {
+        "gpu": Nullable({"model": str, "count": int, "memory_gib": (*NUMBER, NULL), "driver": (str, NULL),
+                         "cuda": (str, NULL), "cudnn": (str, NULL)}),
+        "cpu": {"model": str, "physical_cores": (int, NULL), "logical_cores": int},
+        "ram_gib": NUMBER,
+        "storage": Nullable({"data_path": str, "filesystem": (str, NULL), "device": (str, NULL),
+                             "rotational": (bool, NULL)})},
+    "software": {"python": str, "torch": str, "torchvision": (str, NULL), "av": (str, NULL),
+                 "torchcodec": (str, NULL), "numpy": (str, NULL), "platform": str},
+    "epochs": ListOf(ROW_SPEC),
+    "peak_gpu_memory_gib": (*NUMBER, NULL),
+    "bad_videos": {"train": ListOf(PATH_REASON), "eval_excluded": ListOf(PATH_REASON)},
+}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true/false", NULL: "null",
+               dict: "an object", list: "a list"}
+
+
+def _type_ok(value, types):
+    if isinstance(value, bool):
+        return bool in types
+    return isinstance(value, types)
+
+
+def _check(value, spec, key, problems):
+    if isinstance(spec, Nullable):
+        if value is not None:
+            _check(value, spec.spec, key, problems)
+    elif isinstance(spec, dict):
+        if not isinstance(value, dict):
+            problems.append(f"'{key}' must be an object, got {type(value).__name__}")
+            return
+        for name, sub_spec in spec.items():
+            optional = name.endswith("?")
+            name = name.rstrip("?")
+            if name in value:
+                _check(value[name], sub_spec, f"{key}.{name}", problems)
+            elif not optional:
+                problems.append(f"'{key}.{name}' is missing")
+    elif isinstance(spec, ListOf):
+        if not isinstance(value, list):
+            problems.append(f"'{key}' must be a list, got {type(value).__name__}")
+            return
+        for i, item in enumerate(value):
+            _check(item, spec.spec, f"{key}[{i}]", problems)
+    elif isinstance(spec, Choice):
+        if value not in spec.values:
+            problems.append(f"'{key}' is {value!r}; expected one of {list(spec.values)}")
+    else:
+        types = spec if isinstance(spec, tuple) else (spec,)
+        if float in types and int not in types:
+            types = types + (int,)
+        if not _type_ok(value, types):
+            expected = " or ".join(dict.fromkeys(_TYPE_NAMES.get(t, t.__name__) for t in types))
+            problems.append(f"'{key}' must be {expected}, got {value!r}")
+
+
+def validate_results(data, source="results.json"):
+    """Check `data` against the schema; raises ResultsError listing every problem (key names are
+    dotted paths under `source`, e.g. 'results.json.benchmark.target_top1'). Returns `data`."""
+    problems = []
+    _check(data, RESULTS_SPEC, source, problems)
+    if not problems and data["schema_version"] > SCHEMA_VERSION:
+        problems.append(f"'{source}.schema_version' is {data['schema_version']}; this vbench reads "
+                        f"version {SCHEMA_VERSION}: update vbench")
+    if problems:
+        raise ResultsError(f"{source} does not follow the results schema:\n  " + "\n  ".join(problems))
+    return data
+
+
+def load_results(path):
+    """Read and validate results.json from a run folder or a file path."""
+    file = os.path.join(path, RESULTS_FILE) if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        where = f"run folder '{path}' has no {RESULTS_FILE}" if os.path.isdir(path) else f"'{file}' does not exist"
+        raise ResultsError(f"cannot read results: {where}. Give a run folder (OUTPUT_DIR of `vbench train`) "
+                           f"or the path of its {RESULTS_FILE}.")
+    try:
+        with open(file, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ResultsError(f"'{file}' is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
+                           f"the file is damaged or is not a vbench results file.") from None
+    except UnicodeDecodeError as err:
+        raise ResultsError(f"'{file}' is not UTF-8 text ({err.reason} at byte {err.start}); "
+                           f"the file is damaged or is not a vbench results file.") from None
+    return validate_results(data, source=file)

@@ -51,6 +51,7 @@ def atomic_write_json(path, obj, indent=None):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; results are meant to be read by others
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

@@ -1,1 +1,27 @@
+"""Video decoders: `get_decoder(backend, threads, device)` -> an object with
+`decode(path, frame_indices, info=None) -> torch.uint8 [N, H, W, 3]` (see `base.Decoder`)."""
+from .base import Decoder, VideoDecodeError
 
+BACKENDS = ("pyav", "torchcodec")
+
+
+def get_decoder(backend="pyav", threads=0, device="cpu"):
+    """The decoder for DATA.DECODING_BACKEND / DATA.DECODER_THREADS / DATA.DECODER_DEVICE.
+
+    threads: 0 keeps the backend's default, 1 decodes on one thread, N > 1 uses N decoder threads.
+    device: "cpu", or "cuda"/"cuda:N" (torchcodec only; frames come back on that GPU).
+    """
+    backend = str(backend).lower()
+    if backend == "pyav":
+        if not str(device).startswith("cpu"):
+            raise ValueError(f"the pyav backend decodes on the CPU only (got device {device!r}); "
+                             "set DATA.DECODER_DEVICE cpu or DATA.DECODING_BACKEND torchcodec")
+        from .pyav import PyAVDecoder
+        return PyAVDecoder(threads=threads)
+    if backend == "torchcodec":
+        from .torchcodec import TorchCodecDecoder
+        return TorchCodecDecoder(threads=threads, device=device)
+    raise ValueError(f"unknown decoding backend {backend!r} (DATA.DECODING_BACKEND); choose one of {list(BACKENDS)}")
+
+
+__all__ = ["BACKENDS", "Decoder", "VideoDecodeError", "get_decoder"]

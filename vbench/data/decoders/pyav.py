@@ -1,0 +1,196 @@
+"""PyAV decoder: seek to the keyframe before the first wanted frame, decode forward, map by pts.
+
+Frame index -> pts comes from the video's index entry (`VideoInfo.timestamps`):
+- "cfr": index i <-> pts `start_pts + round(i * ticks_per_frame)`; a decoded frame's index is
+  `round((pts - start_pts) / ticks_per_frame)`. The index verified this formula on every packet.
+- "vfr": index i <-> `frame_pts[i]` (every frame's pts, stored by the index), looked up exactly.
+- "count": the container's pts are unreliable (AVI with B-frames); decode from the first frame
+  and count frames in output (presentation) order.
+Seeking uses the index's keyframe list: `container.seek(pts_of(keyframe), backward=True,
+any_frame=False)` lands on that keyframe (or an earlier one), so decoding forward reaches every
+wanted frame. If a container's seek still lands after the first wanted frame, the video is decoded
+again from its start.
+"""
+import bisect
+
+import av
+import numpy as np
+import torch
+
+from ..index import VideoInfo, info_from_probe, probe_video
+from .base import Decoder, VideoDecodeError, check_request
+
+MAX_FILL_GAP = 2  # a wanted frame missing from the decoder output may repeat the frame shown
+# before it when that frame is at most this many frames earlier (a header that overstates the
+# frame count by one or two, a dropped damaged frame); larger gaps raise VideoDecodeError
+MAX_DECODE_ERRORS = 20  # damaged packets tolerated before giving up on a file
+
+
+class Timeline:
+    """Frame index <-> pts of one video, from its VideoInfo."""
+
+    def __init__(self, info):
+        self.mode = info.timestamps
+        self.frame_pts = info.frame_pts
+        self.start = info.start_pts
+        num, den = (int(x) for x in info.time_base.split("/"))
+        self.ticks = den / (num * info.fps) if info.fps else 1.0
+
+    def pts_of(self, index):
+        if self.frame_pts is not None:
+            return self.frame_pts[index]
+        return self.start + round(index * self.ticks)
+
+    def index_of(self, pts):
+        if self.frame_pts is not None:
+            i = bisect.bisect_left(self.frame_pts, pts)
+            if i == len(self.frame_pts) or (i > 0 and pts - self.frame_pts[i - 1] < self.frame_pts[i] - pts):
+                i -= 1  # not an exact match (should not happen): the nearest frame
+            return i
+        return round((pts - self.start) / self.ticks)
+
+
+class PyAVDecoder(Decoder):
+    name = "pyav"
+
+    def __init__(self, threads=0):
+        self.threads = int(threads)
+
+    def decode(self, path, frame_indices, info=None):
+        path = str(path)
+        indices = check_request(path, frame_indices, info)
+        info = self._usable_info(path, info)
+        if indices[-1] >= info.num_frames:
+            raise VideoDecodeError(
+                path, f"frame index {indices[-1]} is past the end: the video has {info.num_frames} frames")
+        wanted = sorted(set(indices))
+        try:
+            frames = self._decode_wanted(path, info, wanted)
+        except av.FFmpegError as error:
+            raise VideoDecodeError(path, f"{type(error).__name__}: {error}") from None
+        height, width = frames[wanted[0]].shape[:2]
+        out = np.empty((len(indices), height, width, 3), dtype=np.uint8)
+        for row, index in enumerate(indices):
+            out[row] = frames[index]
+        return torch.from_numpy(out)
+
+    def _usable_info(self, path, info):
+        if info is None or not info.time_base:
+            metadata = probe_video(path)
+            info = info_from_probe(VideoInfo(path, path, -1), metadata)
+        if info.error:
+            raise VideoDecodeError(path, info.error)
+        return info
+
+    def _decode_wanted(self, path, info, wanted):
+        timeline = Timeline(info)
+        seek_pts = None
+        if info.timestamps != "count":
+            keyframes = info.keyframes or []
+            k = bisect.bisect_right(keyframes, wanted[0]) - 1
+            start_index = keyframes[k] if keyframes else wanted[0]
+            if start_index > 0:
+                seek_pts = timeline.pts_of(start_index)
+        with av.open(path, metadata_errors="ignore") as container:
+            frames, first_index = self._run(path, container, timeline, wanted, seek_pts)
+        if seek_pts is not None and (first_index is None or first_index > wanted[0]):
+            # the container's seek landed after the first wanted frame: decode from the start
+            with av.open(path, metadata_errors="ignore") as container:
+                frames, first_index = self._run(path, container, timeline, wanted, None)
+        return frames
+
+    def _configure(self, stream):
+        if self.threads > 1:
+            stream.thread_type = "AUTO"
+            stream.thread_count = self.threads
+        elif self.threads == 1:
+            stream.thread_count = 1
+
+    def _run(self, path, container, timeline, wanted, seek_pts):
+        """Decode until the last wanted frame; returns ({index: HWC uint8}, first decoded index)."""
+        if not container.streams.video:
+            raise VideoDecodeError(path, "no video stream")
+        stream = container.streams.video[0]
+        self._configure(stream)
+        if seek_pts is not None:
+            container.seek(int(seek_pts), stream=stream, backward=True, any_frame=False)
+        collector = _Collector(path, wanted)
+        position, errors = -1, []
+        for packet in container.demux(stream):
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError as error:
+                errors.append(error)
+                if len(errors) > MAX_DECODE_ERRORS:
+                    break
+                continue
+            for frame in decoded:
+                position += 1
+                if timeline.mode == "count":
+                    index = position
+                elif frame.pts is None:  # rare: continue from the previous frame
+                    index = position if collector.last_index is None else collector.last_index + 1
+                else:
+                    index = timeline.index_of(frame.pts)
+                if seek_pts is not None and collector.first_index is None and index > wanted[0]:
+                    return {}, index  # seek overshoot; the caller retries from the start
+                if collector.add(index, frame):
+                    return collector.frames, collector.first_index
+        collector.finish(errors)
+        return collector.frames, collector.first_index
+
+
+class _Collector:
+    """Keeps the wanted frames of a forward decode; fills small gaps with the frame shown before."""
+
+    def __init__(self, path, wanted):
+        self.path, self.wanted, self.next = path, wanted, 0
+        self.frames, self.first_index, self.last_index, self.last_frame = {}, None, None, None
+        self.size = None
+
+    def _array(self, frame):
+        if self.size is None:
+            self.size = (frame.width, frame.height)
+        if (frame.width, frame.height) != self.size:
+            frame = frame.reformat(width=self.size[0], height=self.size[1])
+        return frame.to_ndarray(format="rgb24")
+
+    def _fill(self, index, source_index, source_frame):
+        if source_frame is None or abs(index - source_index) > MAX_FILL_GAP:
+            raise VideoDecodeError(self.path, f"frame {index} is missing from the decoded stream "
+                                              f"(nearest decoded frame: {source_index})")
+        self.frames[index] = self._array(source_frame)
+
+    def add(self, index, frame):
+        """Take one decoded frame; True once every wanted frame is collected."""
+        if self.first_index is None:
+            self.first_index = index
+        while self.next < len(self.wanted) and self.wanted[self.next] < index:
+            missing = self.wanted[self.next]  # skipped over: use the frame on screen at that time
+            if self.last_frame is None:
+                self._fill(missing, index, frame)
+            else:
+                self._fill(missing, self.last_index, self.last_frame)
+            self.next += 1
+        if self.next < len(self.wanted) and self.wanted[self.next] == index:
+            self.frames[index] = self._array(frame)
+            self.next += 1
+        self.last_index, self.last_frame = index, frame
+        return self.next == len(self.wanted)
+
+    def finish(self, errors):
+        """End of stream: frames still wanted are past the real end of the video."""
+        if self.next == len(self.wanted):
+            return
+        detail = f"; {len(errors)} damaged packets, last: {errors[-1]}" if errors else ""
+        if self.last_frame is None:
+            raise VideoDecodeError(self.path, f"no frame could be decoded{detail}")
+        remaining = self.wanted[self.next:]
+        if remaining[-1] - self.last_index > MAX_FILL_GAP:
+            raise VideoDecodeError(
+                self.path, f"frame {remaining[-1]} was requested but decoding ended at frame "
+                           f"{self.last_index} (the file is shorter than its index says: truncated "
+                           f"or damaged?{detail})")
+        for index in remaining:
+            self._fill(index, self.last_index, self.last_frame)
+        self.next = len(self.wanted)

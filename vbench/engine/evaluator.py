@@ -5,6 +5,7 @@ one all_reduce merges them. Clips marked `valid == False` (padding duplicates th
 shards) are never counted, so the result equals a single-process evaluation of the same clips.
 Video accuracy averages the softmax over a video's clips (windows, or views x crops when testing).
 """
+import os
 import time
 from contextlib import nullcontext
 
@@ -81,9 +82,9 @@ class Evaluator:
         bar.close()
         model.train(was_training)
         result = acc.summarize()
-        excluded = {tuple(item) for items in du.all_gather_objects(bad) for item in items}
-        excluded.update(tuple(item) for item in getattr(self.loader, "excluded", []))
-        result["excluded"] = [{"path": path, "reason": reason} for path, reason in sorted(excluded)]
+        bad.extend(getattr(self.loader, "excluded", []))  # this rank's view: index + decode failures
+        excluded = {path: reason for items in du.all_gather_objects(bad) for path, reason in items}
+        result["excluded"] = [{"path": path, "reason": excluded[path]} for path in sorted(excluded)]
         result["eval_s"] = time.perf_counter() - start
         return result
 
@@ -103,6 +104,7 @@ def run_test(cfg, ctx):
     TEST.SAMPLING "uniform" averages TEST.NUM_ENSEMBLE_VIEWS x TEST.NUM_SPATIAL_CROPS views per
     video; "windows" averages every window. Writes OUTPUT_DIR/test_results.json on rank 0.
     """
+    from vbench.bench.results import atomic_write_json
     from vbench.config import ConfigError
     from vbench.data.loader import build_loader
     from vbench.engine.checkpoint import seed_everything
@@ -139,7 +141,7 @@ def run_test(cfg, ctx):
             f"top-1 {result['video_top1']:.2f}, top-5 {result['video_top5']:.2f} over "
             f"{result['num_videos']} videos; clip top-1 {result['clip_top1']:.2f} over "
             f"{result['num_clips']} clips; {len(result['excluded'])} excluded")
-        write_json_atomic(dict(result, checkpoint=path, split=cfg.TEST.SPLIT,
-                               sampling=cfg.TEST.SAMPLING),
-                          os.path.join(cfg.OUTPUT_DIR, "test_results.json"))
+        atomic_write_json(os.path.join(cfg.OUTPUT_DIR, "test_results.json"),
+                          dict(result, checkpoint=path, split=cfg.TEST.SPLIT,
+                               sampling=cfg.TEST.SAMPLING), indent=1)
     return result

@@ -2,8 +2,8 @@
 
 A hook sees the trainer as `self.trainer` and may implement before_train, before_epoch,
 before_step, after_step, after_epoch and after_train. `default_hooks` lists them in the order
-that matters: statistics are read before evaluation, evaluation decides the target before the
-checkpoint saves it, and results.json is written last.
+that matters: evaluation decides the target (and stops the clock), results.json records the
+epoch, and only then does the checkpoint save the clock and the results state.
 """
 import math
 
@@ -70,7 +70,7 @@ class ProgressLogger(HookBase):
         stats = t.meter.read_window()
         check_finite(stats["loss"], f"epoch {t.epoch + 1}, iteration {t.iter + 1}")
         if t.clock is not None:
-            t.clock.heartbeat()
+            t.clock.beat()
         wait = t.wait_timer.wait_fraction
         self.window_stats = stats
         self.bar.set_postfix(loss=f"{stats['loss']:.3f}", data_wait=f"{100 * wait:.0f}%")
@@ -130,48 +130,67 @@ class EvalHook(HookBase):
     BENCHMARK.TARGET_TOP1; with STOP_AT_TARGET the run ends there.
     """
 
-    def __init__(self, evaluator, target_top1, metric, stop_at_target):
+    def __init__(self, evaluator, cfg):
         self.evaluator = evaluator
-        self.target = target_top1
-        self.metric = f"{metric}_top1"
-        self.stop_at_target = stop_at_target
+        self.cfg = cfg
         self.last_result = None
 
     def after_epoch(self):
+        from vbench.bench.results import target_reached
+
         t = self.trainer
         record = t.record
-        record.update(clip_top1=None, clip_top5=None, video_top1=None, video_top5=None, eval_s=0.0)
+        record.update(clip_top1=None, clip_top5=None, video_top1=None, video_top5=None, eval_s=None)
         self.last_result = None
-        if t.is_eval_epoch():
-            result = self.evaluator.run(t.eval_model, desc=f"eval {t.epoch + 1}/{t.max_epoch}")
-            self.last_result = result
-            for key in ("clip_top1", "clip_top5", "video_top1", "video_top5", "eval_s"):
-                record[key] = result[key]
-            record["eval_excluded"] = result["excluded"]
-            self._check_target(record[self.metric])
-
-    def _check_target(self, value):
-        t = self.trainer
-        if self.target <= 0 or t.benchmark["reached"] or value < self.target:
+        if not t.is_eval_epoch():
             return
-        elapsed = t.clock.stop() if t.clock is not None else None
-        t.benchmark.update(reached=True, time_to_target_s=elapsed, epochs_to_target=t.epoch + 1)
-        get_logger().info(f"target {self.metric} >= {self.target:.2f} reached at epoch "
-                          f"{t.epoch + 1} ({value:.2f}); time to target {format_seconds(elapsed)}")
-        if self.stop_at_target:
+        result = self.evaluator.run(t.eval_model, desc=f"eval {t.epoch + 1}/{t.max_epoch}")
+        self.last_result = result
+        for key in ("clip_top1", "clip_top5", "video_top1", "video_top5", "eval_s"):
+            record[key] = result[key]
+        record["eval_excluded"] = result["excluded"]
+        if not t.target_reached and target_reached(result, self.cfg):
+            self._on_target(result)
+
+    def _on_target(self, result):
+        t, bench = self.trainer, self.cfg.BENCHMARK
+        if t.clock is not None:
+            t.clock.stop()
+        t.target_reached = True
+        value = result[f"{bench.METRIC}_top1"]
+        elapsed = f"; time to target {format_seconds(t.clock.elapsed())}" if t.clock is not None else ""
+        get_logger().info(f"target {bench.METRIC} top-1 >= {bench.TARGET_TOP1:.2f} reached at epoch "
+                          f"{t.epoch + 1} ({value:.2f}){elapsed}")
+        if bench.STOP_AT_TARGET:
             t.stop_requested = True
 
 
-class EpochRecordHook(HookBase):
-    """Closes the epoch's record (benchmark clock reading) and appends it to the history."""
+class ResultsHook(HookBase):
+    """Closes the epoch's record with the benchmark clock and writes results.json (rank 0)."""
 
-    KEYS = ("epoch", "clock_s", "train_s", "eval_s", "data_wait_fraction", "clips_per_s", "loss",
-            "lr", "clip_top1", "clip_top5", "video_top1", "video_top5", "bad_videos")
+    ROW_KEYS = ("epoch", "clock_s", "train_s", "eval_s", "data_wait_fraction", "clips_per_s",
+                "loss", "lr", "clip_top1", "clip_top5", "video_top1", "video_top5", "bad_videos")
 
     def after_epoch(self):
         t = self.trainer
-        t.record["clock_s"] = t.clock.elapsed() if t.clock is not None else None
-        t.history.append({key: t.record.get(key) for key in self.KEYS})
+        if t.results is None:
+            return
+        t.record["clock_s"] = t.clock.elapsed()
+        t.results.add_epoch({key: t.record.get(key) for key in self.ROW_KEYS}, t.clock)
+        excluded = t.record.get("eval_excluded")
+        t.results.set_bad_videos(train=sorted(t.bad_videos.items()),
+                                 eval_excluded=[(e["path"], e["reason"]) for e in excluded]
+                                 if excluded is not None else None)
+
+    def after_train(self):
+        t = self.trainer
+        if t.results is None:
+            return
+        peak = None
+        if t.ctx.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(t.ctx.device) / 2**30
+        t.results.finish("failed" if t.failure is not None else None, clock=t.clock,
+                         peak_gpu_memory_gib=peak)
 
 
 class CheckpointHook(HookBase):
@@ -213,7 +232,7 @@ class EpochSummaryHook(HookBase):
             log_json_stats({"_type": "val_epoch", "epoch": epoch, "clip_top1": r["clip_top1"],
                             "clip_top5": r["clip_top5"], "video_top1": r["video_top1"],
                             "video_top5": r["video_top5"], "eval_s": r["eval_s"],
-                            "clock_s": r["clock_s"]}, t.output_dir)
+                            "clock_s": r.get("clock_s")}, t.output_dir)
             line += (f"; val clip top-1 {r['clip_top1']:.2f}, video top-1 {r['video_top1']:.2f}, "
                      f"eval {r['eval_s']:.1f}s")
         if r.get("clock_s") is not None:
@@ -222,21 +241,19 @@ class EpochSummaryHook(HookBase):
 
     def after_train(self):
         t = self.trainer
-        if not t.ctx.is_main or t.failure is not None:
+        if t.results is None or t.failure is not None:
             return
-        bench = t.benchmark
-        evaluated = [r for r in t.history if r.get("clip_top1") is not None]
-        best = max((r["clip_top1"] for r in evaluated), default=float("nan"))
-        target = t.cfg.BENCHMARK.TARGET_TOP1
-        lines = [f"finished {len(t.history)} epoch(s); best clip top-1 {best:.2f}"]
-        if target > 0:
-            metric = t.cfg.BENCHMARK.METRIC
-            if bench["reached"]:
-                lines.append(f"time to target ({metric} top-1 >= {target:.2f}): "
-                             f"{bench['time_to_target_s']:.1f} s at epoch {bench['epochs_to_target']}")
-            else:
-                lines.append(f"target ({metric} top-1 >= {target:.2f}) NOT reached")
-        lines.append(f"results: {t.output_dir}/results.json")
+        data = t.results.data
+        bench = data["benchmark"]
+        best = max((r["clip_top1"] for r in data["epochs"] if r["clip_top1"] is not None),
+                   default=float("nan"))
+        lines = [f"{len(data['epochs'])} epoch(s), best clip top-1 {best:.2f}",
+                 f"set-up {bench['setup_s']:.1f} s (untimed), clock total {bench['total_time_s']:.1f} s"]
+        if bench["target_top1"] > 0:
+            goal = f"{bench['metric']} top-1 >= {bench['target_top1']:.2f}"
+            lines.append(f"time to target ({goal}): {bench['time_to_target_s']:.1f} s at epoch "
+                         f"{bench['epochs_to_target']}" if bench["reached"] else f"target ({goal}) NOT reached")
+        lines.append(f"results in {t.results.path}")
         get_logger().info("summary: " + "; ".join(lines))
 
 
@@ -285,7 +302,7 @@ class TensorBoardHook(HookBase):
             self.writer.close()
 
 
-def default_hooks(trainer, run_info):
+def default_hooks(trainer):
     """The standard hook list, in order (see the module docstring)."""
     import os
 
@@ -298,10 +315,8 @@ def default_hooks(trainer, run_info):
         hooks.append(PreciseBNHook(cfg.TRAIN.NUM_BATCHES_PRECISE))
     evaluator = Evaluator(trainer.val_loader, ctx.device, cfg.MODEL.NUM_CLASSES, trainer.autocast,
                           show_progress=ctx.is_main)
-    bench = cfg.BENCHMARK
-    hooks += [EvalHook(evaluator, bench.TARGET_TOP1, bench.METRIC, bench.STOP_AT_TARGET),
-              EpochRecordHook(), CheckpointHook(cfg.TRAIN.CHECKPOINT_PERIOD),
-              ResultsHook(run_info), EpochSummaryHook()]
+    hooks += [EvalHook(evaluator, cfg), ResultsHook(), EpochSummaryHook(),
+              CheckpointHook(cfg.TRAIN.CHECKPOINT_PERIOD)]
     if cfg.TENSORBOARD.ENABLE:
         log_dir = cfg.TENSORBOARD.LOG_DIR or os.path.join(cfg.OUTPUT_DIR, "tensorboard")
         hooks.append(TensorBoardHook(log_dir, progress))

@@ -135,20 +135,25 @@ def run_job(cfg, ctx, run_info):
 USER_ERRORS = (ConfigError, CheckpointError, TrainingDiverged, FileNotFoundError)
 
 
-def launch(cfg, config_file=None, command=None):
-    """Check, then train and/or test as the config says. Raises on any failure."""
+def launch(cfg, config_file=None, command=None, setup_started=None):
+    """Check, then train and/or test as the config says. Raises on any failure.
+
+    setup_started: time.monotonic() when the command started (the clock's set-up begins there).
+    """
     world = int(os.environ["WORLD_SIZE"]) if du.launched_by_torchrun() else world_size_of(cfg)
     preflight(cfg, world)
+    # CLOCK_MONOTONIC is shared by every process of this machine: spawned workers can use it.
     run_info = {"config_file": config_file, "command": list(command or sys.argv),
-                "launch_time": time.time()}
+                "setup_started": setup_started or time.monotonic()}
     launch_workers(cfg, run_job, run_info)
 
 
 def _main(argv, description, forced_opts=()):
+    setup_started = time.monotonic()
     args = parse_cfg_args(argv, description)
     try:
         cfg = load_config(args.cfg_file, list(args.opts) + list(forced_opts))
-        launch(cfg, args.cfg_file, ["vbench"] + list(argv or []))
+        launch(cfg, args.cfg_file, sys.argv, setup_started)
     except USER_ERRORS as err:
         print(f"vbench: error: {err}", file=sys.stderr)
         return 1

@@ -37,6 +37,7 @@ def setup_logging(output_dir="", is_main=True):
     console.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
     logger.addHandler(console)
     if is_main and output_dir:
+        os.makedirs(output_dir, exist_ok=True)
         file_handler = logging.FileHandler(os.path.join(output_dir, "log.txt"))
         file_handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s] %(message)s"))
         logger.addHandler(file_handler)

@@ -96,7 +96,8 @@ class Trainer:
         self.autocast = make_autocast(self.precision, self.ctx.device)
         self.scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.precision == "fp16")
         self.checkpointer = Checkpointer(self.output_dir, cfg.TRAIN.CHECKPOINT_KEEP, self.ctx.is_main)
-        self.clock = clock
+        self.clock = clock  # the benchmark clock, rank 0 only
+        self.results = None  # the results.json writer, rank 0 only (set by run_train)
         self.meter = TrainMeter(self.ctx.device)
         self.wait_timer = WaitTimer()
         self.hooks = []
@@ -104,11 +105,11 @@ class Trainer:
         self.start_epoch = 0
         self.epoch = 0
         self.iter = 0
-        self.history = []  # one record per finished epoch (results.json "epochs")
         self.bad_videos = {}  # rel_path -> reason, training videos found unreadable so far
-        self.benchmark = {"reached": False, "time_to_target_s": None, "epochs_to_target": None}
+        self.target_reached = False
         self.stop_requested = False
         self.failure = None
+        self._clock_started = False
         self.record = {}
 
     def _loader(self, split):
@@ -156,8 +157,9 @@ class Trainer:
         self.record = {"epoch": self.epoch + 1}
         self.meter.reset_epoch()
         self.train_loader.set_epoch(self.epoch)
-        if self.clock is not None and not self.clock_running():
+        if self.clock is not None and not self._clock_started:
             self.clock.start()  # just before the first training batch is requested
+            self._clock_started = True
         self.wait_timer.reset()
         self.model.train()
         batches = iter(self.train_loader)
@@ -174,9 +176,6 @@ class Trainer:
             self.optimizer_step()
             self._call_hooks("after_step")
         self.finish_epoch_train(epoch_bad)
-
-    def clock_running(self):
-        return bool(getattr(self.clock, "running", False))
 
     def _next_batch(self, batches):
         self.wait_timer.begin_wait()
@@ -253,9 +252,9 @@ class Trainer:
             "lr_schedule": schedule_state,
             "rng_states": du.all_gather_objects(capture_rng_state(self.ctx.device)),
             "clock": self.clock.state_dict() if self.clock is not None else None,
-            "history": list(self.history),
+            "results": self.results.state_dict() if self.results is not None else None,
             "bad_videos": dict(self.bad_videos),
-            "benchmark": dict(self.benchmark),
+            "target_reached": self.target_reached,
             "stopped": self.stop_requested,
             "world_size": self.ctx.world_size,
         }
@@ -267,12 +266,13 @@ class Trainer:
         if state.get("lr_schedule") and hasattr(self.schedule, "load_state_dict"):
             self.schedule.load_state_dict(state["lr_schedule"])
         self.start_epoch = self.epoch = state["epoch"]
-        self.history = list(state["history"])
         self.bad_videos = dict(state["bad_videos"])
-        self.benchmark = dict(state["benchmark"])
+        self.target_reached = state["target_reached"]
         self.stop_requested = state["stopped"]
         if self.clock is not None and state.get("clock") is not None:
             self.clock.load_state_dict(state["clock"])
+        if self.results is not None and state.get("results") is not None:
+            self.results.load_state_dict(state["results"])
         rng_states = state["rng_states"]
         if len(rng_states) == self.ctx.world_size:
             restore_rng_state(rng_states[self.ctx.rank], self.ctx.device)
@@ -316,19 +316,27 @@ def load_initial_weights(model, path, cfg):
 
 
 def run_train(cfg, ctx, run_info=None):
-    """Build the trainer and its hooks, resume if possible, train. Returns the trainer."""
-    from vbench.bench.clock import BenchmarkClock
+    """Build the trainer and its hooks, resume if possible, train. Returns the trainer.
+
+    Rank 0 keeps the benchmark clock (with its heartbeat file) and the results.json writer.
+    """
+    from vbench.bench.clock import HEARTBEAT_FILE, BenchmarkClock
+    from vbench.bench.results import RESULTS_FILE, ResultsWriter, world_block
     from vbench.data.layouts import write_class_names
     from vbench.engine.hooks import default_hooks
 
     run_info = run_info or {}
-    # Only rank 0 keeps the benchmark clock (and its heartbeat file).
-    clock = BenchmarkClock(os.path.join(cfg.OUTPUT_DIR, "clock_heartbeat.json")) if ctx.is_main else None
-    trainer = Trainer(cfg, ctx, clock=clock)
-    trainer.register_hooks(default_hooks(trainer, run_info))
-    trainer.resume_or_load()
+    trainer = Trainer(cfg, ctx)
+    trainer.register_hooks(default_hooks(trainer))
     if ctx.is_main:
+        trainer.clock = BenchmarkClock(os.path.join(cfg.OUTPUT_DIR, HEARTBEAT_FILE),
+                                       setup_started=run_info.get("setup_started"))
+        trainer.results = ResultsWriter(
+            os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE), cfg,
+            world=world_block(cfg, ctx.device.type, trainer.precision),
+            config_file=run_info.get("config_file") or "", command=run_info.get("command", ()))
         write_class_names(cfg.OUTPUT_DIR, trainer.train_loader.class_names)
+    trainer.resume_or_load()
     if trainer.finished:
         trainer.logger.info(
             f"OUTPUT_DIR '{cfg.OUTPUT_DIR}' holds a finished run (epoch {trainer.start_epoch} of "

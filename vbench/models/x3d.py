@@ -107,7 +107,8 @@ class X3DBlock(nn.Module):
         self.conv_b = nn.Conv3d(inner_channels, inner_channels, 3, stride=stride, padding=1,
                                 groups=inner_channels if channelwise else 1, bias=False)
         self.bn_b = norm(inner_channels)
-        self.se = SqueezeExcite(inner_channels, round_width(inner_channels, SE_RATIO)) if use_se else nn.Identity()
+        se_channels = round_width(inner_channels, SE_RATIO)
+        self.se = SqueezeExcite(inner_channels, se_channels) if use_se else nn.Identity()
         self.act_b = nn.SiLU(inplace=True)  # swish
         self.conv_c = nn.Conv3d(inner_channels, out_channels, 1, bias=False)
         self.bn_c = norm(out_channels)
@@ -244,44 +245,48 @@ for _name, _spec in PRESETS.items():
 
 
 # ----------------------------------------------------------------------------- weight converters
-_BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+_BN = r"(?P<p>weight|bias|running_mean|running_var|num_batches_tracked)"
 _BN_REQUIRED = ("weight", "bias", "running_mean", "running_var")
+_WB = r"(?P<p>weight|bias)"
 
-# PyTorchVideo `create_x3d` names -> vbench names. PyTorchVideo's stem calls its 1x3x3 spatial
-# conv `conv_t` and its 5x1x1 temporal conv `conv_xy` (swapped), hence the crossed first rows.
+# PyTorchVideo `create_x3d` names -> vbench names (targets are str.format templates over the
+# named groups; "stage" is renumbered). PyTorchVideo's stem calls its 1x3x3 spatial conv `conv_t`
+# and its 5x1x1 temporal conv `conv_xy` (swapped), hence the crossed first rows.
+_PTV_BLOCK = r"blocks\.(?P<stage>[1-4])\.res_blocks\.(?P<block>\d+)\."
 _PYTORCHVIDEO_RULES = [
     (r"blocks\.0\.conv\.conv_t\.weight", "stem.conv_xy.weight"),
     (r"blocks\.0\.conv\.conv_xy\.weight", "stem.conv_t.weight"),
-    (rf"blocks\.0\.norm\.{_BN}", r"stem.bn.\1"),
-    (r"blocks\.([1-4])\.res_blocks\.(\d+)\.branch1_conv\.weight", r"stages.{\1}.\2.shortcut.conv.weight"),
-    (rf"blocks\.([1-4])\.res_blocks\.(\d+)\.branch1_norm\.{_BN}", r"stages.{\1}.\2.shortcut.bn.\3"),
-    (r"blocks\.([1-4])\.res_blocks\.(\d+)\.branch2\.conv_([abc])\.weight", r"stages.{\1}.\2.conv_\3.weight"),
-    (rf"blocks\.([1-4])\.res_blocks\.(\d+)\.branch2\.norm_([ac])\.{_BN}", r"stages.{\1}.\2.bn_\3.\4"),
-    (rf"blocks\.([1-4])\.res_blocks\.(\d+)\.branch2\.norm_b\.0\.{_BN}", r"stages.{\1}.\2.bn_b.\3"),
-    (r"blocks\.([1-4])\.res_blocks\.(\d+)\.branch2\.norm_b\.1\.block\.0\.(weight|bias)", r"stages.{\1}.\2.se.fc1.\3"),
-    (r"blocks\.([1-4])\.res_blocks\.(\d+)\.branch2\.norm_b\.1\.block\.2\.(weight|bias)", r"stages.{\1}.\2.se.fc2.\3"),
+    (rf"blocks\.0\.norm\.{_BN}", "stem.bn.{p}"),
+    (_PTV_BLOCK + r"branch1_conv\.weight", "stages.{stage}.{block}.shortcut.conv.weight"),
+    (_PTV_BLOCK + rf"branch1_norm\.{_BN}", "stages.{stage}.{block}.shortcut.bn.{p}"),
+    (_PTV_BLOCK + r"branch2\.conv_(?P<x>[abc])\.weight", "stages.{stage}.{block}.conv_{x}.weight"),
+    (_PTV_BLOCK + rf"branch2\.norm_(?P<x>[ac])\.{_BN}", "stages.{stage}.{block}.bn_{x}.{p}"),
+    (_PTV_BLOCK + rf"branch2\.norm_b\.0\.{_BN}", "stages.{stage}.{block}.bn_b.{p}"),
+    (_PTV_BLOCK + rf"branch2\.norm_b\.1\.block\.0\.{_WB}", "stages.{stage}.{block}.se.fc1.{p}"),
+    (_PTV_BLOCK + rf"branch2\.norm_b\.1\.block\.2\.{_WB}", "stages.{stage}.{block}.se.fc2.{p}"),
     (r"blocks\.5\.pool\.pre_conv\.weight", "head.conv5.weight"),
-    (rf"blocks\.5\.pool\.pre_norm\.{_BN}", r"head.bn5.\1"),
+    (rf"blocks\.5\.pool\.pre_norm\.{_BN}", "head.bn5.{p}"),
     (r"blocks\.5\.pool\.post_conv\.weight", "head.lin5.weight"),
-    (rf"blocks\.5\.pool\.post_norm\.{_BN}", r"head.lin5_bn.\1"),
-    (r"blocks\.5\.proj\.(weight|bias)", r"head.fc.\1"),
+    (rf"blocks\.5\.pool\.post_norm\.{_BN}", "head.lin5_bn.{p}"),
+    (rf"blocks\.5\.proj\.{_WB}", "head.fc.{p}"),
 ]
 
-# SlowFast `X3D` names -> vbench names (stage sN is vbench stage N-2).
+# SlowFast `X3D` names -> vbench names (SlowFast stage sN is vbench stage N-2).
+_SF_BLOCK = r"s(?P<stage>[2-5])\.pathway0_res(?P<block>\d+)\."
 _SLOWFAST_RULES = [
     (r"s1\.pathway0_stem\.conv_xy\.weight", "stem.conv_xy.weight"),
     (r"s1\.pathway0_stem\.conv\.weight", "stem.conv_t.weight"),
-    (rf"s1\.pathway0_stem\.bn\.{_BN}", r"stem.bn.\1"),
-    (r"s([2-5])\.pathway0_res(\d+)\.branch1\.weight", r"stages.{\1}.\2.shortcut.conv.weight"),
-    (rf"s([2-5])\.pathway0_res(\d+)\.branch1_bn\.{_BN}", r"stages.{\1}.\2.shortcut.bn.\3"),
-    (r"s([2-5])\.pathway0_res(\d+)\.branch2\.([abc])\.weight", r"stages.{\1}.\2.conv_\3.weight"),
-    (rf"s([2-5])\.pathway0_res(\d+)\.branch2\.([abc])_bn\.{_BN}", r"stages.{\1}.\2.bn_\3.\4"),
-    (r"s([2-5])\.pathway0_res(\d+)\.branch2\.se\.(fc[12])\.(weight|bias)", r"stages.{\1}.\2.se.\3.\4"),
+    (rf"s1\.pathway0_stem\.bn\.{_BN}", "stem.bn.{p}"),
+    (_SF_BLOCK + r"branch1\.weight", "stages.{stage}.{block}.shortcut.conv.weight"),
+    (_SF_BLOCK + rf"branch1_bn\.{_BN}", "stages.{stage}.{block}.shortcut.bn.{p}"),
+    (_SF_BLOCK + r"branch2\.(?P<x>[abc])\.weight", "stages.{stage}.{block}.conv_{x}.weight"),
+    (_SF_BLOCK + rf"branch2\.(?P<x>[abc])_bn\.{_BN}", "stages.{stage}.{block}.bn_{x}.{p}"),
+    (_SF_BLOCK + rf"branch2\.se\.(?P<fc>fc[12])\.{_WB}", "stages.{stage}.{block}.se.{fc}.{p}"),
     (r"head\.conv_5\.weight", "head.conv5.weight"),
-    (rf"head\.conv_5_bn\.{_BN}", r"head.bn5.\1"),
+    (rf"head\.conv_5_bn\.{_BN}", "head.bn5.{p}"),
     (r"head\.lin_5\.weight", "head.lin5.weight"),
-    (rf"head\.lin_5_bn\.{_BN}", r"head.lin5_bn.\1"),
-    (r"head\.projection\.(weight|bias)", r"head.fc.\1"),
+    (rf"head\.lin_5_bn\.{_BN}", "head.lin5_bn.{p}"),
+    (rf"head\.projection\.{_WB}", "head.fc.{p}"),
 ]
 
 
@@ -299,11 +304,10 @@ def _rename(state_dict, rules, stage_offset, source):
         for pattern, target in compiled:
             match = pattern.fullmatch(key)
             if match:
-                new_key = match.expand(target)
-                if new_key.startswith("stages.{"):  # "{N}" is the source's stage number
-                    number, rest = new_key[len("stages.{"):].split("}", 1)
-                    new_key = f"stages.{int(number) - stage_offset}{rest}"
-                converted[new_key] = value
+                groups = match.groupdict()
+                if "stage" in groups:
+                    groups["stage"] = int(groups["stage"]) - stage_offset
+                converted[target.format(**groups)] = value
                 break
         else:
             unexpected.append(key)
@@ -331,7 +335,8 @@ def _required_keys(converted):
     for stage in range(len(STAGE_DEPTHS)):
         for block in range(blocks.get(stage, 0) + 1):  # a stage needs at least block 0
             p = f"stages.{stage}.{block}"
-            required += [f"{p}.conv_{c}.weight" for c in "abc"] + bn(f"{p}.bn_a") + bn(f"{p}.bn_b") + bn(f"{p}.bn_c")
+            required += [f"{p}.conv_{x}.weight" for x in "abc"]
+            required += [key for x in "abc" for key in bn(f"{p}.bn_{x}")]
             if block == 0:
                 required.append(f"{p}.shortcut.conv.weight")
             if any(k.startswith(f"{p}.se.") for k in converted):

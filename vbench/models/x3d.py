@@ -13,6 +13,9 @@ window), except that the kernel is clamped to the feature size, so smaller clips
 the same as averaging logits because the layer is affine. The model returns logits; the
 reference heads apply softmax in eval mode (before averaging positions).
 
+BN: every BN uses BN.EPSILON / BN.MOMENTUM; PyTorchVideo builds its shortcut BNs with PyTorch's
+defaults whatever it is given, which is the same at the recipe's values (1e-5, 0.1).
+
 Weights: `convert_pytorchvideo_x3d_state_dict` and `convert_slowfast_x3d_state_dict` map
 those checkpoints' keys onto this file's module names (see their docstrings).
 """

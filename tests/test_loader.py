@@ -1,0 +1,169 @@
+"""ClipDataset + ClipLoader end to end on tiny numbered videos (each frame shows its own index)."""
+import collections
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from videos import read_frame_number, write_numbered_video  # noqa: E402
+from vbench.config import get_cfg  # noqa: E402
+from vbench.data import build_loader, check_bad_fraction
+from vbench.data.dataset import RawClip
+from vbench.data.index import build_index
+from vbench.data.layouts import read_split
+from vbench.data.loader import loader_from_index
+
+# (class, name, frames at 30 fps): at 15 fps with 4-frame windows -> 5, 4, 3, 5, 2, 1 (short) clips
+VIDEOS = [("a", "v0", 40), ("a", "v1", 32), ("a", "v2", 26), ("b", "v3", 40), ("b", "v4", 18), ("b", "v5", 6)]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("numbered")
+    for split in ("train", "val"):
+        for cls, name, frames in VIDEOS:
+            os.makedirs(root / split / cls, exist_ok=True)
+            write_numbered_video(root / split / cls / f"{name}.mp4", frames, fps=30, gop=12)
+    return root
+
+
+def make_cfg(root, workers=0, batch=4, **overrides):
+    cfg = get_cfg()
+    cfg.merge_from_list([
+        "NUM_GPUS", 0, "DATA.PATH_TO_DATA_DIR", str(root), "DATA.LAYOUT", "folder",
+        "DATA.INDEX_CACHE_DIR", str(root / "index"), "DATA.NUM_FRAMES", 4, "DATA.FRAME_RATE", 15.0,
+        "DATA.FRAMES_BETWEEN_CLIPS", 4, "DATA.TRAIN_MIN_MAX_SCALE", [48, 56], "DATA.TRAIN_CROP_SIZE", 32,
+        "DATA.TEST_MIN_SHORT_SIDE_SCALE", 48, "DATA.TEST_CROP_SIZE", 32, "TRAIN.BATCH_SIZE", batch,
+        "TEST.BATCH_SIZE", batch, "DATA_LOADER.NUM_WORKERS", workers, "DATA_LOADER.SHUFFLE_BUFFER", 8,
+        "DATA_LOADER.INDEX_WORKERS", 1, "MODEL.NUM_CLASSES", 2])
+    cfg.merge_from_list([x for kv in overrides.items() for x in (kv[0].replace("__", "."), kv[1])])
+    return cfg
+
+
+def epoch_of(loader, epoch=0):
+    loader.set_epoch(epoch)
+    batches = list(loader)
+    assert len(batches) == len(loader)
+    return batches
+
+
+def clip_records(batches, check_pixels=True):
+    """(video, frames) of every valid clip; checks that each clip shows its planned frames."""
+    records = []
+    for batch in batches:
+        assert batch["clips"].dtype == torch.uint8 and batch["clips"].shape[1:] == (4, 48, 64, 3)
+        for clip, frames, video, ok in zip(batch["clips"], batch["frame_indices"], batch["video_ids"],
+                                           batch["valid"]):
+            if check_pixels:
+                assert [read_frame_number(f) for f in clip] == frames.tolist()
+            if ok:
+                records.append((int(video), tuple(frames.tolist())))
+    return records
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_training_epoch_delivers_every_planned_clip_once(data_root, workers):
+    loader = build_loader(make_cfg(data_root, workers), "train", training=True, transform=RawClip())
+    assert loader.class_names == ["a", "b"] and loader.num_videos == 6
+    assert loader.num_clips == 20 and loader.short_videos == 1
+    batches = epoch_of(loader, epoch=1)
+    records = clip_records(batches)
+    assert collections.Counter(records) == collections.Counter((c.video, c.frames) for c in loader.plan.clips)
+    assert records != [(c.video, c.frames) for c in loader.plan.clips]  # shuffled, not plan order
+    for batch in batches:
+        for video, label in zip(batch["video_ids"].tolist(), batch["labels"].tolist()):
+            assert label == "ab".index(loader.infos[video].rel_path.split(os.sep)[1])
+    assert loader.mixing_stats()["mean_distinct_videos"] > 1.0
+    short = [r for r in records if r[0] == 5]
+    assert short == [(5, (0, 2, 4, 4))]  # 6 frames at 30 fps: 3 at 15 fps, the last one repeated
+
+
+def test_resampled_frames_match_the_plan_formula(data_root):
+    loader = build_loader(make_cfg(data_root, DATA__FRAME_RATE=10.0), "val", training=False,
+                          transform=RawClip())
+    records = clip_records(epoch_of(loader))
+    v0 = sorted(frames for video, frames in records if video == 0)
+    # 40 frames at 30 fps -> 14 frames at 10 fps (native 3k); windows of 4, stride 4: 3 clips
+    assert v0 == [(0, 3, 6, 9), (12, 15, 18, 21), (24, 27, 30, 33)]
+
+
+def test_eval_over_three_ranks_covers_each_clip_exactly_once(data_root):
+    cfg = make_cfg(data_root, workers=0, batch=6)
+    loaders = [build_loader(cfg, "val", training=False, rank=r, world_size=3, transform=RawClip())
+               for r in range(3)]
+    assert len({len(loader) for loader in loaders}) == 1
+    records = [r for loader in loaders for r in clip_records(epoch_of(loader))]
+    plan = loaders[0].plan
+    assert collections.Counter(records) == collections.Counter((c.video, c.frames) for c in plan.clips)
+
+
+def test_training_videos_stay_in_one_worker(data_root):
+    cfg = make_cfg(data_root, workers=2)
+    loader = build_loader(cfg, "train", training=True, transform=RawClip())
+    sharded = loader.spec.shard(loader.plan, 0)
+    owners = collections.defaultdict(set)
+    for worker, clips in enumerate(sharded.slots[0]):
+        for clip in clips:
+            owners[clip.video].add(worker)
+    assert all(len(w) == 1 for w in owners.values()) and len(owners) == 6
+
+
+def _loader_with_corrupt_video(data_root, tmp_path, training, workers=0):
+    """Index the split, then point v1 (4 clips) at a file of garbage bytes: decoding fails."""
+    cfg = make_cfg(data_root, workers, DATA__MAX_SUBSTITUTE_TRIES=3)
+    entries, classes = read_split(data_root, "train" if training else "val", layout="folder")
+    infos = build_index(entries, cache_dir=str(data_root / "index"), num_workers=1, progress=False)
+    bad = tmp_path / "v1.mp4"
+    bad.write_bytes(os.urandom(4000))
+    infos[1].path = str(bad)
+    return loader_from_index(cfg, infos, classes, training, transform=RawClip())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_bad_training_video_is_substituted_and_reported_once(data_root, tmp_path, workers):
+    loader = _loader_with_corrupt_video(data_root, tmp_path, training=True, workers=workers)
+    for epoch in (0, 1):
+        batches = epoch_of(loader, epoch)
+        reports = [item for batch in batches for item in batch["bad_videos"]]
+        assert [path for path, _ in reports] == [os.path.join("train", "a", "v1.mp4")] and reports[0][1]
+        records = clip_records(batches)
+        assert len(records) == loader.num_clips  # the 4 lost clips were replaced
+        assert not any(video == 1 for video, _ in records)
+        assert loader.bad_videos == reports
+    check_bad_fraction([p for p, _ in loader.bad_videos], loader.num_videos, max_fraction=0.5)
+
+
+def test_bad_eval_video_is_excluded_not_substituted(data_root, tmp_path):
+    loader = _loader_with_corrupt_video(data_root, tmp_path, training=False)
+    batches = epoch_of(loader)
+    records = clip_records(batches)
+    planned = [(c.video, c.frames) for c in loader.plan.clips]
+    assert collections.Counter(records) == collections.Counter(r for r in planned if r[0] != 1)
+    assert sum(int((~b["valid"]).sum()) for b in batches) == len(loader) * 4 - len(records)
+    assert [path for path, _ in loader.excluded] == [os.path.join("val", "a", "v1.mp4")]
+
+
+def test_check_bad_fraction_names_the_files():
+    check_bad_fraction(["x.mp4"], 200, 0.01)  # 0.5 % is allowed
+    with pytest.raises(RuntimeError) as error:
+        check_bad_fraction(["cls/b.mp4", "cls/a.mp4"], 100, 0.01)
+    assert "cls/a.mp4" in str(error.value) and "cls/b.mp4" in str(error.value)
+    assert "DATA.MAX_BAD_FRACTION" in str(error.value)
+
+
+def test_transformed_batches_have_model_layout(data_root):
+    pytest.importorskip("vbench.data.transforms")
+    train = build_loader(make_cfg(data_root), "train", training=True)
+    batch = next(iter(train))
+    clips, labels = train.to_device(batch, torch.device("cpu"))
+    assert clips.dtype == torch.float32 and clips.shape == (4, 3, 4, 32, 32)
+    assert labels.dtype == torch.int64 and labels.shape == (4,)
+    gpu_cfg = make_cfg(data_root, DATA__GPU_TRANSFORMS=True)
+    evaluation = build_loader(gpu_cfg, "val", training=False)
+    batch = next(iter(evaluation))
+    assert batch["clips"].dtype == torch.uint8 and batch["clips"].shape == (4, 4, 48, 64, 3)
+    clips, _ = evaluation.to_device(batch, torch.device("cpu"))
+    assert clips.dtype == torch.float32 and clips.shape == (4, 3, 4, 32, 32)

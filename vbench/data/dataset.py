@@ -1,0 +1,235 @@
+"""`ClipDataset`: one loader worker's share of an epoch plan, each video decoded once.
+
+A worker rebuilds the epoch's plan (a pure function of the videos, the spec and the epoch, read from
+a shared counter so persistent workers follow `set_epoch`), takes its slot, and for each of its
+videos decodes the union of the native frames all its clips need in ONE decoder call, then slices
+the clips out. Training clips pass through a seeded shuffle buffer (raw uint8 clips; the transform
+runs when a clip leaves the buffer) so a batch mixes videos. The worker collates whole batches
+itself; its last batch may be partial and the loader merges those (`vbench.data.loader`).
+
+Unreadable videos (the decoder raises `VideoDecodeError`): training reports each one in the next
+batch's "bad_videos" and substitutes the same number of clips from other videos, tried in a seeded
+order, at most `max_substitute_tries` candidates; evaluation never substitutes, it drops the
+video's clips (the loader pads the batch with valid=False slots) and reports it.
+"""
+import logging
+import random
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .decoders.base import VideoDecodeError
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------ transforms
+class TrainClip:
+    """Adapts `TrainTransform(clip, generator)` to the dataset's (clip, ref, generator) call."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, clip, ref, generator):
+        return self.transform(clip, generator)
+
+
+class EvalClip:
+    """Adapts `EvalTransform(clip, spatial_idx)`."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, clip, ref, generator):
+        return self.transform(clip, ref.spatial_idx)
+
+
+class RawClip:
+    """No CPU transform: the uint8 T x H x W x C clip as decoded (GPU transforms, tests)."""
+
+    def __call__(self, clip, ref, generator):
+        return clip
+
+
+def resize_frames(frames, size):
+    """uint8 N x H x W x C frames resized to `size` = (H, W) (bilinear, antialiased)."""
+    x = frames.permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+# ------------------------------------------------------------------------------------ helpers
+def worker_identity():
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+def shuffled(items, size, rng):
+    """Yield `items` through a buffer of `size`: each output is a random buffered item."""
+    buffer = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        i = int(rng.integers(size))
+        yield buffer[i]
+        buffer[i] = item
+    for i in rng.permutation(len(buffer)):
+        yield buffer[i]
+
+
+def collate(samples, labels, bad_videos):
+    """Samples (ClipRef, clip tensor) -> the batch dict of the loader contract."""
+    refs = [ref for ref, _ in samples]
+    return {
+        "clips": torch.stack([clip for _, clip in samples]) if samples else torch.empty(0),
+        "spatial_idx": torch.tensor([r.spatial_idx for r in refs], dtype=torch.int64),
+        "labels": torch.tensor([labels[r.video] for r in refs], dtype=torch.int64),
+        "video_ids": torch.tensor([r.video for r in refs], dtype=torch.int64),
+        "valid": torch.tensor([r.valid for r in refs], dtype=torch.bool),
+        "frame_indices": (torch.tensor([r.frames for r in refs], dtype=torch.int64) if refs
+                          else torch.empty(0, 0, dtype=torch.int64)),
+        "bad_videos": list(bad_videos),
+    }
+
+
+class ClipDataset(IterableDataset):
+    """Batches of one rank's clips for the current epoch (see the module docstring).
+
+    infos: the split's `VideoInfo`s (index = video id); spec: `vbench.data.sampling.PlanSpec`;
+    transform: `TrainClip`, `EvalClip` or `RawClip`; decoder_factory: picklable callable returning a
+    decoder (e.g. `functools.partial(get_decoder, backend="pyav")`), called once per process;
+    frame_size: (H, W) every decoded frame is resized to unless already that size (used with GPU
+    transforms so clips of different videos stack; None keeps the decoded size).
+    """
+
+    def __init__(self, infos, spec, transform, decoder_factory, shuffle_buffer=0,
+                 max_substitute_tries=10, frame_size=None):
+        self.infos = list(infos)
+        self.labels = [int(info.label) for info in self.infos]
+        self.spec = spec
+        self.transform = transform
+        self.decoder_factory = decoder_factory
+        self.shuffle_buffer = int(shuffle_buffer) if spec.training else 0
+        self.max_substitute_tries = int(max_substitute_tries)
+        self.frame_size = tuple(frame_size) if frame_size else None
+        self.epoch = torch.zeros(1, dtype=torch.int64).share_memory_()  # read by persistent workers
+        self._decoder = None
+        self._known_bad = {}  # video -> reason, remembered by this process across epochs
+
+    def set_epoch(self, epoch):
+        self.epoch[0] = int(epoch)
+
+    # -------------------------------------------------------------------------------- iteration
+    def __iter__(self):
+        epoch = int(self.epoch[0])
+        worker, num_workers = worker_identity()
+        spec = self.spec
+        if num_workers != max(1, spec.num_workers):
+            raise RuntimeError(f"ClipDataset was planned for {spec.num_workers} workers but runs in "
+                               f"{num_workers}; build it through vbench.data.build_loader.")
+        plan = spec.plan(self.infos, epoch)
+        my_clips = spec.shard(plan, epoch).slots[spec.rank][worker]
+        seed_parts = [spec.seed, epoch, 2, spec.rank, worker]
+        rng = np.random.default_rng(seed_parts)
+        generator = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
+        if get_worker_info() is not None:  # never reseed the trainer's own process
+            seed = int(rng.integers(2 ** 31))
+            random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+        reports = []
+        samples = self._decoded(my_clips, plan, epoch, reports)
+        if self.shuffle_buffer > 1:
+            samples = shuffled(samples, self.shuffle_buffer, rng)
+        batch = []
+        for ref, clip in samples:
+            batch.append((ref, self.transform(clip, ref, generator)))
+            if len(batch) == spec.batch_size:
+                yield collate(batch, self.labels, reports)
+                batch, reports[:] = [], []
+        if batch or reports:
+            yield collate(batch, self.labels, reports)
+
+    def _decoded(self, clips, plan, epoch, reports):
+        """(ClipRef, uint8 T H W C) for every clip, video by video; failures go to `reports`."""
+        start = 0
+        while start < len(clips):
+            video = clips[start].video
+            end = start
+            while end < len(clips) and clips[end].video == video:
+                end += 1
+            refs = clips[start:end]
+            start = end
+            try:
+                yield from self.decode_clips(video, refs)
+            except VideoDecodeError as error:
+                self._report(video, error.reason, reports)
+                if self.spec.training:
+                    yield from self._substitute(video, refs, plan, epoch, reports)
+
+    def decode_clips(self, video, refs):
+        """Decode every frame `refs` need in one call and slice the clips out of it."""
+        info = self.infos[video]
+        if video in self._known_bad:
+            raise VideoDecodeError(info.path, self._known_bad[video])
+        needed = sorted({f for ref in refs for f in ref.frames})
+        frames = self.decoder().decode(info.path, needed, info)
+        if frames.shape[0] != len(needed):
+            raise VideoDecodeError(info.path, f"the decoder returned {frames.shape[0]} frames for "
+                                              f"{len(needed)} requested")
+        if self.frame_size and tuple(frames.shape[1:3]) != self.frame_size:
+            frames = resize_frames(frames, self.frame_size)
+        position = {f: i for i, f in enumerate(needed)}
+        return [(ref, frames[[position[f] for f in ref.frames]]) for ref in refs]
+
+    def _substitute(self, bad_video, refs, plan, epoch, reports):
+        """As many clips as `refs` from another video, candidates in a seeded order."""
+        groups = plan.by_video()
+        order = np.random.default_rng([self.spec.seed, epoch, 3, bad_video]).permutation(sorted(groups))
+        candidates = [int(v) for v in order if v != bad_video and v not in self._known_bad]
+        for video in candidates[:self.max_substitute_tries]:
+            group = groups[video]
+            subs = [group[i % len(group)]._replace(spatial_idx=ref.spatial_idx, valid=ref.valid)
+                    for i, ref in enumerate(refs)]
+            try:
+                return self.decode_clips(video, subs)
+            except VideoDecodeError as error:
+                self._report(video, error.reason, reports)
+        logger.warning("no readable substitute for %s after %d tries; its %d clips are padded",
+                       self.infos[bad_video].rel_path, self.max_substitute_tries, len(refs))
+        return []
+
+    def _report(self, video, reason, reports):
+        self._known_bad[video] = reason
+        reports.append((self.infos[video].rel_path, reason))
+
+    def decoder(self):
+        if self._decoder is None:
+            self._decoder = self.decoder_factory()
+        return self._decoder
+
+    def blank_clip(self):
+        """An all-zero transformed clip, for padding a rank that decoded nothing."""
+        info = next(i for i in self.infos if not getattr(i, "error", None))
+        height, width = self.frame_size or (info.height, info.width)
+        raw = torch.zeros(self.spec.settings.num_frames, height, width, 3, dtype=torch.uint8)
+        from .sampling import ClipRef
+        ref = ClipRef(0, (0,) * self.spec.settings.num_frames, 1, False)
+        return self.transform(raw, ref, torch.Generator().manual_seed(0)).zero_()
+
+    def __getstate__(self):  # the decoder holds open resources: each process makes its own
+        state = dict(self.__dict__)
+        state["_decoder"] = None
+        return state
+
+
+def check_bad_fraction(bad_paths, num_videos, max_fraction):
+    """Raise when more than `max_fraction` of `num_videos` training videos were unreadable."""
+    bad_paths = sorted(set(bad_paths))
+    if num_videos and len(bad_paths) / num_videos > max_fraction:
+        listing = "\n  ".join(bad_paths)
+        raise RuntimeError(
+            f"{len(bad_paths)} of {num_videos} training videos ({100 * len(bad_paths) / num_videos:.1f}%) "
+            f"could not be decoded, more than DATA.MAX_BAD_FRACTION = {max_fraction}. Re-encode or "
+            f"remove these files (check them with `vbench data check`):\n  {listing}")

@@ -1,0 +1,283 @@
+"""`build_loader`: split -> index -> epoch plan -> `ClipDataset` in a torch DataLoader -> `ClipLoader`.
+
+Workers yield whole batches collated in the worker; only each worker's last, partial batch per
+epoch is merged in the main process (`Rebatcher`), which also pads the rank's last batch with
+valid=False duplicates when unreadable evaluation videos were dropped, so every rank yields exactly
+`len(loader)` batches (DDP needs the same count on every rank).
+"""
+import collections
+import functools
+import logging
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from vbench.config import ConfigError
+
+from .dataset import ClipDataset, EvalClip, RawClip, TrainClip
+from .sampling import ClipSettings, PlanSpec
+
+logger = logging.getLogger(__name__)
+TENSOR_KEYS = ("clips", "spatial_idx", "labels", "video_ids", "valid", "frame_indices")
+
+
+# ------------------------------------------------------------------------------------ re-batching
+def _concat(batches):
+    if len(batches) == 1:
+        return batches[0]
+    full = [b for b in batches if len(b["labels"])] or batches[:1]
+    out = {key: torch.cat([b[key] for b in full]) for key in TENSOR_KEYS}
+    out["bad_videos"] = [item for b in batches for item in b["bad_videos"]]
+    return out
+
+
+def _select(batch, index, valid=None):
+    out = {key: batch[key][index] for key in TENSOR_KEYS}
+    if valid is not None:
+        out["valid"] = torch.full_like(out["valid"], valid)
+    out["bad_videos"] = []
+    return out
+
+
+class Rebatcher:
+    """Turns the workers' batches (full ones and one partial per worker) into exactly
+    `num_batches` batches of `batch_size`; missing clips become valid=False duplicates."""
+
+    def __init__(self, batch_size, num_batches, blank_clip):
+        self.batch_size, self.num_batches, self.blank_clip = batch_size, num_batches, blank_clip
+        self.pending, self.emitted, self.last = [], 0, None
+
+    def push(self, batch):
+        self.pending.append(batch)
+        out = []
+        while sum(len(b["labels"]) for b in self.pending) >= self.batch_size:
+            merged = _concat(self.pending)
+            head = {k: merged[k][:self.batch_size] for k in TENSOR_KEYS}
+            head["bad_videos"] = merged["bad_videos"]
+            rest = _select(merged, slice(self.batch_size, None))
+            self.pending = [rest] if len(rest["labels"]) else []
+            out.append(self._count(head))
+        return out
+
+    def finish(self):
+        """The remaining batches (padded) and any reports left with no batch to carry them."""
+        reports = [item for b in self.pending for item in b["bad_videos"]]
+        clips = [b for b in self.pending if len(b["labels"])]
+        out = []
+        if clips and self.emitted >= self.num_batches:
+            raise RuntimeError(f"the loader produced more clips than its {self.num_batches} planned batches")
+        if clips:
+            merged = _concat(clips)
+            size = len(merged["labels"])
+            pad = _select(merged, torch.arange(self.batch_size - size) % size, valid=False)
+            out.append(self._count(_concat([merged, pad])))
+        while self.emitted < self.num_batches:
+            out.append(self._count(self._padding_batch()))
+        if out:
+            out[0]["bad_videos"] = reports + out[0]["bad_videos"]
+            reports = []
+        return out, reports
+
+    def _padding_batch(self):
+        if self.last is not None:
+            return _select(self.last, slice(None), valid=False)
+        clip = self.blank_clip()
+        n = self.batch_size
+        batch = {"clips": clip.unsqueeze(0).expand(n, *clip.shape).clone(),
+                 "spatial_idx": torch.ones(n, dtype=torch.int64),
+                 "labels": torch.zeros(n, dtype=torch.int64), "video_ids": torch.zeros(n, dtype=torch.int64),
+                 "valid": torch.zeros(n, dtype=torch.bool),
+                 "frame_indices": torch.zeros(n, 0, dtype=torch.int64), "bad_videos": []}
+        return batch
+
+    def _count(self, batch):
+        self.emitted += 1
+        if self.emitted > self.num_batches:
+            raise RuntimeError(f"the loader produced more than the {self.num_batches} planned batches")
+        self.last = batch
+        return batch
+
+
+# ------------------------------------------------------------------------------------ loader
+class ClipLoader:
+    """One rank's batches for an epoch; see `build_loader`."""
+
+    def __init__(self, dataset, data_loader, class_names, num_videos, gpu_transform=None):
+        self.dataset, self.data_loader = dataset, data_loader
+        self.class_names, self.num_videos = list(class_names), num_videos
+        self.infos, self.spec = dataset.infos, dataset.spec
+        self.batch_size = self.spec.batch_size
+        self.gpu_transform = gpu_transform
+        self.epoch = 0
+        self._bad_found = []  # (rel_path, reason) found while decoding this epoch
+        self._distinct = []  # distinct valid videos per batch, this epoch
+        self._update_plan()
+
+    def _update_plan(self):
+        self.plan = self.spec.plan(self.infos, self.epoch)
+        sharded = self.spec.shard(self.plan, self.epoch)
+        self.batches_per_rank = sharded.batches_per_rank
+        self.num_clips = len(self.plan.clips)
+        self.short_videos = len(self.plan.short_videos)
+        self.index_excluded = [(self.infos[v].rel_path, reason) for v, reason in self.plan.excluded]
+
+    @property
+    def excluded(self):
+        """(rel_path, reason) of videos left out: unreadable in the index, and for evaluation also
+        those this rank failed to decode so far this epoch."""
+        found = [] if self.spec.training else self._bad_found
+        return self.index_excluded + found
+
+    @property
+    def bad_videos(self):
+        """(rel_path, reason) of videos this rank failed to decode this epoch."""
+        return list(self._bad_found)
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+        self.dataset.set_epoch(self.epoch)
+        self._update_plan()
+
+    def __len__(self):
+        return self.batches_per_rank
+
+    def __iter__(self):
+        self._bad_found, self._distinct = [], []
+        seen = set()
+        rebatcher = Rebatcher(self.batch_size, self.batches_per_rank, self.dataset.blank_clip)
+        held = None
+        for batch in self.data_loader:
+            batch["bad_videos"] = self._first_reports(batch["bad_videos"], seen)
+            for out in rebatcher.push(batch):
+                if held is not None:
+                    yield self._emit(held)
+                held = out
+        tail, reports = rebatcher.finish()
+        for out in tail:
+            if held is not None:
+                yield self._emit(held)
+            held = out
+        if held is not None:
+            held["bad_videos"] = held["bad_videos"] + reports
+            yield self._emit(held)
+
+    def _first_reports(self, reports, seen):
+        new = [(path, reason) for path, reason in reports if path not in seen]
+        seen.update(path for path, _ in new)
+        self._bad_found.extend(new)
+        return new
+
+    def _emit(self, batch):
+        self._distinct.append(len(set(batch["video_ids"][batch["valid"]].tolist())))
+        return batch
+
+    def mixing_stats(self):
+        """Batches seen so far this epoch and their mean number of distinct (valid) videos."""
+        n = len(self._distinct)
+        return {"batches": n, "mean_distinct_videos": sum(self._distinct) / n if n else 0.0}
+
+    def to_device(self, batch, device):
+        """(clips float B C T H W, labels) on `device`; runs the GPU transforms when they are on."""
+        clips = batch["clips"].to(device, non_blocking=True)
+        labels = batch["labels"].to(device, non_blocking=True)
+        if self.gpu_transform is not None:
+            clips = self.gpu_transform(clips, batch["spatial_idx"].to(device, non_blocking=True))
+        return clips, labels
+
+
+class WorkerInit:
+    """Seeds Python, NumPy and torch in a loader worker from (seed, epoch, rank, worker)."""
+
+    def __init__(self, seed, rank, epoch_counter):
+        self.seed, self.rank, self.epoch_counter = seed, rank, epoch_counter
+
+    def __call__(self, worker_id):
+        seed_seq = np.random.SeedSequence([self.seed, int(self.epoch_counter[0]), self.rank, worker_id])
+        seed = int(seed_seq.generate_state(1)[0])
+        random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+
+
+def per_rank_batch_size(cfg, training, world_size):
+    total, key = (cfg.TRAIN.BATCH_SIZE, "TRAIN.BATCH_SIZE") if training else (cfg.TEST.BATCH_SIZE, "TEST.BATCH_SIZE")
+    parts = world_size * (cfg.TRAIN.ACCUM_STEPS if training else 1)
+    if total % parts:
+        raise ConfigError(f"{key} = {total} must divide evenly into {world_size} processes"
+                          + (f" x TRAIN.ACCUM_STEPS = {cfg.TRAIN.ACCUM_STEPS}" if training else "") + ".")
+    return total // parts
+
+
+def modal_frame_size(infos):
+    """The most common (height, width) among readable videos."""
+    sizes = collections.Counter((i.height, i.width) for i in infos if not getattr(i, "error", None))
+    return sizes.most_common(1)[0][0]
+
+
+def _clip_transform(cfg, training):
+    if cfg.DATA.GPU_TRANSFORMS:
+        return RawClip()
+    from .transforms import EvalTransform, TrainTransform
+    return TrainClip(TrainTransform(cfg)) if training else EvalClip(EvalTransform(cfg))
+
+
+def build_loader(cfg, split, training, rank=0, world_size=1, transform=None):
+    """A `ClipLoader` over split `split` of DATA.PATH_TO_DATA_DIR for process `rank` of `world_size`.
+
+    transform: override the per-clip transform (`TrainClip`, `EvalClip` or `RawClip`; RawClip gives
+    the decoded uint8 clips); None follows the config.
+    """
+    from .index import build_index
+    from .layouts import read_split
+    entries, class_names = read_split(cfg.DATA.PATH_TO_DATA_DIR, split, layout=cfg.DATA.LAYOUT,
+                                      path_prefix=cfg.DATA.PATH_PREFIX,
+                                      separator=cfg.DATA.PATH_LABEL_SEPARATOR)
+    infos = build_index(entries, cache_dir=cfg.DATA.INDEX_CACHE_DIR,
+                        num_workers=cfg.DATA_LOADER.INDEX_WORKERS, progress=rank == 0)
+    if not infos:
+        raise ValueError(f"split '{split}' of {cfg.DATA.PATH_TO_DATA_DIR} lists no videos.")
+    return loader_from_index(cfg, infos, class_names, training, rank, world_size, transform,
+                             name=f"split '{split}' of {cfg.DATA.PATH_TO_DATA_DIR}")
+
+
+def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, transform=None,
+                      decoder_factory=None, name="the split"):
+    """`build_loader` from an index already built (`infos`, index = video id)."""
+    num_workers = cfg.DATA_LOADER.NUM_WORKERS
+    spec = PlanSpec(ClipSettings.from_cfg(cfg), training,
+                    cfg.TRAIN.SAMPLING if training else cfg.TEST.SAMPLING,
+                    per_rank_batch_size(cfg, training, world_size), rank, world_size, num_workers,
+                    cfg.RNG_SEED, cfg.TRAIN.CLIPS_PER_VIDEO, cfg.TEST.NUM_ENSEMBLE_VIEWS,
+                    cfg.TEST.NUM_SPATIAL_CROPS)
+    plan = spec.plan(infos, 0)
+    if not plan.clips:
+        reasons = "; ".join(f"{infos[v].rel_path}: {r}" for v, r in plan.excluded[:5])
+        raise ValueError(f"{name} has no readable video ({len(infos)} listed, {len(plan.excluded)} "
+                         f"unreadable: {reasons}). Check the files with `vbench data check`.")
+    if decoder_factory is None:
+        from .decoders import get_decoder
+        decoder_factory = functools.partial(get_decoder, backend=cfg.DATA.DECODING_BACKEND,
+                                            threads=cfg.DATA.DECODER_THREADS, device=cfg.DATA.DECODER_DEVICE)
+    gpu = bool(cfg.DATA.GPU_TRANSFORMS)
+    dataset = ClipDataset(infos, spec, transform or _clip_transform(cfg, training), decoder_factory,
+                          shuffle_buffer=cfg.DATA_LOADER.SHUFFLE_BUFFER,
+                          max_substitute_tries=cfg.DATA.MAX_SUBSTITUTE_TRIES,
+                          frame_size=modal_frame_size(infos) if gpu else None)
+    extra = {}
+    if num_workers > 0:
+        extra = {"prefetch_factor": cfg.DATA_LOADER.PREFETCH_FACTOR, "persistent_workers": True,
+                 "worker_init_fn": WorkerInit(cfg.RNG_SEED, rank, dataset.epoch)}
+        if cfg.DATA.DECODER_DEVICE == "cuda":
+            extra["multiprocessing_context"] = "spawn"  # CUDA decoding cannot run in forked workers
+    data_loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
+                             pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(), **extra)
+    gpu_transform = None
+    if gpu:
+        from .transforms import GpuTransform
+        gpu_transform = GpuTransform(cfg, train=training)
+    loader = ClipLoader(dataset, data_loader, class_names, len(infos), gpu_transform)
+    logger.info("%s loader on %s: %d videos, %d clips per epoch (%d short videos padded, %d "
+                "unreadable), %d batches of %d per rank on %d ranks", "train" if training else "eval",
+                name, len(infos), loader.num_clips, loader.short_videos, len(loader.index_excluded),
+                len(loader), spec.batch_size, world_size)
+    return loader

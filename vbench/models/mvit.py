@@ -39,6 +39,7 @@ MVIT_B_32X3 = {**MVIT_B_16X4, "DROPPATH_RATE": 0.3}
 # benchmark models) and early SlowFast use nn.LayerNorm's default 1e-5 there; torchvision uses
 # 1e-6 like every other LayerNorm of the network.
 POOL_NORM_EPS = 1e-5
+POOL_NORM_NAMES = ("norm_q", "norm_k", "norm_v")
 
 
 class MViT(nn.Module):
@@ -132,6 +133,15 @@ class MViT(nn.Module):
         x = self.norm(x)
         x = x[:, 0] if self.cls_token is not None else x.mean(dim=1)
         return self.head(self.head_drop(x))
+
+
+def set_pool_norm_eps(model, eps):
+    """Set the epsilon of every LayerNorm after q/k/v pooling (1e-6 reproduces torchvision's
+    `mvit_v1_b` exactly; vbench builds 1e-5 like PyTorchVideo). Returns how many were set."""
+    norms = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in POOL_NORM_NAMES]
+    for norm in norms:
+        norm.eps = eps
+    return len(norms)
 
 
 def _indexed(key, entries, depth, width, limit):

@@ -80,6 +80,13 @@ def shuffled(items, size, rng):
         yield buffer[i]
 
 
+def _rows(frames, rows):
+    """frames[rows]: a view when the rows are consecutive (windows plans), else a copy."""
+    if rows == list(range(rows[0], rows[0] + len(rows))):
+        return frames[rows[0]:rows[0] + len(rows)]
+    return frames[rows]
+
+
 def collate(samples, labels, bad_videos):
     """Samples (ClipRef, clip tensor) -> the batch dict of the loader contract."""
     refs = [ref for ref, _ in samples]
@@ -181,7 +188,7 @@ class ClipDataset(IterableDataset):
         if self.frame_size and tuple(frames.shape[1:3]) != self.frame_size:
             frames = resize_frames(frames, self.frame_size)
         position = {f: i for i, f in enumerate(needed)}
-        return [(ref, frames[[position[f] for f in ref.frames]]) for ref in refs]
+        return [(ref, _rows(frames, [position[f] for f in ref.frames])) for ref in refs]
 
     def _substitute(self, bad_video, refs, plan, epoch, reports):
         """As many clips as `refs` from another video, candidates in a seeded order."""

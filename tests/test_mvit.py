@@ -91,6 +91,11 @@ def test_32x3_config_builds_32_frame_model():
     assert _num_params(_build_on_meta("mvit", cfg)) == MVIT_B_32X3_PARAMS_400
 
 
+def test_mvit_arch_needs_test_crop_equal_to_train_crop():
+    with pytest.raises(ConfigError, match="TEST_CROP_SIZE"):
+        load_config(str(REPO / "configs/Kinetics/MVIT_B_16x4.yaml"), ["DATA.TEST_CROP_SIZE", "256"])
+
+
 def test_tiny_mvit_forward_backward_uses_sdpa(monkeypatch):
     calls = []
     sdpa = F.scaled_dot_product_attention

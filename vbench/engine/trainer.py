@@ -67,7 +67,7 @@ def prepare_model(model, cfg, ctx):
 class Trainer:
     """Epoch loop with hooks. Build pieces may be injected (tests use tiny models and loaders)."""
 
-    def __init__(self, cfg, ctx=None, clock=None, model=None, train_loader=None, val_loader=None):
+    def __init__(self, cfg, ctx=None, model=None, train_loader=None, val_loader=None):
         from vbench.engine.lr_policy import LRSchedule
         from vbench.engine.optimizer import build_optimizer
 
@@ -85,8 +85,11 @@ class Trainer:
             model = build_model(cfg)
         self.model, self.eval_model, self.bare_model = prepare_model(model, cfg, self.ctx)
         seed_everything(cfg.RNG_SEED + self.ctx.rank)
-        self.train_loader = train_loader if train_loader is not None else self._loader("train")
-        self.val_loader = val_loader if val_loader is not None else self._loader("val")
+        if train_loader is None:
+            train_loader = self._loader(cfg.DATA.TRAIN_SPLIT, training=True)
+        if val_loader is None:
+            val_loader = self._loader(cfg.DATA.VAL_SPLIT, training=False)
+        self.train_loader, self.val_loader = train_loader, val_loader
         self.accum_steps = cfg.TRAIN.ACCUM_STEPS
         self.iters_per_epoch = math.ceil(len(self.train_loader) / self.accum_steps)
         self.max_epoch = cfg.SOLVER.MAX_EPOCH
@@ -96,8 +99,8 @@ class Trainer:
         self.autocast = make_autocast(self.precision, self.ctx.device)
         self.scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.precision == "fp16")
         self.checkpointer = Checkpointer(self.output_dir, cfg.TRAIN.CHECKPOINT_KEEP, self.ctx.is_main)
-        self.clock = clock  # the benchmark clock, rank 0 only
-        self.results = None  # the results.json writer, rank 0 only (set by run_train)
+        self.clock = None  # the benchmark clock, rank 0 only (set by build_trainer)
+        self.results = None  # the results.json writer, rank 0 only (set by build_trainer)
         self.meter = TrainMeter(self.ctx.device)
         self.wait_timer = WaitTimer()
         self.hooks = []
@@ -112,10 +115,10 @@ class Trainer:
         self._clock_started = False
         self.record = {}
 
-    def _loader(self, split):
+    def _loader(self, split, training):
         from vbench.data.loader import build_loader
 
-        return build_loader(self.cfg, split, training=split == "train", rank=self.ctx.rank,
+        return build_loader(self.cfg, split, training=training, rank=self.ctx.rank,
                             world_size=self.ctx.world_size)
 
     # ------------------------------------------------------------------ hooks
@@ -315,10 +318,11 @@ def load_initial_weights(model, path, cfg):
     get_logger().info(f"loaded weights from {path}")
 
 
-def run_train(cfg, ctx, run_info=None):
-    """Build the trainer and its hooks, resume if possible, train. Returns the trainer.
+def build_trainer(cfg, ctx, run_info=None, clock=None, **parts):
+    """A trainer with the default hooks, resumed when a checkpoint exists.
 
-    Rank 0 keeps the benchmark clock (with its heartbeat file) and the results.json writer.
+    Rank 0 also gets the benchmark clock (with its heartbeat file) and the results.json writer.
+    `clock` and `parts` (model, train_loader, val_loader) replace the built ones (tests).
     """
     from vbench.bench.clock import HEARTBEAT_FILE, BenchmarkClock
     from vbench.bench.results import RESULTS_FILE, ResultsWriter, world_block
@@ -326,17 +330,23 @@ def run_train(cfg, ctx, run_info=None):
     from vbench.engine.hooks import default_hooks
 
     run_info = run_info or {}
-    trainer = Trainer(cfg, ctx)
+    trainer = Trainer(cfg, ctx, **parts)
     trainer.register_hooks(default_hooks(trainer))
     if ctx.is_main:
-        trainer.clock = BenchmarkClock(os.path.join(cfg.OUTPUT_DIR, HEARTBEAT_FILE),
-                                       setup_started=run_info.get("setup_started"))
+        trainer.clock = clock or BenchmarkClock(os.path.join(cfg.OUTPUT_DIR, HEARTBEAT_FILE),
+                                                setup_started=run_info.get("setup_started"))
         trainer.results = ResultsWriter(
             os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE), cfg,
             world=world_block(cfg, ctx.device.type, trainer.precision),
             config_file=run_info.get("config_file") or "", command=run_info.get("command", ()))
-        write_class_names(cfg.OUTPUT_DIR, trainer.train_loader.class_names)
+        write_class_names(trainer.train_loader.class_names, cfg.OUTPUT_DIR)
     trainer.resume_or_load()
+    return trainer
+
+
+def run_train(cfg, ctx, run_info=None):
+    """Train (resuming when possible) and return the trainer."""
+    trainer = build_trainer(cfg, ctx, run_info)
     if trainer.finished:
         trainer.logger.info(
             f"OUTPUT_DIR '{cfg.OUTPUT_DIR}' holds a finished run (epoch {trainer.start_epoch} of "

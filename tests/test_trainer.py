@@ -1,0 +1,188 @@
+"""Trainer: clock rules, NaN stop, damaged-checkpoint resume, bad videos (fast, in-process fakes);
+end-to-end synthetic training to a target, SIGKILL + resume, multi-view test (real pipeline)."""
+import json
+import logging
+import os
+
+import pytest
+import torch
+
+from vbench.bench.clock import BenchmarkClock
+from vbench.bench.results import load_results
+from vbench.config import load_config
+from vbench.engine.distributed import DistContext
+from vbench.engine.hooks import HookBase
+from vbench.engine.log import setup_logging
+from vbench.engine.meters import TrainingDiverged
+from vbench.engine.trainer import TooManyBadVideos, build_trainer
+
+K = 3  # classes of the fake data
+TRAIN_BATCHES, EVAL_BATCHES = 4, 2
+
+
+class FakeTime:
+    """A monotonic clock the test moves by hand; every model forward costs one second."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class OneHotModel(torch.nn.Module):
+    """Reads the label planted in the clip (always right); a bias keeps it trainable."""
+
+    def __init__(self, fake_time=None):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(K))
+        self.fake_time = fake_time
+
+    def forward(self, x):
+        if self.fake_time is not None:
+            self.fake_time.now += 1.0
+        return 10 * x.mean(dim=(2, 3, 4))[:, :K] + self.bias
+
+
+class FakeLoader:
+    """Fixed clips whose first K channels one-hot encode the label; optional bad-video reports."""
+
+    def __init__(self, num_batches, batch=4, bad=()):
+        n = num_batches * batch
+        self.labels = torch.arange(n) % K
+        self.clips = torch.nn.functional.one_hot(self.labels, K).float().view(n, K, 1, 1, 1).expand(n, K, 2, 2, 2)
+        self.batch, self.num_batches, self.bad = batch, num_batches, list(bad)
+        self.num_videos, self.class_names, self.excluded = n, [f"c{i}" for i in range(K)], []
+
+    def set_epoch(self, epoch):
+        pass
+
+    def __len__(self):
+        return self.num_batches
+
+    def __iter__(self):
+        for i in range(self.num_batches):
+            s = slice(i * self.batch, (i + 1) * self.batch)
+            yield {"clips": self.clips[s], "labels": self.labels[s], "video_ids": torch.arange(len(self.labels))[s],
+                   "valid": torch.ones(self.batch, dtype=torch.bool), "bad_videos": self.bad if i == 0 else []}
+
+    def to_device(self, batch, device):
+        return batch["clips"].to(device), batch["labels"].to(device)
+
+
+def fake_cfg(out, *opts):
+    return load_config(None, [
+        "NUM_GPUS", "0", "TRAIN.BATCH_SIZE", "4", "TEST.BATCH_SIZE", "4", "SOLVER.MAX_EPOCH", "4",
+        "SOLVER.LR_POLICY", "constant", "SOLVER.BASE_LR", "0.01", "MODEL.NUM_CLASSES", str(K),
+        "LOG_PERIOD", "1", "BENCHMARK.TARGET_TOP1", "50.0", "OUTPUT_DIR", str(out), *opts])
+
+
+def fake_trainer(cfg, fake_time=None, bad=(), setup_s=0.0):
+    setup_logging(cfg.OUTPUT_DIR)
+    logging.getLogger("vbench").propagate = True  # let caplog see warnings
+    clock = None
+    if fake_time is not None:
+        clock = BenchmarkClock(os.path.join(cfg.OUTPUT_DIR, "clock_heartbeat.json"), time_fn=fake_time,
+                               setup_started=fake_time.now)
+        fake_time.now += setup_s  # building the model, loaders, ... is set-up
+    return build_trainer(cfg, DistContext(), clock=clock, model=OneHotModel(fake_time),
+                         train_loader=FakeLoader(TRAIN_BATCHES, bad=bad),
+                         val_loader=FakeLoader(EVAL_BATCHES))
+
+
+# ------------------------------------------------------------------------------ clock rules
+def test_clock_excludes_setup_and_stops_at_the_first_evaluation_reaching_the_target(tmp_path):
+    fake_time = FakeTime()
+    cfg = fake_cfg(tmp_path, "TRAIN.EVAL_PERIOD", "2", "BENCHMARK.STOP_AT_TARGET", "False")
+    fake_trainer(cfg, fake_time, setup_s=100.0).train()
+    results = load_results(str(tmp_path))
+    bench, epochs = results["benchmark"], results["epochs"]
+    assert bench["setup_s"] == pytest.approx(100.0)
+    # target reached at the first evaluation (end of epoch 2): 2 epochs x 4 train forwards + 2 eval
+    assert bench["reached"] and bench["epochs_to_target"] == 2
+    assert bench["time_to_target_s"] == pytest.approx(2 * TRAIN_BATCHES + EVAL_BATCHES)
+    assert [e["clock_s"] for e in epochs][:2] == pytest.approx([4.0, 10.0])
+    assert epochs[0]["clip_top1"] is None and epochs[1]["clip_top1"] == 100.0
+    # training went on (STOP_AT_TARGET False); the clock's total kept counting, the result did not
+    assert len(epochs) == 4 and results["run"]["status"] == "reached"
+    assert bench["total_time_s"] == pytest.approx(4 * TRAIN_BATCHES + 2 * EVAL_BATCHES)
+
+
+def test_stop_at_target_ends_training_and_a_resumed_clock_continues(tmp_path):
+    fake_time = FakeTime()
+    cfg = fake_cfg(tmp_path, "TRAIN.EVAL_PERIOD", "2")
+
+    class Crash(HookBase):
+        def before_epoch(self):
+            if self.trainer.epoch == 1:
+                raise KeyboardInterrupt  # the first attempt dies right after checkpoint 1
+
+    trainer = fake_trainer(cfg, fake_time, setup_s=5.0)
+    trainer.register_hooks([Crash()])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert load_results(str(tmp_path))["run"]["status"] == "failed"
+    fake_time.now += 50.0  # downtime between the crash and the restart, then a new set-up
+    resumed = fake_trainer(cfg, fake_time, setup_s=7.0)
+    assert resumed.start_epoch == 1
+    resumed.train()
+    bench = load_results(str(tmp_path))["benchmark"]
+    assert bench["reached"] and bench["epochs_to_target"] == 2 and bench["resumes"] == 1
+    # same value as an uninterrupted run: the heartbeat proves no time was lost after checkpoint 1
+    assert bench["time_to_target_s"] == pytest.approx(2 * TRAIN_BATCHES + EVAL_BATCHES)
+    assert len(load_results(str(tmp_path))["epochs"]) == 2  # stopped at the target
+
+
+# ------------------------------------------------------------------------------ failures
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+    from vbench.engine.optimizer import set_lr
+
+    class PoisonLR(HookBase):  # fault injection only: an infinite LR in epoch 2 makes weights NaN
+        def before_step(self):
+            if self.trainer.epoch == 1:
+                set_lr(self.trainer.optimizer, float("inf"))
+
+    cfg = fake_cfg(tmp_path, "BENCHMARK.TARGET_TOP1", "0.0")
+    trainer = fake_trainer(cfg)
+    trainer.register_hooks([PoisonLR()])
+    with pytest.raises(TrainingDiverged, match=r"loss became nan \(epoch 2, iteration \d\).*last good checkpoint"):
+        trainer.train()
+    names = sorted(os.listdir(tmp_path / "checkpoints"))
+    assert names == ["checkpoint_epoch_00001.pyth"]
+    results = load_results(str(tmp_path))
+    assert results["run"]["status"] == "failed" and len(results["epochs"]) == 1
+    state = torch.load(tmp_path / "checkpoints" / names[0], weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_auto_resume_skips_a_damaged_checkpoint(tmp_path, caplog):
+    cfg = fake_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2", "BENCHMARK.TARGET_TOP1", "0.0")
+    fake_trainer(cfg).train()
+    newest = tmp_path / "checkpoints" / "checkpoint_epoch_00002.pyth"
+    newest.write_bytes(newest.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="vbench"):
+        trainer = fake_trainer(cfg)
+    assert "skipping damaged checkpoint" in caplog.text and "00002" in caplog.text
+    assert trainer.start_epoch == 1
+    trainer.train()
+    epochs = load_results(str(tmp_path))["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+
+
+def test_bad_videos_are_reported_once_and_counted_per_epoch(tmp_path, caplog):
+    bad = [("train/a/broken.mp4", "invalid data found")]
+    cfg = fake_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2", "DATA.MAX_BAD_FRACTION", "0.5",
+                   "BENCHMARK.TARGET_TOP1", "0.0")
+    with caplog.at_level(logging.WARNING, logger="vbench"):
+        fake_trainer(cfg, bad=bad).train()
+    assert caplog.text.count("broken.mp4") == 1
+    results = load_results(str(tmp_path))
+    assert [e["bad_videos"] for e in results["epochs"]] == [1, 1]
+    assert results["bad_videos"]["train"] == [{"path": "train/a/broken.mp4", "reason": "invalid data found"}]
+
+
+def test_too_many_bad_videos_stop_training(tmp_path):
+    bad = [(f"train/a/broken{i}.mp4", "moov atom not found") for i in range(3)]
+    cfg = fake_cfg(tmp_path / "run", "DATA.MAX_BAD_FRACTION", "0.1")  # 3 of 16 videos > 10 %
+    with pytest.raises(TooManyBadVideos, match="DATA.MAX_BAD_FRACTION"):
+        fake_trainer(cfg, bad=bad).train()

@@ -1,0 +1,194 @@
+"""`vbench data check PATH`: validate a dataset folder before a run.
+
+Checks the layout and annotation lines, probes every video (through the index cache), decodes one
+clip per video (or a random sample), flags videos too short for one clip, and reports the class
+balance. Prints a summary table; exits 1 when it finds problems, 0 otherwise.
+"""
+import argparse
+import logging
+import math
+import os
+import random
+import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from tqdm import tqdm
+
+from .decoders import VideoDecodeError, get_decoder
+from .index import build_index
+from .layouts import LAYOUTS, SPLIT_NAMES, DatasetError, detect_layout, read_split
+
+IMBALANCE_RATIO = 10.0  # largest / smallest class above this is reported as a warning
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="vbench data check", description=__doc__.splitlines()[0])
+    parser.add_argument("path", help="dataset root (DATA.PATH_TO_DATA_DIR)")
+    parser.add_argument("--layout", default="auto", choices=("auto",) + LAYOUTS, help="dataset layout (DATA.LAYOUT)")
+    parser.add_argument("--split", nargs="+", default=None, help="splits to check (default: all found)")
+    parser.add_argument("--decode-sample", type=int, default=0,
+                        help="decode one clip from N random videos per split (0 = every video)")
+    parser.add_argument("--num-frames", type=int, default=16, help="clip length (DATA.NUM_FRAMES)")
+    parser.add_argument("--frame-rate", type=float, default=15.0, help="clip frame rate (DATA.FRAME_RATE)")
+    parser.add_argument("--path-prefix", default="", help="DATA.PATH_PREFIX (csv layout)")
+    parser.add_argument("--separator", default=" ", help="DATA.PATH_LABEL_SEPARATOR (csv layout)")
+    parser.add_argument("--cache-dir", default="", help="index cache folder (DATA.INDEX_CACHE_DIR)")
+    parser.add_argument("--backend", default="pyav", help="decoding backend (DATA.DECODING_BACKEND)")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="probe/decode threads")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the decode sample")
+    return parser.parse_args(argv)
+
+
+def splits_present(root, layout):
+    """Split names that exist in `root` for `layout`."""
+    found = []
+    for name in SPLIT_NAMES:
+        if layout == "csv" and os.path.isfile(os.path.join(root, f"{name}.csv")):
+            found.append(name)
+        elif layout == "folder" and os.path.isdir(os.path.join(root, name)):
+            found.append(name)
+        elif layout == "kinetics" and any(os.path.isfile(os.path.join(root, sub, f"{name}.csv"))
+                                          for sub in ("annotations", "")):
+            found.append(name)
+    return found
+
+
+def clip_indices(info, num_frames, frame_rate):
+    """Native frame indices of one clip from the middle of the video (as the sampler would read)."""
+    step = info.fps / frame_rate if frame_rate > 0 and info.fps else 1.0
+    span = (num_frames - 1) * step
+    start = max(0.0, (info.num_frames - 1 - span) / 2)
+    return [min(info.num_frames - 1, int(math.floor(start + j * step))) for j in range(num_frames)]
+
+
+def timeline_frames(info, frame_rate):
+    return info.num_frames * frame_rate / info.fps if frame_rate > 0 and info.fps else info.num_frames
+
+
+class SplitReport:
+    def __init__(self, name):
+        self.name = name
+        self.videos, self.hours, self.class_counts = 0, 0.0, Counter()
+        self.unreadable, self.too_short, self.decode_failed = [], [], []
+        self.decoded = 0
+        self.notes = []
+
+
+def decode_check(infos, args, report):
+    decoder = get_decoder(args.backend)
+    usable = [info for info in infos if info.ok and info.num_frames > 0]
+    if args.decode_sample and args.decode_sample < len(usable):
+        usable = random.Random(args.seed).sample(usable, args.decode_sample)
+
+    def try_decode(info):
+        indices = clip_indices(info, args.num_frames, args.frame_rate)
+        try:
+            frames = decoder.decode(info.path, indices, info)
+        except VideoDecodeError as error:
+            return info, error.reason
+        if tuple(frames.shape[1:]) != (info.height, info.width, 3):
+            return info, f"decoded frames are {tuple(frames.shape[1:])}, the header says {info.height}x{info.width}"
+        return info, None
+
+    with ThreadPoolExecutor(max(1, args.workers)) as pool:
+        results = pool.map(try_decode, usable)
+        for info, reason in tqdm(results, total=len(usable), desc=f"decoding {report.name}", unit="video"):
+            report.decoded += 1
+            if reason:
+                report.decode_failed.append((info.rel_path, reason))
+
+
+def check_split(root, split, layout, args, problems, warnings):
+    report = SplitReport(split)
+    try:
+        entries, class_names = read_split(root, split, layout, args.path_prefix, args.separator)
+    except DatasetError as error:
+        problems.append(f"[{split}] {error}")
+        return report, None
+    infos = build_index(entries, cache_dir=args.cache_dir, num_workers=args.workers)
+    report.videos = len(infos)
+    report.hours = sum(info.duration_s for info in infos if info.ok) / 3600
+    report.class_counts = Counter(info.label for info in infos if info.ok)
+    for info in infos:
+        if not info.ok:
+            report.unreadable.append((info.rel_path, info.error))
+        elif timeline_frames(info, args.frame_rate) < args.num_frames:
+            report.too_short.append((info.rel_path, f"{info.duration_s:.2f} s, {info.num_frames} frames at "
+                                                    f"{info.fps:.2f} fps: shorter than one {args.num_frames}-frame clip at {args.frame_rate:g} fps"))
+        if info.note:
+            warnings.append(f"[{split}] {info.rel_path}: {info.note}")
+    decode_check(infos, args, report)
+    for kind, items in (("unreadable", report.unreadable), ("too short", report.too_short),
+                        ("decode failed", report.decode_failed)):
+        problems += [f"[{split}] {kind}: {rel}: {reason}" for rel, reason in items]
+    check_balance(report, class_names, problems, warnings)
+    return report, class_names
+
+
+def check_balance(report, class_names, problems, warnings):
+    empty = [name for label, name in enumerate(class_names) if report.class_counts[label] == 0]
+    if empty:
+        (problems if report.name == "train" else warnings).append(
+            f"[{report.name}] {len(empty)} classes have no readable video: {', '.join(empty[:10])}"
+            + (" ..." if len(empty) > 10 else ""))
+    counts = [report.class_counts[label] for label in range(len(class_names)) if report.class_counts[label]]
+    if counts and max(counts) > IMBALANCE_RATIO * min(counts):
+        warnings.append(f"[{report.name}] class imbalance: {min(counts)} to {max(counts)} videos per class")
+
+
+def print_table(reports, class_names):
+    header = ("split", "videos", "hours", "classes", "per class min/mean/max", "unreadable", "too short",
+              "decoded", "decode failed")
+    rows = []
+    for r in reports:
+        counts = [r.class_counts[label] for label in range(len(class_names or []))]
+        per_class = f"{min(counts)}/{sum(counts) / len(counts):.1f}/{max(counts)}" if counts else "-"
+        rows.append((r.name, r.videos, f"{r.hours:.2f}", len(class_names or []), per_class, len(r.unreadable),
+                     len(r.too_short), r.decoded, len(r.decode_failed)))
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(str(x).rjust(w) for x, w in zip(row, widths)))
+
+
+def print_list(title, items, limit=20):
+    if not items:
+        return
+    print(f"\n{title} ({len(items)}):")
+    for item in items[:limit]:
+        print(f"  - {item}")
+    if len(items) > limit:
+        print(f"  ... and {len(items) - limit} more")
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    root = os.path.abspath(os.path.expanduser(args.path))
+    problems, warnings = [], []
+    try:
+        layout = detect_layout(root) if args.layout == "auto" else args.layout
+    except DatasetError as error:
+        print(f"dataset {root}: PROBLEM: {error}")
+        return 1
+    splits = args.split or splits_present(root, layout)
+    if not splits:
+        print(f"dataset {root}: PROBLEM: no split found for layout '{layout}' (looked for {', '.join(SPLIT_NAMES)}).")
+        return 1
+    print(f"dataset {root}: layout '{layout}', splits {', '.join(splits)}")
+    reports, class_names = [], None
+    for split in splits:
+        report, names = check_split(root, split, layout, args, problems, warnings)
+        reports.append(report)
+        class_names = class_names or names
+    print()
+    print_table(reports, class_names)
+    print_list("warnings", warnings)
+    print_list("problems", problems)
+    verdict = f"{len(problems)} problem{'s' * (len(problems) != 1)} found" if problems else "no problems found"
+    print(f"\n{verdict} ({len(warnings)} warnings).")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

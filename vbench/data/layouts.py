@@ -62,7 +62,8 @@ def _is_kinetics_csv(path):
     return tuple(header[:4]) == KINETICS_COLUMNS
 
 
-def _kinetics_csv(root, split):
+def kinetics_annotation_file(root, split):
+    """`<root>/annotations/<split>.csv` or `<root>/<split>.csv` if it has the Kinetics header, else None."""
     for path in (os.path.join(root, "annotations", f"{split}.csv"), os.path.join(root, f"{split}.csv")):
         if os.path.isfile(path) and _is_kinetics_csv(path):
             return path
@@ -75,7 +76,7 @@ def detect_layout(data_root, split=None):
     if not os.path.isdir(root):
         raise DatasetError(f"dataset folder '{root}' does not exist (DATA.PATH_TO_DATA_DIR).")
     for name in ([split] if split else []) + list(SPLIT_NAMES):
-        if _kinetics_csv(root, name):
+        if kinetics_annotation_file(root, name):
             return "kinetics"
         if os.path.isfile(os.path.join(root, f"{name}.csv")):
             return "csv"
@@ -243,23 +244,32 @@ def read_kinetics_csv(csv_path):
     return rows
 
 
-def kinetics_file_name(youtube_id, start, end, ext=".mp4"):
-    return f"{youtube_id}_{start:06d}_{end:06d}{ext}"
+def kinetics_stem(youtube_id, start, end):
+    """The official clip file name without extension: `<youtube_id>_<start:06d>_<end:06d>`."""
+    return f"{youtube_id}_{start:06d}_{end:06d}"
 
 
-def find_kinetics_video(split_dir, label, file_name, listing_cache):
-    """Path of `file_name` under `split_dir`/<label with spaces or underscores>/ or flat; or None."""
-    for folder in (label, label.replace(" ", "_"), label.replace("_", " "), ""):
+def _video_stems(directory):
+    if not os.path.isdir(directory):
+        return {}
+    return {os.path.splitext(name)[0]: name for name in sorted(os.listdir(directory), reverse=True)
+            if _is_video(name)}  # reverse: ".mp4" wins over ".mkv"/".webm" for the same stem
+
+
+def find_kinetics_video(split_dir, label, stem, listing_cache):
+    """Path of the video `stem`.* under `split_dir`/<label, spaces or underscores>/ or flat in
+    `split_dir`; None when absent. `listing_cache` (a dict) keeps directory listings between calls."""
+    for folder in dict.fromkeys((label, label.replace(" ", "_"), label.replace("_", " "), "")):
         directory = os.path.join(split_dir, folder)
         if directory not in listing_cache:
-            listing_cache[directory] = set(os.listdir(directory)) if os.path.isdir(directory) else set()
-        if file_name in listing_cache[directory]:
-            return os.path.join(directory, file_name)
+            listing_cache[directory] = _video_stems(directory)
+        if stem in listing_cache[directory]:
+            return os.path.join(directory, listing_cache[directory][stem])
     return None
 
 
 def _read_kinetics(root, split):
-    csv_path = _kinetics_csv(root, split)
+    csv_path = kinetics_annotation_file(root, split)
     if csv_path is None:
         raise DatasetError(f"split '{split}' not found: no Kinetics annotation file {root}/annotations/"
                            f"{split}.csv or {root}/{split}.csv with header '{','.join(KINETICS_COLUMNS)},...'.")
@@ -268,7 +278,7 @@ def _read_kinetics(root, split):
     if names is None:
         labels = {row[0] for row in rows}
         for other in SPLIT_NAMES:
-            other_csv = _kinetics_csv(root, other)
+            other_csv = kinetics_annotation_file(root, other)
             if other_csv and other_csv != csv_path:
                 labels |= {row[0] for row in read_kinetics_csv(other_csv)}
         names = sorted(labels)
@@ -278,9 +288,10 @@ def _read_kinetics(root, split):
     for label, youtube_id, start, end in rows:
         if label not in label_of and label.replace("_", " ") not in label_of:
             raise DatasetError(f"{csv_path}: label {label!r} is not in the class file of {root}.")
-        path = find_kinetics_video(os.path.join(root, split), label, kinetics_file_name(youtube_id, start, end), listings)
+        stem = kinetics_stem(youtube_id, start, end)
+        path = find_kinetics_video(os.path.join(root, split), label, stem, listings)
         if path is None:
-            missing.append(kinetics_file_name(youtube_id, start, end))
+            missing.append(stem)
             continue
         entries.append(_entry(root, path, label_of.get(label, label_of.get(label.replace("_", " ")))))
     if missing:

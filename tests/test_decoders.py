@@ -119,6 +119,41 @@ def test_pyav_recovers_when_a_seek_lands_after_the_wanted_frame(videos, monkeypa
     assert numbers(PyAVDecoder().decode(path, [30, 31], info)) == [30, 31]
 
 
+def cut_with_edit_list(source, target, drop_frames):
+    """Stream-copy `source`, shifting timestamps so its first `drop_frames` frames fall before 0:
+    the mp4 muxer writes an edit list and the demuxer marks those packets as discarded (what
+    `ffmpeg -ss T -c copy` does), so frame 0 is not a keyframe."""
+    with av.open(source) as inp, av.open(target, "w") as out:
+        stream = inp.streams.video[0]
+        out_stream = out.add_stream_from_template(stream)
+        shift = round(drop_frames / stream.average_rate / stream.time_base)
+        for packet in inp.demux(stream):
+            if packet.size:
+                packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, out_stream
+                out.mux(packet)
+
+
+def test_edit_list_cut_mid_gop_decodes_the_presented_frames(tmp_path, monkeypatch):
+    source, cut = tmp_path / "source.mp4", tmp_path / "cut.mp4"
+    write_numbered_video(source, 60, fps=30, gop=20)
+    cut_with_edit_list(str(source), str(cut), drop_frames=15)
+    info = info_for(cut)
+    assert info.num_frames == 45 and info.keyframes == [5, 25]  # presented frame 0 is source frame 15
+    backends = [get_decoder("pyav")]
+    try:
+        backends.append(get_decoder("torchcodec"))
+    except RuntimeError:
+        pass
+    for decoder in backends:
+        for indices in ([0, 1], [4, 5, 6], [24, 25, 26, 44], [44]):
+            assert numbers(decoder.decode(str(cut), indices, info)) == [15 + i for i in indices], decoder.name
+    runs = []
+    original = PyAVDecoder._run
+    monkeypatch.setattr(PyAVDecoder, "_run", lambda self, *args: runs.append(args[-1]) or original(self, *args))
+    PyAVDecoder().decode(str(cut), [0, 1], info)
+    assert runs == [None]  # frames before the first keyframe: one pass from the start, no seek
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_torchcodec_agrees_with_pyav_frame_for_frame(videos, case):
     decoder = torchcodec_or_skip()

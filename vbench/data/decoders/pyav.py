@@ -88,9 +88,11 @@ class PyAVDecoder(Decoder):
         timeline = Timeline(info)
         seek_pts = None
         if info.timestamps != "count":
-            keyframes = info.keyframes or []
-            k = bisect.bisect_right(keyframes, wanted[0]) - 1
-            start_index = keyframes[k] if keyframes else wanted[0]
+            if info.keyframes is None:  # unknown (header-only index): the demuxer finds the keyframe
+                start_index = wanted[0]
+            else:  # the last keyframe at or before the first wanted frame; none: decode from the start
+                k = bisect.bisect_right(info.keyframes, wanted[0]) - 1
+                start_index = info.keyframes[k] if k >= 0 else 0
             if start_index > 0:
                 seek_pts = timeline.pts_of(start_index)
         with av.open(path, metadata_errors="ignore") as container:

@@ -1,0 +1,159 @@
+"""Training-step throughput of vbench's benchmark models vs PyTorchVideo's, side by side.
+
+For each model in --models, one process builds
+  vbench:    the model of the benchmark track config (configs/Kinetics/X3D_M.yaml or
+             MVIT_B_16x4.yaml) for a --frames x --crop^2 clip;
+  reference: PyTorchVideo's `create_x3d` with the hub's X3D-M settings, or
+             `create_multiscale_vision_transformers` with the hub's MViT-B 16x4 settings (stochastic
+             depth 0.2 as in the vbench config), for the same clip and class count;
+and times full training steps (forward, cross-entropy, backward, SGD step) on the same random batch,
+device and precision. After --warmup steps each, the two models run ALTERNATELY (A B, then B A, ...)
+for --rounds rounds of --steps steps, so machine noise hits both alike; each figure is the median
+over rounds, in clips per second, and the ratio is vbench / reference (> 1: vbench is faster).
+
+The PyTorchVideo X3D head ends with a softmax even in training; the reference is built without it
+(head_activation=None) so that both train on logits.
+
+    python benchmarks/bench_model.py --device cuda --batch 16 --precision bf16 --channels-last
+    python benchmarks/bench_model.py --device cpu --batch 2 --crop 112 --steps 1 --rounds 3
+"""
+import argparse
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vbench.config import load_config
+from vbench.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = {
+    "x3d_m": REPO / "configs" / "Kinetics" / "X3D_M.yaml",
+    "mvit_b_16x4": REPO / "configs" / "Kinetics" / "MVIT_B_16x4.yaml",
+}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=8, help="clips per step")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--crop", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per model per round")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    parser.add_argument("--models", default="x3d_m,mvit_b_16x4",
+                        help=f"comma-separated, from {', '.join(CONFIGS)}")
+    return parser.parse_args(argv)
+
+
+def vbench_model(name, args):
+    crop = args.crop
+    cfg = load_config(str(CONFIGS[name]), [
+        "DATA.NUM_FRAMES", args.frames, "DATA.TRAIN_CROP_SIZE", crop, "DATA.TEST_CROP_SIZE", crop,
+        "DATA.TRAIN_MIN_MAX_SCALE", [max(256, crop), max(320, crop)],
+    ])
+    return build_model(cfg), cfg.MODEL.NUM_CLASSES
+
+
+def reference_model(name, args, num_classes):
+    if name == "x3d_m":
+        from pytorchvideo.models.x3d import create_x3d
+
+        return create_x3d(input_clip_length=args.frames, input_crop_size=args.crop, depth_factor=2.2,
+                          model_num_class=num_classes, dropout_rate=0.5, head_activation=None)
+    from pytorchvideo.models.hub.vision_transformers import mvit_video_base_config
+    from pytorchvideo.models.vision_transformers import create_multiscale_vision_transformers
+
+    settings = dict(mvit_video_base_config, spatial_size=args.crop, temporal_size=args.frames)
+    return create_multiscale_vision_transformers(**settings, droppath_rate_block=0.2,
+                                                 head_dropout_rate=0.5, head_num_classes=num_classes)
+
+
+class Runner:
+    """One model with its optimizer; `time_steps(n)` returns the seconds n training steps take."""
+
+    def __init__(self, model, args, clips, labels):
+        device = torch.device(args.device)
+        memory_format = torch.channels_last_3d if args.channels_last else torch.contiguous_format
+        self.model = model.to(device, memory_format=memory_format).train()
+        self.params = sum(p.numel() for p in self.model.parameters())
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.94,
+                                         nesterov=True, weight_decay=5e-4)
+        self.forward = torch.compile(self.model) if args.compile else self.model
+        self.clips, self.labels, self.device = clips, labels, device
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
+                         if args.precision == "bf16" else nullcontext())
+        self.clip_rates = []
+
+    def step(self):
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast:
+            loss = F.cross_entropy(self.forward(self.clips), self.labels)
+        loss.backward()
+        self.optimizer.step()
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def time_steps(self, count):
+        self.sync()
+        start = time.perf_counter()
+        for _ in range(count):
+            self.step()
+        self.sync()
+        return time.perf_counter() - start
+
+
+def benchmark(name, args):
+    torch.manual_seed(0)
+    vbench, num_classes = vbench_model(name, args)
+    reference = reference_model(name, args, num_classes)
+    memory_format = torch.channels_last_3d if args.channels_last else torch.contiguous_format
+    clips = torch.randn(args.batch, 3, args.frames, args.crop, args.crop, device=args.device)
+    clips = clips.contiguous(memory_format=memory_format)
+    labels = torch.randint(num_classes, (args.batch,), device=args.device)
+    runners = {"vbench": Runner(vbench, args, clips, labels),
+               "reference": Runner(reference, args, clips, labels)}
+    for runner in runners.values():
+        runner.time_steps(args.warmup)
+    order = list(runners.values())
+    for _ in range(args.rounds):
+        for runner in order:
+            runner.clip_rates.append(args.steps * args.batch / runner.time_steps(args.steps))
+        order.reverse()  # A B, B A, ...: neither model always runs first
+    return {label: (runner.params, statistics.median(runner.clip_rates), runner.clip_rates)
+            for label, runner in runners.items()}
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        sys.exit(f"unknown --models {unknown}; choose from {list(CONFIGS)}")
+    print(f"device {args.device}, batch {args.batch}, clip {args.frames} x {args.crop}^2, "
+          f"{args.precision}, channels_last {args.channels_last}, compile {args.compile}, "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}; "
+          f"{args.warmup} warm-up steps, {args.rounds} alternating rounds of {args.steps} steps")
+    print(f"{'model':<12} {'implementation':<15} {'params (M)':>10} {'clips/s (median)':>17}  rounds")
+    for name in names:
+        results = benchmark(name, args)
+        for label, (params, median, rates) in results.items():
+            print(f"{name:<12} {label:<15} {params / 1e6:>10.2f} {median:>17.3f}  "
+                  + " ".join(f"{r:.3f}" for r in rates))
+        ratio = results["vbench"][1] / results["reference"][1]
+        print(f"{name:<12} {'vbench/ref':<15} {'':>10} {ratio:>17.2f}x")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

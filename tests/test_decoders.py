@@ -237,7 +237,8 @@ def test_bad_requests_raise_video_decode_error(videos, backend):
     decoder = torchcodec_or_skip() if backend == "torchcodec" else get_decoder("pyav")
     path = videos["h264_gop12"]
     info = info_for(path)
-    for indices, reason in (([NUM_FRAMES], "past the end"), ([5, 3], "ascending"), ([], "no frame"), ([-1], "negative")):
+    bad = (([NUM_FRAMES], "past the end"), ([5, 3], "ascending"), ([], "no frame"), ([-1], "negative"))
+    for indices, reason in bad:
         with pytest.raises(VideoDecodeError, match=reason):
             decoder.decode(path, indices, info)
     with pytest.raises(VideoDecodeError, match="past the end"):

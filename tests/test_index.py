@@ -111,7 +111,10 @@ def test_cache_survives_moving_the_data_folder(dataset, tmp_path, monkeypatch):
     after = build_index(read_split(moved, "train")[0], cache_dir=cache, progress=False)
     assert counter.calls == []
     assert [i.path for i in after] == [str(moved / i.rel_path) for i in before]
-    assert [(i.num_frames, i.keyframes, i.error) for i in after] == [(i.num_frames, i.keyframes, i.error) for i in before]
+    def metadata(infos):
+        return [(i.num_frames, i.keyframes, i.error) for i in infos]
+
+    assert metadata(after) == metadata(before)
 
 
 def test_mtime_change_invalidates_only_that_file(dataset, tmp_path, monkeypatch):

@@ -105,7 +105,8 @@ def write_numbered_video(path, num_frames, fps=30, codec="libx264", size=(64, 48
             if codec == "libx264":
                 stream.codec_context.options = {"keyint_min": str(gop), "sc_threshold": "0"}
             elif codec == "libx265":
-                stream.codec_context.options = {"x265-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:log-level=none"}
+                params = f"keyint={gop}:min-keyint={gop}:scenecut=0:log-level=none"
+                stream.codec_context.options = {"x265-params": params}
         elif codec == "libx265":
             stream.codec_context.options = {"x265-params": "log-level=none"}
         pts = round(Fraction(start_pts) / time_base)

@@ -114,8 +114,9 @@ def check_split(root, split, layout, args, problems, warnings):
         if not info.ok:
             report.unreadable.append((info.rel_path, info.error))
         elif timeline_frames(info, args.frame_rate) < args.num_frames:
-            report.too_short.append((info.rel_path, f"{info.duration_s:.2f} s, {info.num_frames} frames at "
-                                                    f"{info.fps:.2f} fps: shorter than one {args.num_frames}-frame clip at {args.frame_rate:g} fps"))
+            report.too_short.append((info.rel_path, (
+                f"{info.duration_s:.2f} s, {info.num_frames} frames at {info.fps:.2f} fps: shorter than "
+                f"one {args.num_frames}-frame clip at {args.frame_rate:g} fps")))
         if info.note:
             warnings.append(f"[{split}] {info.rel_path}: {info.note}")
     decode_check(infos, args, report)

@@ -95,7 +95,7 @@ def _scan_packets(container, stream):
     pts, key_pts, reordered, missing_pts, problem = [], [], False, False, None
     try:
         for packet in container.demux(stream):
-            if packet.size == 0 or packet.is_discard:
+            if packet.size == 0 or getattr(packet, "is_discard", False):  # discard: cut by an edit list
                 continue
             if packet.pts is None:
                 missing_pts = True

@@ -158,3 +158,32 @@ def test_wrong_family_or_format_is_reported(tmp_path, mc3_5_classes):
         load_weights(fresh_mc3(), str(path), "slowfast", "mc3_18")
     with pytest.raises(ConfigError, match="MODEL.WEIGHTS_FORMAT"):
         load_weights(fresh_mc3(), str(path), "caffe2", "mc3_18")
+
+
+# ------------------------------------------------------------- foreign layouts via converters
+def test_pytorchvideo_x3d_checkpoint_is_detected_and_converted(tmp_path):
+    x3d = pytest.importorskip("pytorchvideo.models.x3d")
+    torch.manual_seed(0)
+    reference = x3d.create_x3d(input_clip_length=4, input_crop_size=32, depth_factor=2.2,
+                               model_num_class=6, head_activation=None).eval()
+    path = tmp_path / "X3D_M.pyth"
+    torch.save({"model_state": reference.state_dict(), "epoch": 300}, path)  # the hub's layout
+    model = build_model(cfg_for("x3d", "MODEL.NUM_CLASSES", 6, "DATA.NUM_FRAMES", 4,
+                                "DATA.TRAIN_CROP_SIZE", 32)).eval()
+    assert load_weights(model, str(path), "auto", "x3d").fmt == "pytorchvideo"
+    clip = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(clip), reference(clip), rtol=1e-4, atol=1e-5)
+
+
+def test_slowfast_mvit_checkpoint_is_detected_and_converted(tmp_path):
+    opts = ("MODEL.NUM_CLASSES", 4, "DATA.NUM_FRAMES", 4, "DATA.TRAIN_CROP_SIZE", 32, "MVIT.DEPTH", 2)
+    source = build_model(cfg_for("mvit", *opts))
+    # SlowFast names: DataParallel prefix, "head.projection", inside {"model_state": ...}.
+    slowfast = {"module." + k.replace("head.", "head.projection."): v
+                for k, v in source.state_dict().items()}
+    path = tmp_path / "MVIT_B_16x4.pyth"
+    torch.save({"model_state": slowfast, "epoch": 200, "cfg": "MODEL: ..."}, path)
+    model = build_model(cfg_for("mvit", *opts))
+    assert load_weights(model, str(path), "auto", "mvit").fmt == "slowfast"
+    assert_same_tensors(source.state_dict(), model.state_dict())

@@ -28,13 +28,12 @@ logger = logging.getLogger(__name__)
 FORMATS = ("auto", "vbench", "pytorchvideo", "slowfast", "torchvision")
 SHOWN_KEYS = 5  # keys named in an error message per kind of problem
 
-# Key patterns that identify a foreign layout; checked in this order (torchvision before SlowFast
-# because swin3d and SlowFast's MViT both have "patch_embed.proj").
+# Key patterns only a foreign layout has, checked when the keys are not exactly the model's own.
 _SIGNATURES = (
     ("pytorchvideo", r"blocks\.\d+\.(conv\.conv_t|res_blocks)\.|patch_embed\.patch_model\.|"
                      r"cls_positional_encoding\."),
+    ("slowfast", r"s1\.pathway0_stem\.|head\.projection\.|blocks\.\d+\.attn\.q\.weight"),
     ("torchvision", r"conv_proj\.weight|pos_encoding\.|stem\.0\.weight|layer1\.|features\.\d"),
-    ("slowfast", r"s1\.pathway0_stem\.|patch_embed\.proj\.weight|pos_embed_spatial|cls_token"),
 )
 
 # Where to find pretrained files for the offline hint: registered name -> (zoo, file name).
@@ -161,16 +160,20 @@ def strip_wrapper_prefixes(state_dict):
 
 
 def detect_format(state_dict, model_state, family):
-    """"vbench" when the keys are the model's own, else the foreign layout they look like."""
-    keys = set(state_dict)
-    model_keys = {k for k in model_state if not k.endswith("num_batches_tracked")}
-    if model_keys and len(keys & model_keys) >= 0.9 * len(model_keys):
-        return family if family == "torchvision" else "vbench"
+    """The family's own layout ("vbench", or "torchvision" for torchvision models) when the keys
+    are exactly the model's, else the foreign layout their names show."""
+    native = family if family == "torchvision" else "vbench"
+
+    def keys(mapping):
+        return {k for k in mapping if not k.endswith("num_batches_tracked")}
+
+    if keys(state_dict) == keys(model_state):
+        return native
     for name, pattern in _SIGNATURES:
         regex = re.compile(pattern)
-        if any(regex.match(key) for key in keys):
+        if any(regex.match(key) for key in state_dict):
             return name
-    return "vbench"  # unknown layout: the key check below lists what does not match
+    return native  # unknown layout: the key check lists what does not match
 
 
 def _family_of(model, model_name):

@@ -104,8 +104,38 @@ def test_model_table_markdown_lists_config_files(tmp_path):
     (tmp_path / "configs" / "A.yaml").write_text("MODEL:\n  MODEL_NAME: mc3_18\n")
     (tmp_path / "configs" / "B.yaml").write_text("_BASE_: A.yaml\nSOLVER:\n  BASE_LR: 0.5\n")
     (tmp_path / "configs" / "C.yaml").write_text("MODEL:\n  MODEL_NAME: r3d_18\n")
+    (tmp_path / "configs" / "recipe.yaml").write_text("SOLVER:\n  BASE_LR: 0.5\n")  # no model
+    assert [name for _, name in summary.model_config_files(str(tmp_path / "configs"))] == [
+        "mc3_18", "mc3_18", "r3d_18"]
     row = summary.ModelRow("mc3_18", "torchvision", 11_695_440, 43.3, (16, 112, 112))
     table = summary.format_table([row], markdown=True, configs_dir=str(tmp_path / "configs"))
     lines = table.splitlines()
     assert lines[0].startswith("| model | family | params (M)")
     assert lines[2] == "| mc3_18 | torchvision | 11.70 | 43.30 | 16 x 112 x 112 | configs/A.yaml, configs/B.yaml |"
+
+
+def test_fused_attention_is_counted_as_two_matrix_products():
+    fvcore_nn = pytest.importorskip("fvcore.nn")
+
+    class Attention(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    q, k, v = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 7, 8), torch.randn(1, 2, 7, 4)
+    flops = fvcore_nn.FlopCountAnalysis(Attention(), (q, k, v))
+    flops.set_op_handle("aten::scaled_dot_product_attention", summary.attention_flops)
+    flops.unsupported_ops_warnings(False)
+    assert flops.total() == 2 * 5 * 7 * (8 + 4)  # heads x queries x keys x (qk dim + v dim)
+
+
+def test_all_configs_table_uses_each_config_clip(tmp_path, capsys):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "tiny.yaml").write_text(
+        "MODEL:\n  MODEL_NAME: r3d_18\n  NUM_CLASSES: 7\nDATA:\n  NUM_FRAMES: 2\n"
+        "  TRAIN_CROP_SIZE: 32\n")
+    assert summary.main(["--all-configs", "--configs-dir", str(configs), "--no-progress"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "tiny.yaml" in line)
+    assert row.split()[:3] == ["configs/tiny.yaml", "r3d_18", "torchvision"]
+    assert row.split()[3] == f"{(33_371_472 - 512 * 393 - 393) / 1e6:.2f}"  # 7 classes
+    assert "2 x 32 x 32" in row

@@ -4,26 +4,29 @@
     vbench models --names x3d_m,r3d_18              just those
     vbench models --cfg configs/Kinetics/X3D_M.yaml [KEY VALUE ...]
                                                     the config's model at the config's clip size
+    vbench models --all-configs                     every model config under --configs-dir
     vbench models --markdown                        a Markdown table (docs/MODEL_ZOO.md)
 
 GFLOPs are counted by fvcore's `FlopCountAnalysis` on one clip (batch 1, eval mode). fvcore counts
 one fused multiply-add as one flop, the convention of SlowFast and the X3D / MViT papers (other
-tools may report twice as many "FLOPs"). Operations fvcore cannot count (mostly element-wise ones:
-additions, activations, softmax) are left out and listed in a footnote.
+tools may report twice as many "FLOPs"). Fused attention (`scaled_dot_product_attention`), which
+fvcore does not know, is counted here as its two matrix products. Operations fvcore cannot count
+(element-wise ones: additions, activations, softmax) are left out and listed in a footnote.
 With --cfg the clip is DATA.NUM_FRAMES x DATA.TRAIN_CROP_SIZE^2: the training crop, which fixes the
 size of MViT position embeddings. Evaluation at a larger DATA.TEST_CROP_SIZE costs more.
 """
 import glob
+import math
 import os
 import sys
 import warnings
 from dataclasses import dataclass, field
 
 import torch
+import yaml
 
 from vbench.config import ConfigError, get_cfg, load_config
 from vbench.config.args import cfg_argument_parser, parse_cfg_args
-from vbench.config.load import merge_yaml
 
 from .registry import get_builder, registered_models
 
@@ -40,6 +43,7 @@ class ModelRow:
     input_size: tuple  # (T, H, W) of one view
     uncounted_ops: dict = field(default_factory=dict)  # op name -> calls fvcore left out
     error: str = ""
+    config: str = ""  # the config file the row was built from, if any
 
 
 def config_for_model(name, input_size, num_classes=KINETICS400_CLASSES):
@@ -60,6 +64,14 @@ def _with_model_name(cfg, name):
     return cfg
 
 
+def attention_flops(inputs, outputs):
+    """fvcore handle for aten::scaled_dot_product_attention: q k^T and (softmax) v, multiply-adds."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(value) for value in inputs[:3])
+    return math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
+
+
 def count_model(name, cfg, input_size):
     """Parameters and fvcore GFLOPs of model `name` built from `cfg`, for one view of `input_size`."""
     with warnings.catch_warnings():
@@ -75,6 +87,7 @@ def count_model(name, cfg, input_size):
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about data-dependent shapes
             flops = FlopCountAnalysis(model, clip)
+            flops.set_op_handle("aten::scaled_dot_product_attention", attention_flops)
             flops.unsupported_ops_warnings(False)
             flops.uncalled_modules_warnings(False)
             row.gflops_per_view = flops.total() / 1e9
@@ -113,23 +126,60 @@ def model_table(cfg=None, names=None, progress=True):
     return rows
 
 
-def find_config_files(name, configs_dir="configs"):
-    """YAML files under `configs_dir` whose MODEL.MODEL_NAME (after `_BASE_`) is `name`."""
+def explicit_model_name(path, seen=()):
+    """MODEL.MODEL_NAME set in the YAML file `path` or its `_BASE_` chain, else "" (the default)."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return ""
+    name = (data.get("MODEL") or {}).get("MODEL_NAME", "") if isinstance(data, dict) else ""
+    base = data.get("_BASE_") if isinstance(data, dict) else None
+    if name or not base or path in seen:
+        return str(name).lower()
+    return explicit_model_name(os.path.join(os.path.dirname(path), base), seen + (path,))
+
+
+def model_config_files(configs_dir="configs"):
+    """(path relative to the folder above `configs_dir`, model name) of every YAML file under
+    `configs_dir` that names a model; recipe files that only serve as `_BASE_` are left out."""
     found = []
+    top = os.path.dirname(os.path.abspath(configs_dir))
     for path in sorted(glob.glob(os.path.join(configs_dir, "**", "*.yaml"), recursive=True)):
-        try:
-            model_name = merge_yaml(get_cfg(), path).MODEL.MODEL_NAME
-        except ConfigError:
-            continue
-        if model_name.lower() == name:
-            found.append(os.path.relpath(path, os.path.dirname(os.path.abspath(configs_dir))))
+        name = explicit_model_name(path)
+        if name:
+            found.append((os.path.relpath(path, top), name))
     return found
+
+
+def find_config_files(name, configs_dir="configs"):
+    """Config files under `configs_dir` whose MODEL.MODEL_NAME is `name`."""
+    return [path for path, model in model_config_files(configs_dir) if model == name]
+
+
+def config_table(configs_dir="configs", progress=True):
+    """One `ModelRow` per model config under `configs_dir`, at the config's own clip and classes."""
+    from tqdm import tqdm
+
+    rows = []
+    files = model_config_files(configs_dir)
+    top = os.path.dirname(os.path.abspath(configs_dir))
+    bar = tqdm(files, desc="counting GFLOPs", unit="config", disable=not progress, file=sys.stderr)
+    for rel_path, _ in bar:
+        bar.set_postfix_str(rel_path)
+        cfg = load_config(os.path.join(top, rel_path))
+        (row,) = model_table(cfg, progress=False)
+        row.config = rel_path
+        rows.append(row)
+    return rows
 
 
 def _cells(row, configs_dir):
     gflops = f"{row.gflops_per_view:.2f}" if row.gflops_per_view is not None else "n/a"
     cells = [row.name, row.family, f"{row.params / 1e6:.2f}", gflops,
              " x ".join(str(s) for s in row.input_size)]
+    if row.config:
+        return [row.config] + cells
     if configs_dir:
         cells.append(", ".join(find_config_files(row.name, configs_dir)) or "-")
     return cells
@@ -137,14 +187,17 @@ def _cells(row, configs_dir):
 
 def format_table(rows, markdown=False, configs_dir=""):
     header = ["model", "family", "params (M)", "GFLOPs/view", "input T x H x W"]
-    if configs_dir:
+    by_config = any(row.config for row in rows)
+    if by_config:
+        header.insert(0, "config")
+    elif configs_dir:
         header.append("config")
     body = [_cells(row, configs_dir) for row in rows]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
         return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    numeric = {2, 3}
+    numeric = {3, 4} if by_config else {2, 3}
 
     def line(cells):
         return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
@@ -155,21 +208,23 @@ def format_table(rows, markdown=False, configs_dir=""):
 
 def footnotes(rows):
     notes = ["GFLOPs: fvcore FlopCountAnalysis, batch 1, eval mode; one multiply-add = one flop "
-             "(SlowFast, X3D and MViT papers)."]
+             "(SlowFast, X3D and MViT papers); fused attention counted as its two matrix products."]
     uncounted = [row for row in rows if row.uncounted_ops]
     if uncounted:
         notes.append("Not counted (fvcore has no rule for them; mostly element-wise): "
-                     + "; ".join(f"{row.name} {sum(row.uncounted_ops.values())} calls"
+                     + "; ".join(f"{row.config or row.name} {sum(row.uncounted_ops.values())} calls"
                                  for row in uncounted) + ".")
         kinds = sorted({op for row in uncounted for op in row.uncounted_ops})
         notes.append("Uncounted op kinds: " + ", ".join(kinds) + ".")
-    notes += [f"{row.name}: {row.error}" for row in rows if row.error]
+    notes += [f"{row.config or row.name}: {row.error}" for row in rows if row.error]
     return notes
 
 
 def _build_parser():
     parser = cfg_argument_parser(DESCRIPTION)
     parser.add_argument("--names", default="", help="comma-separated model names (default: all)")
+    parser.add_argument("--all-configs", action="store_true",
+                        help="one row per model config under --configs-dir, at its own clip size")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--configs-dir", default="configs",
                         help="folder searched for each model's config files ('' to skip)")
@@ -180,13 +235,20 @@ def _build_parser():
 def main(argv=None):
     args = parse_cfg_args(list(sys.argv[1:] if argv is None else argv), DESCRIPTION, _build_parser())
     names = [n.strip() for n in args.names.split(",") if n.strip()] or None
+    cfg = None
     try:
-        cfg = load_config(args.cfg_file, args.opts) if args.cfg_file or args.opts else None
-        rows = model_table(cfg, names, progress=not args.no_progress)
+        if args.all_configs:
+            rows = config_table(args.configs_dir, progress=not args.no_progress)
+        else:
+            cfg = load_config(args.cfg_file, args.opts) if args.cfg_file or args.opts else None
+            rows = model_table(cfg, names, progress=not args.no_progress)
     except ConfigError as err:
         print(f"vbench models: error: {err}", file=sys.stderr)
         return 2
-    if cfg is None:
+    if args.all_configs:
+        print(f"Every model config under {args.configs_dir}/ at its DATA.NUM_FRAMES x "
+              f"DATA.TRAIN_CROP_SIZE^2 clip and its MODEL.NUM_CLASSES.")
+    elif cfg is None:
         print(f"Registered models at their usual input size, with MODEL.NUM_CLASSES "
               f"{KINETICS400_CLASSES} (Kinetics-400's class count).")
     else:

@@ -26,7 +26,8 @@ def test_windows_of_a_10s_30fps_video_at_15fps():
     assert plan.short_videos == [] and plan.excluded == []
 
 
-@pytest.mark.parametrize("fps", [Fraction(30000, 1001), Fraction(25), Fraction(24), Fraction(10), Fraction(60)])
+@pytest.mark.parametrize("fps", [Fraction(30000, 1001), Fraction(25), Fraction(24), Fraction(10),
+                                 Fraction(60)])
 def test_resampled_indices_follow_the_floor_rule(fps):
     info = video(200, float(fps))
     length = timeline_length(200, float(fps), RECIPE)

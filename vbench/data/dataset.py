@@ -18,7 +18,7 @@ import random
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
 from .decoders.base import VideoDecodeError
 
@@ -91,7 +91,8 @@ def collate(samples, labels, bad_videos):
     """Samples (ClipRef, clip tensor) -> the batch dict of the loader contract."""
     refs = [ref for ref, _ in samples]
     return {
-        "clips": torch.stack([clip for _, clip in samples]) if samples else torch.empty(0),
+        # default_collate stacks straight into shared memory inside a worker: no copy to send it
+        "clips": default_collate([clip for _, clip in samples]) if samples else torch.empty(0),
         "spatial_idx": torch.tensor([r.spatial_idx for r in refs], dtype=torch.int64),
         "labels": torch.tensor([labels[r.video] for r in refs], dtype=torch.int64),
         "video_ids": torch.tensor([r.video for r in refs], dtype=torch.int64),

@@ -1,9 +1,19 @@
 """`build_loader`: split -> index -> epoch plan -> `ClipDataset` in a torch DataLoader -> `ClipLoader`.
 
+Batches are dicts: "clips" (float B C T H W, or uint8 B T H W C with DATA.GPU_TRANSFORMS),
+"spatial_idx", "labels", "video_ids" (index into the split), "valid" (False = padding duplicate),
+"frame_indices" (int64 B x T: the native frames of each clip, for checks) and "bad_videos"
+((rel_path, reason) found while making the batch, each reported once per epoch).
+
 Workers yield whole batches collated in the worker; only each worker's last, partial batch per
 epoch is merged in the main process (`Rebatcher`), which also pads the rank's last batch with
 valid=False duplicates when unreadable evaluation videos were dropped, so every rank yields exactly
-`len(loader)` batches (DDP needs the same count on every rank).
+`len(loader)` batches (DDP needs the same count on every rank). Workers are persistent: they read
+the epoch from a shared counter that `set_epoch` writes, and rebuild the plan themselves.
+
+GPU transforms: clips of different videos must stack, so the CPU resizes frames whose size differs
+from the split's most common (height, width) to that size (videos already at that size, e.g. all
+340x256 Kinetics clips, are untouched); the GPU does the recipe's scale, crop, flip and normalise.
 """
 import collections
 import functools
@@ -114,6 +124,7 @@ class ClipLoader:
         self._bad_found = []  # (rel_path, reason) found while decoding this epoch
         self._distinct = []  # distinct valid videos per batch, this epoch
         self._update_plan()
+        self._seed_gpu_generator()
 
     def _update_plan(self):
         self.plan = self.spec.plan(self.infos, self.epoch)
@@ -139,6 +150,11 @@ class ClipLoader:
         self.epoch = int(epoch)
         self.dataset.set_epoch(self.epoch)
         self._update_plan()
+        self._seed_gpu_generator()
+
+    def _seed_gpu_generator(self):
+        seed = np.random.SeedSequence([self.spec.seed, self.epoch, 4, self.spec.rank]).generate_state(1)[0]
+        self._gpu_generator = torch.Generator().manual_seed(int(seed))  # GPU transforms' CPU draws
 
     def __len__(self):
         return self.batches_per_rank
@@ -182,8 +198,8 @@ class ClipLoader:
         """(clips float B C T H W, labels) on `device`; runs the GPU transforms when they are on."""
         clips = batch["clips"].to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True)
-        if self.gpu_transform is not None:
-            clips = self.gpu_transform(clips, batch["spatial_idx"].to(device, non_blocking=True))
+        if self.gpu_transform is not None:  # spatial_idx stays on the CPU: reading it never syncs
+            clips = self.gpu_transform(clips, batch["spatial_idx"], self._gpu_generator)
         return clips, labels
 
 
@@ -200,7 +216,8 @@ class WorkerInit:
 
 
 def per_rank_batch_size(cfg, training, world_size):
-    total, key = (cfg.TRAIN.BATCH_SIZE, "TRAIN.BATCH_SIZE") if training else (cfg.TEST.BATCH_SIZE, "TEST.BATCH_SIZE")
+    key = "TRAIN.BATCH_SIZE" if training else "TEST.BATCH_SIZE"
+    total = cfg.TRAIN.BATCH_SIZE if training else cfg.TEST.BATCH_SIZE
     parts = world_size * (cfg.TRAIN.ACCUM_STEPS if training else 1)
     if total % parts:
         raise ConfigError(f"{key} = {total} must divide evenly into {world_size} processes"

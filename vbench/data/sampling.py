@@ -155,7 +155,8 @@ def build_train_plan(infos, settings, mode="windows", seed=0, epoch=0, clips_per
     sharding change); "random_clips": `clips_per_video` distinct random starts per video (torchvision
     temporal jittering); "random": one random clip per video (SlowFast)."""
     if mode not in TRAIN_MODES:
-        raise ValueError(f"unknown training plan '{mode}'; choose one of {list(TRAIN_MODES)} (TRAIN.SAMPLING).")
+        raise ValueError(f"unknown training plan '{mode}' (TRAIN.SAMPLING); "
+                         f"choose one of {list(TRAIN_MODES)}.")
     if mode == "windows":
         return _plan(infos, settings, lambda v, info: window_starts(info, settings))
     count = clips_per_video if mode == "random_clips" else 1
@@ -170,7 +171,8 @@ def build_eval_plan(infos, settings, mode="windows", num_views=10, num_crops=3):
     """Evaluation clips. "windows": every window, centre crop (the benchmark's clip metric);
     "uniform": `num_views` evenly spaced views x `num_crops` crops (spatial_idx 0/1/2, or 1)."""
     if mode not in EVAL_MODES:
-        raise ValueError(f"unknown evaluation plan '{mode}'; choose one of {list(EVAL_MODES)} (TEST.SAMPLING).")
+        raise ValueError(f"unknown evaluation plan '{mode}' (TEST.SAMPLING); "
+                         f"choose one of {list(EVAL_MODES)}.")
     if mode == "windows":
         return _plan(infos, settings, lambda v, info: window_starts(info, settings))
     crops = (0, 1, 2) if num_crops == 3 else (1,)

@@ -167,3 +167,21 @@ def test_transformed_batches_have_model_layout(data_root):
     assert batch["clips"].dtype == torch.uint8 and batch["clips"].shape == (4, 4, 48, 64, 3)
     clips, _ = evaluation.to_device(batch, torch.device("cpu"))
     assert clips.dtype == torch.float32 and clips.shape == (4, 3, 4, 32, 32)
+
+
+def test_rank_with_only_unreadable_videos(data_root, tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(os.urandom(3000))
+    for training in (False, True):
+        entries, classes = read_split(data_root, "val", layout="folder")
+        infos = build_index(entries[:2], cache_dir=str(data_root / "index"), num_workers=1, progress=False)
+        for info in infos:
+            info.path = str(garbage)
+        loader = loader_from_index(make_cfg(data_root), infos, classes, training, transform=RawClip())
+        if training:  # nothing to train on: a clear error, not batches of zeros
+            with pytest.raises(RuntimeError, match="could not decode any"):
+                list(loader)
+        else:  # evaluation keeps the batch count (DDP) with all-invalid slots
+            batches = epoch_of(loader)
+            assert not any(b["valid"].any() for b in batches)
+            assert len(loader.excluded) == 2

@@ -126,6 +126,7 @@ class ClipDataset(IterableDataset):
         self.epoch = torch.zeros(1, dtype=torch.int64).share_memory_()  # read by persistent workers
         self._decoder = None
         self._known_bad = {}  # video -> reason, remembered by this process across epochs
+        self._reported = set()  # videos reported this epoch
 
     def set_epoch(self, epoch):
         self.epoch[0] = int(epoch)
@@ -146,7 +147,7 @@ class ClipDataset(IterableDataset):
         if get_worker_info() is not None:  # never reseed the trainer's own process
             seed = int(rng.integers(2 ** 31))
             random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
-        reports = []
+        reports, self._reported = [], set()
         samples = self._decoded(my_clips, plan, epoch, reports)
         if self.shuffle_buffer > 1:
             samples = shuffled(samples, self.shuffle_buffer, rng)
@@ -196,7 +197,8 @@ class ClipDataset(IterableDataset):
         groups = plan.by_video()
         order = np.random.default_rng([self.spec.seed, epoch, 3, bad_video]).permutation(sorted(groups))
         candidates = [int(v) for v in order if v != bad_video and v not in self._known_bad]
-        for video in candidates[:self.max_substitute_tries]:
+        candidates = candidates[:self.max_substitute_tries]
+        for video in candidates:
             group = groups[video]
             subs = [group[i % len(group)]._replace(spatial_idx=ref.spatial_idx, valid=ref.valid)
                     for i, ref in enumerate(refs)]
@@ -205,12 +207,15 @@ class ClipDataset(IterableDataset):
             except VideoDecodeError as error:
                 self._report(video, error.reason, reports)
         logger.warning("no readable substitute for %s after %d tries; its %d clips are padded",
-                       self.infos[bad_video].rel_path, self.max_substitute_tries, len(refs))
+                       self.infos[bad_video].rel_path, len(candidates), len(refs))
         return []
 
     def _report(self, video, reason, reports):
+        """Remember a bad video and report it, once per epoch."""
         self._known_bad[video] = reason
-        reports.append((self.infos[video].rel_path, reason))
+        if video not in self._reported:
+            self._reported.add(video)
+            reports.append((self.infos[video].rel_path, reason))
 
     def decoder(self):
         if self._decoder is None:

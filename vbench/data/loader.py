@@ -162,7 +162,7 @@ class ClipLoader:
     def __iter__(self):
         self._bad_found, self._distinct = [], []
         seen = set()
-        rebatcher = Rebatcher(self.batch_size, self.batches_per_rank, self.dataset.blank_clip)
+        rebatcher = Rebatcher(self.batch_size, self.batches_per_rank, self._blank_clip)
         held = None
         for batch in self.data_loader:
             batch["bad_videos"] = self._first_reports(batch["bad_videos"], seen)
@@ -180,10 +180,20 @@ class ClipLoader:
             yield self._emit(held)
 
     def _first_reports(self, reports, seen):
-        new = [(path, reason) for path, reason in reports if path not in seen]
-        seen.update(path for path, _ in new)
+        new = []
+        for path, reason in reports:
+            if path not in seen:
+                seen.add(path)
+                new.append((path, reason))
         self._bad_found.extend(new)
         return new
+
+    def _blank_clip(self):
+        if self.spec.training:
+            bad = "; ".join(f"{path}: {reason}" for path, reason in self._bad_found)
+            raise RuntimeError(f"rank {self.spec.rank} could not decode any of its training videos this "
+                               f"epoch ({bad}). Check the files with `vbench data check`.")
+        return self.dataset.blank_clip()
 
     def _emit(self, batch):
         self._distinct.append(len(set(batch["video_ids"][batch["valid"]].tolist())))

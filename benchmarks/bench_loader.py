@@ -16,7 +16,7 @@ normalise), with the same number of worker processes, one run measures:
 and prints clips/s of each, the ratios (goals: vbench >= 3x the baseline and >= 70% of the
 ceiling) and the mean number of distinct videos in a vbench batch.
 
-    python benchmarks/bench_loader.py --videos 6 --workers 2
+    python benchmarks/bench_loader.py --videos 6 --workers 2 --repeats 3
 """
 import argparse
 import os
@@ -42,6 +42,7 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=2, help="loader worker processes (all three)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per batch")
     parser.add_argument("--backend", default="pyav", help="vbench decoder backend")
+    parser.add_argument("--repeats", type=int, default=1, help="measure everything this many times")
     parser.add_argument("--skip-baseline", action="store_true")
     return parser.parse_args(argv)
 
@@ -160,6 +161,34 @@ def run_decode_only(infos, workers):
     return frames, time.perf_counter() - start
 
 
+def measure_once(args, root, infos, cfg):
+    """clips/s of each pipeline (one pass each, fresh workers), plus the plan and mixing figure."""
+    frames, decode_s = run_decode_only(infos, args.workers)
+    loader, clips, vbench_s, distinct = run_vbench(cfg)
+    _, raw_clips, raw_s, _ = run_vbench(recipe_cfg(args, root, gpu_transforms=True))
+    rates = {"ceiling": loader.num_clips / decode_s,  # the plan's clips if they cost only the decode
+             "frames": frames / decode_s, "vbench": clips / vbench_s, "vbench_raw": raw_clips / raw_s}
+    if not args.skip_baseline:
+        for transform, key in ((True, "base"), (False, "base_raw")):
+            n, seconds = run_baseline(cfg, infos, loader.plan, args.workers, args.batch_size, transform)
+            rates[key] = n / seconds
+    return rates, loader, distinct
+
+
+LABELS = {
+    "ceiling": "decode-only ceiling (clips/s)",
+    "frames": "decode-only ceiling (frames/s)",
+    "vbench": "vbench, CPU transforms",
+    "vbench_raw": "vbench, GPU_TRANSFORMS (CPU side)",
+    "base": "per-clip seek, CPU transforms",
+    "base_raw": "per-clip seek, no transforms",
+}
+RATIOS = [("vbench", "base", "vbench / per-clip, CPU transforms (goal >= 3x)"),
+          ("vbench_raw", "base_raw", "vbench / per-clip, decode side"),
+          ("vbench", "ceiling", "vbench CPU transforms / ceiling"),
+          ("vbench_raw", "ceiling", "vbench GPU_TRANSFORMS / ceiling (goal >= 0.7)")]
+
+
 def main(argv=None):
     args = parse_args(argv)
     root = make_data(args)
@@ -171,30 +200,21 @@ def main(argv=None):
     warm_page_cache(infos)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
           f"load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, av {av.__version__}")
-
-    frames, decode_s = run_decode_only(infos, args.workers)
-    loader, clips, vbench_s, distinct = run_vbench(cfg)
-    _, raw_clips, raw_s, _ = run_vbench(recipe_cfg(args, root, gpu_transforms=True))
-    ceiling = loader.num_clips / decode_s  # the plan's clips, if producing them cost only the decode
-    rates = {"vbench": clips / vbench_s, "vbench_raw": raw_clips / raw_s}
-    print(f"data: {root}: {len(infos)} videos, {loader.num_clips} clips per epoch, "
-          f"{args.workers} workers, batch {args.batch_size}")
-    print(f"decode-only ceiling          : {ceiling:7.2f} clips/s ({frames / decode_s:.0f} frames/s, "
-          f"{frames} frames in {decode_s:.1f} s)")
-    print(f"vbench, CPU transforms       : {rates['vbench']:7.2f} clips/s ({clips} clips in "
-          f"{vbench_s:.1f} s), {distinct:.2f} distinct videos per batch")
-    print(f"vbench, GPU_TRANSFORMS (CPU) : {rates['vbench_raw']:7.2f} clips/s ({raw_clips} clips in "
-          f"{raw_s:.1f} s)")
-    if not args.skip_baseline:
-        for transform, key in ((True, "base"), (False, "base_raw")):
-            n, seconds = run_baseline(cfg, infos, loader.plan, args.workers, args.batch_size, transform)
-            rates[key] = n / seconds
-            label = "CPU transforms" if transform else "no transforms "
-            print(f"per-clip seek, {label}: {rates[key]:7.2f} clips/s ({n} clips in {seconds:.1f} s)")
-        print(f"vbench / per-clip, CPU transforms : {rates['vbench'] / rates['base']:5.2f}x (goal >= 3x)")
-        print(f"vbench / per-clip, decode side    : {rates['vbench_raw'] / rates['base_raw']:5.2f}x")
-    print(f"vbench CPU transforms / ceiling   : {100 * rates['vbench'] / ceiling:5.1f}%")
-    print(f"vbench GPU_TRANSFORMS / ceiling   : {100 * rates['vbench_raw'] / ceiling:5.1f}% (goal >= 70%)")
+    runs = []
+    for _ in range(args.repeats):
+        rates, loader, distinct = measure_once(args, root, infos, cfg)
+        runs.append(rates)
+    print(f"data: {root}: {len(infos)} videos, {loader.num_clips} clips per epoch, {args.workers} "
+          f"workers, batch {args.batch_size}, {args.repeats} runs (median [min, max])")
+    for key, label in LABELS.items():
+        if key in runs[0]:
+            values = [r[key] for r in runs]
+            print(f"{label:<48}: {np.median(values):8.2f} [{min(values):.2f}, {max(values):.2f}]")
+    for top, bottom, label in RATIOS:
+        if bottom in runs[0]:
+            values = [r[top] / r[bottom] for r in runs]
+            print(f"{label:<48}: {np.median(values):8.2f} [{min(values):.2f}, {max(values):.2f}]")
+    print(f"{'mean distinct videos per vbench batch':<48}: {distinct:8.2f}")
 
 
 if __name__ == "__main__":

@@ -136,6 +136,6 @@ def test_all_configs_table_uses_each_config_clip(tmp_path, capsys):
         "  TRAIN_CROP_SIZE: 32\n")
     assert summary.main(["--all-configs", "--configs-dir", str(configs), "--no-progress"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if "tiny.yaml" in line)
-    assert row.split()[:3] == ["configs/tiny.yaml", "r3d_18", "torchvision"]
-    assert row.split()[3] == f"{(33_371_472 - 512 * 393 - 393) / 1e6:.2f}"  # 7 classes
+    assert row.split()[:4] == ["configs/tiny.yaml", "r3d_18", "torchvision", "7"]
+    assert row.split()[4] == f"{(33_371_472 - 512 * 393 - 393) / 1e6:.2f}"  # 7 classes
     assert "2 x 32 x 32" in row

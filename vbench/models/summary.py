@@ -44,6 +44,7 @@ class ModelRow:
     uncounted_ops: dict = field(default_factory=dict)  # op name -> calls fvcore left out
     error: str = ""
     config: str = ""  # the config file the row was built from, if any
+    num_classes: int = 0
 
 
 def config_for_model(name, input_size, num_classes=KINETICS400_CLASSES):
@@ -81,7 +82,8 @@ def count_model(name, cfg, input_size):
     builder = get_builder(name)
     model = builder(cfg).eval()
     params = sum(p.numel() for p in model.parameters())
-    row = ModelRow(name, builder.model_family, params, None, tuple(input_size))
+    row = ModelRow(name, builder.model_family, params, None, tuple(input_size),
+                   num_classes=cfg.MODEL.NUM_CLASSES)
     clip = torch.zeros(1, 3, *input_size)
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -179,7 +181,7 @@ def _cells(row, configs_dir):
     cells = [row.name, row.family, f"{row.params / 1e6:.2f}", gflops,
              " x ".join(str(s) for s in row.input_size)]
     if row.config:
-        return [row.config] + cells
+        return [row.config] + cells[:2] + [str(row.num_classes)] + cells[2:]
     if configs_dir:
         cells.append(", ".join(find_config_files(row.name, configs_dir)) or "-")
     return cells
@@ -189,7 +191,7 @@ def format_table(rows, markdown=False, configs_dir=""):
     header = ["model", "family", "params (M)", "GFLOPs/view", "input T x H x W"]
     by_config = any(row.config for row in rows)
     if by_config:
-        header.insert(0, "config")
+        header = ["config"] + header[:2] + ["classes"] + header[2:]
     elif configs_dir:
         header.append("config")
     body = [_cells(row, configs_dir) for row in rows]
@@ -197,7 +199,7 @@ def format_table(rows, markdown=False, configs_dir=""):
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
         return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    numeric = {3, 4} if by_config else {2, 3}
+    numeric = {3, 4, 5} if by_config else {2, 3}
 
     def line(cells):
         return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)

@@ -52,7 +52,7 @@ def video_seed(seed, split, pattern, index):
 
 
 def encode_video(path, frames, preset):
-    """Write uint8 (T, H, W, 3) RGB frames as H.264 yuv420p; single-threaded x264 is deterministic."""
+    """Write uint8 (T, H, W, 3) RGB frames as H.264 yuv420p, bit-exact for the same frames."""
     import av  # imported here so the drawing code works without PyAV
 
     with av.open(path, "w") as container:
@@ -60,7 +60,9 @@ def encode_video(path, frames, preset):
         stream.width, stream.height = preset.width, preset.height
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
-        params = f"keyint={preset.gop}:min-keyint={preset.gop}:scenecut=0:threads=1"
+        # mbtree off: x264's macroblock-tree assembly gave different bits for the same frames
+        # from one encode to the next within a process (seen with x264 core 165)
+        params = f"keyint={preset.gop}:min-keyint={preset.gop}:scenecut=0:mbtree=0:threads=1"
         options = {"preset": preset.x264_preset, "x264-params": params}
         if preset.bit_rate:
             stream.bit_rate = preset.bit_rate

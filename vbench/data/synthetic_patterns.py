@@ -57,11 +57,11 @@ PRESETS = {
 }
 
 # Ranges shared by every class (the per-frame marginals), relative to the short side / per second.
-_RADIUS_RANGE = (0.08, 0.22)  # shape radius as a fraction of the short side
+_RADIUS_RANGE = (0.07, 0.25)  # shape radius as a fraction of the short side
 _ALPHA_RANGE = (0.3, 1.0)  # shape opacity
 _SPEED_RANGE = (0.25, 0.5)  # short sides per second, for the move classes
 _TURN_RANGE = (np.pi / 2, np.pi)  # radians per second, for the rotate classes
-_PERIOD_RANGE = (1.6, 2.4)  # seconds per sawtooth ramp, for grow/shrink/fade
+_PERIOD_RANGE = (2.4, 3.6)  # seconds per sawtooth ramp, for grow/shrink/fade
 
 
 def _smooth_resample(grid, axis, out_size, wrap):
@@ -99,17 +99,26 @@ def _colour_texture(rng, texture):
     base = rng.uniform(70, 185, 3)
     contrast = rng.uniform(35, 60)
     mixed = 0.75 * texture.mean(axis=2, keepdims=True) + 0.25 * texture
-    return (base + contrast * mixed).astype(np.float32)
+    return (base + contrast * mixed).astype(np.float32), float(base.mean())
 
 
-def _sample_shapes(rng, preset, pattern):
+def _shape_colour(rng, background_level):
+    """A colour whose brightness stands clearly above or below the background's."""
+    offset = rng.uniform(60, 110) * (1 if rng.uniform() < 0.5 else -1)
+    level = background_level + offset
+    if not 20 <= level <= 235:
+        level = background_level - offset
+    return np.clip(level + rng.uniform(-45, 45, 3), 0, 255).astype(np.float32)
+
+
+def _sample_shapes(rng, preset, pattern, background_level):
     """Per-shape parameters; static attributes are drawn from the same law as animated ones."""
     short = min(preset.width, preset.height)
     count = int(rng.integers(preset.shapes_per_video[0], preset.shapes_per_video[1] + 1))
     attribute, direction = _MOTION[pattern]
     shapes = []
     for _ in range(count):
-        colour = rng.uniform(0, 255, 3).astype(np.float32)
+        colour = _shape_colour(rng, background_level)
         shapes.append({
             "kind": SHAPES[int(rng.integers(len(SHAPES)))],
             "colour": colour, "shade": colour * np.float32(0.5),
@@ -192,7 +201,7 @@ class _PanningCamera:
     def __init__(self, rng, preset):
         self.size = (preset.height, preset.width)
         self.tile = (2 * preset.height, 2 * preset.width)
-        texture = _colour_texture(
+        texture, self.level = _colour_texture(
             rng, noise_texture(rng, *self.tile, octaves=7, base_cells=4, wrap=True, persistence=0.7))
         # pad by one window (wrapped) so every view is a plain slice
         self.texture = np.pad(texture, ((0, preset.height + 1), (0, preset.width + 1), (0, 0)),
@@ -244,8 +253,9 @@ def render_video(preset, pattern, rng):
     if preset.camera:
         camera = _PanningCamera(rng, preset)
     else:
-        still = _colour_texture(rng, noise_texture(rng, height, width, octaves=3))
-    shapes = _sample_shapes(rng, preset, pattern)
+        still, level = _colour_texture(rng, noise_texture(rng, height, width, octaves=3))
+    level = camera.level if preset.camera else level
+    shapes = _sample_shapes(rng, preset, pattern, level)
     noise = _NoiseBank(rng, height, width, preset.noise_sigma)
     frames = np.empty((preset.num_frames, height, width, 3), np.uint8)
     for index in range(preset.num_frames):

@@ -99,19 +99,18 @@ class _Recipe:
             self.crop, self.fixed_size = data.TRAIN_CROP_SIZE, list(data.TRAIN_RESIZE)
             self.scale_range = list(data.TRAIN_JITTER_SCALES or data.TRAIN_MIN_MAX_SCALE)
             self.flip = bool(data.RANDOM_FLIP)
-            short_key, crop_key, fixed_key = "DATA.TRAIN_MIN_MAX_SCALE", "DATA.TRAIN_CROP_SIZE", "DATA.TRAIN_RESIZE"
-            shortest = None if self.fixed_size else self.scale_range[0]
+            shortest, short_key = self.scale_range[0], "DATA.TRAIN_MIN_MAX_SCALE"
         else:
             self.crop, self.fixed_size = data.TEST_CROP_SIZE, list(data.TEST_RESIZE)
             self.short_side, self.flip = data.TEST_MIN_SHORT_SIDE_SCALE, False
-            short_key, crop_key, fixed_key = "DATA.TEST_MIN_SHORT_SIDE_SCALE", "DATA.TEST_CROP_SIZE", "DATA.TEST_RESIZE"
-            shortest = None if self.fixed_size else self.short_side
+            shortest, short_key = self.short_side, "DATA.TEST_MIN_SHORT_SIDE_SCALE"
+        split = "TRAIN" if train else "TEST"
         if self.fixed_size and min(self.fixed_size) < self.crop:
-            raise ConfigError(f"{crop_key} {self.crop} does not fit in {fixed_key} {self.fixed_size}; "
-                              "lower the crop or raise the resize.")
-        if shortest is not None and shortest < self.crop:
-            raise ConfigError(f"{crop_key} {self.crop} is larger than the short side {shortest} "
-                              f"({short_key}); lower the crop or raise the scale.")
+            raise ConfigError(f"DATA.{split}_CROP_SIZE {self.crop} does not fit in DATA.{split}_RESIZE "
+                              f"{self.fixed_size}; lower the crop or raise the resize.")
+        if not self.fixed_size and shortest < self.crop:
+            raise ConfigError(f"DATA.{split}_CROP_SIZE {self.crop} is larger than the short side "
+                              f"{shortest} ({short_key}); lower the crop or raise the scale.")
 
     def scaled_size(self, height, width, generator=None):
         if self.fixed_size:

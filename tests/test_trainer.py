@@ -186,3 +186,104 @@ def test_too_many_bad_videos_stop_training(tmp_path):
     cfg = fake_cfg(tmp_path / "run", "DATA.MAX_BAD_FRACTION", "0.1")  # 3 of 16 videos > 10 %
     with pytest.raises(TooManyBadVideos, match="DATA.MAX_BAD_FRACTION"):
         fake_trainer(cfg, bad=bad).train()
+
+
+# ------------------------------------------------------------------------------ real pipeline
+TINY_RUN = """
+NUM_GPUS: 0
+RNG_SEED: 3
+DETERMINISTIC: True
+LOG_PERIOD: 2
+TRAIN: {BATCH_SIZE: 4, CHECKPOINT_KEEP: 5}
+TEST: {BATCH_SIZE: 4}
+DATA:
+  PATH_TO_DATA_DIR: {data}
+  LAYOUT: folder
+  INDEX_CACHE_DIR: {cache}
+  NUM_FRAMES: 4
+  FRAME_RATE: 7.5
+  FRAMES_BETWEEN_CLIPS: 4
+  TRAIN_MIN_MAX_SCALE: [32, 40]
+  TRAIN_CROP_SIZE: 32
+  TEST_MIN_SHORT_SIDE_SCALE: 32
+  TEST_CROP_SIZE: 32
+SYNTH: {AUTO_GENERATE: True, NUM_CLASSES: 2, TRAIN_PER_CLASS: 3, VAL_PER_CLASS: 2}
+DATA_LOADER: {NUM_WORKERS: 0, INDEX_WORKERS: 1}
+MODEL: {MODEL_NAME: x3d, NUM_CLASSES: 2, DROPOUT_RATE: 0.0}
+
+X3D: {WIDTH_FACTOR: 0.5, DEPTH_FACTOR: 0.5, DIM_C5: 32}
+SOLVER: {BASE_LR: 0.05, LR_POLICY: cosine, MAX_EPOCH: 3, WARMUP_EPOCHS: 0.0}
+BENCHMARK: {TRACK: cnn, TARGET_TOP1: 1.0, STOP_AT_TARGET: False}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg_file(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    text = TINY_RUN.replace("{data}", str(root / "data")).replace("{cache}", str(root / "cache"))
+    path = root / "tiny.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def run_net(cfg_file, out, *opts, wait=True):
+    import subprocess
+    import sys
+
+    command = [sys.executable, os.path.join(os.path.dirname(__file__), "..", "tools", "run_net.py"),
+               "--cfg", cfg_file, "OUTPUT_DIR", str(out), *opts]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if wait:
+        output = process.communicate(timeout=300)[0]
+        assert process.returncode == 0, output[-3000:]
+        return output
+    return process
+
+
+def test_end_to_end_synthetic_run_reaches_its_target_and_tests_multi_view(tiny_cfg_file, tmp_path):
+    from vbench.bench.results import validate_results
+    from vbench.engine.launch import test_main
+
+    output = run_net(tiny_cfg_file, tmp_path)
+    results = load_results(str(tmp_path))  # validates the schema
+    validate_results(results)
+    assert results["run"]["status"] == "reached" and results["benchmark"]["reached"]
+    assert results["benchmark"]["time_to_target_s"] > 0 and results["world"]["device"] == "cpu"
+    assert len(results["epochs"]) == 3 and "time to target" in output
+    assert json.loads((tmp_path / "classes.json").read_text()) == ["move_down", "move_up"]
+    stats = [json.loads(line.split("json_stats: ", 1)[1])
+             for line in (tmp_path / "json_stats.log").read_text().splitlines()]
+    assert {"train_iter", "train_epoch", "val_epoch"} <= {s["_type"] for s in stats}
+
+    code = test_main(["--cfg", tiny_cfg_file, "OUTPUT_DIR", str(tmp_path), "TEST.SAMPLING", "uniform",
+                      "TEST.NUM_ENSEMBLE_VIEWS", "2", "TEST.NUM_SPATIAL_CROPS", "3"])
+    assert code == 0
+    test = json.loads((tmp_path / "test_results.json").read_text())
+    assert test["num_videos"] == 4 and test["num_clips"] == 4 * 2 * 3  # 4 val videos x 6 views
+    assert test["checkpoint"].endswith("checkpoint_epoch_00003.pyth")
+
+
+def test_sigkill_and_rerun_ends_with_the_same_metrics_as_an_uninterrupted_run(tiny_cfg_file, tmp_path):
+    import signal
+    import time
+
+    run_net(tiny_cfg_file, tmp_path / "straight")
+    killed = tmp_path / "killed"
+    process = run_net(tiny_cfg_file, killed, wait=False)
+    first = killed / "checkpoints" / "checkpoint_epoch_00001.pyth"
+    while not first.exists() and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "checkpoints" / "checkpoint_epoch_00003.pyth").exists()
+    output = run_net(tiny_cfg_file, killed)
+    assert "resumed from" in output
+    straight, resumed = load_results(str(tmp_path / "straight")), load_results(str(killed))
+    assert resumed["benchmark"]["resumes"] == 1
+    keys = ("epoch", "loss", "lr", "clip_top1", "clip_top5", "video_top1", "video_top5")
+    assert [[e[k] for k in keys] for e in resumed["epochs"]] == [[e[k] for k in keys] for e in straight["epochs"]]
+    final = "checkpoints/checkpoint_epoch_00003.pyth"
+    a = torch.load(tmp_path / "straight" / final, weights_only=False)["model"]
+    b = torch.load(killed / final, weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -9,7 +9,9 @@ For each model in --models, one process builds
 and times full training steps (forward, cross-entropy, backward, SGD step) on the same random batch,
 device and precision. After --warmup steps each, the two models run ALTERNATELY (A B, then B A, ...)
 for --rounds rounds of --steps steps, so machine noise hits both alike; each figure is the median
-over rounds, in clips per second, and the ratio is vbench / reference (> 1: vbench is faster).
+over rounds, in clips per second. Two ratios vbench / reference (> 1: vbench is faster): of the
+medians, and "paired", the median over rounds of the ratio within a round (robust to load that
+drifts between rounds on a shared machine).
 
 The PyTorchVideo X3D head ends with a softmax even in training; the reference is built without it
 (head_activation=None) so that both train on logits.
@@ -49,6 +51,7 @@ def parse_args(argv):
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--models", default="x3d_m,mvit_b_16x4",
                         help=f"comma-separated, from {', '.join(CONFIGS)}")
     return parser.parse_args(argv)
@@ -136,6 +139,8 @@ def benchmark(name, args):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
@@ -151,7 +156,8 @@ def main(argv=None):
             print(f"{name:<12} {label:<15} {params / 1e6:>10.2f} {median:>17.3f}  "
                   + " ".join(f"{r:.3f}" for r in rates))
         ratio = results["vbench"][1] / results["reference"][1]
-        print(f"{name:<12} {'vbench/ref':<15} {'':>10} {ratio:>17.2f}x")
+        paired = statistics.median(v / r for v, r in zip(results["vbench"][2], results["reference"][2]))
+        print(f"{name:<12} {'vbench/ref':<15} {'':>10} {ratio:>17.2f}x  paired {paired:.2f}x")
         sys.stdout.flush()
 
 

@@ -42,22 +42,26 @@ def test_resnet_parameter_counts_match_torchvision(name, params):
 def test_state_dict_matches_torchvision_at_the_native_clip(name):
     # Same keys and shapes as torchvision's own model, so torchvision's weight files load.
     model = build_on_meta(name, "MODEL.NUM_CLASSES", 400, "DATA.NUM_FRAMES", 16,
-                          "DATA.TRAIN_CROP_SIZE", 224)
+                          "DATA.TRAIN_CROP_SIZE", 224, "DATA.TEST_CROP_SIZE", 224)
     with torch.device("meta"):
         reference = getattr(tv_video, name)(weights=None)
     assert shapes(model) == shapes(reference)
 
 
 def test_mvit_follows_the_configured_clip():
-    model = build_on_meta("mvit_v1_b", "DATA.NUM_FRAMES", 8, "DATA.TRAIN_CROP_SIZE", 160)
+    model = build_on_meta("mvit_v1_b", "DATA.NUM_FRAMES", 8, "DATA.TRAIN_CROP_SIZE", 160,
+                          "DATA.TEST_CROP_SIZE", 160)
     assert model.pos_encoding.temporal_size == 8 // 2  # patch stride 2 x 4 x 4
     assert model.pos_encoding.spatial_size == (160 // 4, 160 // 4)
+    with pytest.raises(ConfigError, match="DATA.TEST_CROP_SIZE 160"):
+        build_on_meta("mvit_v2_s", "DATA.TRAIN_CROP_SIZE", 160, "DATA.TEST_CROP_SIZE", 224)
 
 
 def test_head_dropout_and_classes_come_from_the_config():
     s3d = build_on_meta("s3d", "MODEL.NUM_CLASSES", 7, "MODEL.DROPOUT_RATE", 0.3)
     assert s3d.classifier[0].p == pytest.approx(0.3) and s3d.classifier[1].out_channels == 7
-    mvit = build_on_meta("mvit_v2_s", "MODEL.NUM_CLASSES", 7, "MODEL.DROPOUT_RATE", 0.1)
+    mvit = build_on_meta("mvit_v2_s", "MODEL.NUM_CLASSES", 7, "MODEL.DROPOUT_RATE", 0.1,
+                         "DATA.TEST_CROP_SIZE", 224)
     assert mvit.head[0].p == pytest.approx(0.1) and mvit.head[1].out_features == 7
     assert build_on_meta("swin3d_t", "MODEL.NUM_CLASSES", 7).head.out_features == 7
 

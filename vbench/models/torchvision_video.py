@@ -9,11 +9,13 @@ What the config controls:
 - models whose torchvision head has dropout (s3d, mvit_v1_b, mvit_v2_s): MODEL.DROPOUT_RATE;
 - mvit_v1_b / mvit_v2_s: their position embeddings have a fixed size, so they are built for the
   training clip, DATA.NUM_FRAMES x DATA.TRAIN_CROP_SIZE^2 (torchvision's own default is 16 x 224^2,
-  the size its pretrained weights need); evaluation must use the same crop.
+  the size its pretrained weights need); DATA.TEST_CROP_SIZE must equal the training crop.
 The ResNets, S3D and Swin3D accept any clip size. Stochastic depth and normalisation layers keep
 torchvision's defaults (BN.* keys do not apply to these models).
 """
 import torchvision.models.video as tv_video
+
+from vbench.config import ConfigError
 
 from .registry import register_model
 
@@ -81,6 +83,11 @@ def build_torchvision_mvit(name, cfg):
     takes any size, so we give it the same blocks for the configured one.
     """
     crop = cfg.DATA.TRAIN_CROP_SIZE
+    if cfg.DATA.TEST_CROP_SIZE != crop:  # fail now, not at the first evaluation
+        raise ConfigError(
+            f"{name} has position embeddings of a fixed size: built for DATA.TRAIN_CROP_SIZE {crop}, "
+            f"it cannot take DATA.TEST_CROP_SIZE {cfg.DATA.TEST_CROP_SIZE} crops; set "
+            f"DATA.TEST_CROP_SIZE {crop}.")
     return tv_video.MViT(
         spatial_size=(crop, crop),
         temporal_size=cfg.DATA.NUM_FRAMES,

@@ -139,3 +139,11 @@ def test_all_configs_table_uses_each_config_clip(tmp_path, capsys):
     assert row.split()[:4] == ["configs/tiny.yaml", "r3d_18", "torchvision", "7"]
     assert row.split()[4] == f"{(33_371_472 - 512 * 393 - 393) / 1e6:.2f}"  # 7 classes
     assert "2 x 32 x 32" in row
+
+
+def test_flags_after_config_overrides_are_understood(capsys):
+    argv = ["MODEL.MODEL_NAME", "mc3_18", "DATA.NUM_FRAMES", "2", "DATA.TRAIN_CROP_SIZE", "32",
+            "--no-progress", "--configs-dir", "", "--markdown"]
+    assert summary.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| mc3_18 | torchvision | 11.70 |" in out and "2 x 32 x 32" in out

@@ -111,7 +111,8 @@ def test_model_table_markdown_lists_config_files(tmp_path):
     table = summary.format_table([row], markdown=True, configs_dir=str(tmp_path / "configs"))
     lines = table.splitlines()
     assert lines[0].startswith("| model | family | params (M)")
-    assert lines[2] == "| mc3_18 | torchvision | 11.70 | 43.30 | 16 x 112 x 112 | configs/A.yaml, configs/B.yaml |"
+    assert lines[2] == ("| mc3_18 | torchvision | 11.70 | 43.30 | 16 x 112 x 112 | "
+                        "configs/A.yaml, configs/B.yaml |")
 
 
 def test_fused_attention_is_counted_as_two_matrix_products():

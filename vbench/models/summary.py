@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 import yaml
 
-from vbench.config import ConfigError, get_cfg, load_config
+from vbench.config import ConfigError, load_config
 from vbench.config.args import cfg_argument_parser, parse_cfg_args
 
 from .registry import get_builder, registered_models

@@ -135,8 +135,6 @@ def read_class_file(root):
 
 def write_class_names(class_names, output_dir):
     """Write the class list (label order) to `<output_dir>/classes.json`; returns the file path."""
-    if isinstance(class_names, (str, os.PathLike)) and not isinstance(output_dir, (str, os.PathLike)):
-        class_names, output_dir = output_dir, class_names  # tolerate (output_dir, class_names)
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "classes.json")
     tmp = f"{path}.{os.getpid()}.tmp"

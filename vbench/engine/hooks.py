@@ -119,7 +119,7 @@ class PreciseBNHook(HookBase):
 
         num = min(self.num_batches, len(loader))
         with t.autocast():
-            update_bn_stats(t.bare_model, clips(), num_iters=num, progress=False)
+            update_bn_stats(t.bare_model, clips(), num_iters=num)
         du.average_buffers(t.bare_model, lambda name: "running_" in name)
 
 

@@ -9,8 +9,10 @@ exactly the processes torchrun started (RANK / WORLD_SIZE / LOCAL_RANK; nothing 
 Every check that needs no data runs before any process starts or any work is done.
 """
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 
 import torch
@@ -100,14 +102,32 @@ def cpu_compute_threads(cfg, procs_per_node):
     return max(1, cores // procs_per_node - cfg.DATA_LOADER.NUM_WORKERS)
 
 
-def _worker(local_rank, job, cfg, procs_per_node, init_method, job_args):
-    ctx = du.init_process(cfg, local_rank, procs_per_node, init_method)
+def configure_torch(cfg, ctx, procs_per_node):
+    """Threads, determinism and cuDNN autotuning for this process."""
     if ctx.device.type == "cpu":
         torch.set_num_threads(cpu_compute_threads(cfg, procs_per_node))
+    if cfg.DETERMINISTIC:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = not cfg.DETERMINISTIC
+
+
+def _terminate(signum, frame):
+    # SIGTERM unwinds like an exception, so results.json says "failed" and files are closed.
+    sys.exit(128 + signum)
+
+
+def _worker(local_rank, job, cfg, procs_per_node, init_method, job_args):
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    ctx = du.init_process(cfg, local_rank, procs_per_node, init_method)
+    configure_torch(cfg, ctx, procs_per_node)
     try:
         job(cfg, ctx, *job_args)
     finally:
         du.shutdown()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def launch_workers(cfg, job, *job_args):

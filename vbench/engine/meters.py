@@ -56,8 +56,12 @@ class TrainMeter:
         return {"loss": values[0], "top1": 100.0 * values[1], "top5": 100.0 * values[2]}
 
     def read_window(self):
-        """This process's averages since the last read (one host sync), then reset the window."""
-        stats = self._averages(self.window, self.window_samples, all_ranks=False)
+        """Averages since the last read over every process, then reset the window.
+
+        A collective (every rank reads at the same iteration), so every rank sees the same loss
+        and a NaN stops all of them together instead of leaving the others waiting.
+        """
+        stats = self._averages(self.window, self.window_samples, all_ranks=True)
         self.window.zero_()
         self.window_samples = 0
         return stats

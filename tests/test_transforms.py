@@ -1,13 +1,21 @@
 """Clip transforms: shapes, values, randomness from the generator, crops, flips, GPU/CPU agreement."""
+import random
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from vbench.config import ConfigError, get_cfg
-from vbench.data.transforms import (EvalTransform, GpuTransform, TrainTransform, clip_to_float,
+from vbench.data.transforms import (EvalTransform, GpuTransform, TrainTransform, bilinear_taps,
+                                    clip_to_float, resize_crop_normalise, resized_crop,
                                     short_side_size, uniform_crop_offset)
 
 MEAN, STD = [0.4, 0.45, 0.5], [0.2, 0.225, 0.25]
+# Tolerance on normalised values between two bilinear kernels. PyTorch's own CPU resize rounds the
+# source coordinate with a fused multiply-add on one thread and without on several, which moves a
+# weight by one float32 step of the coordinate (~1.5e-5): up to ~7e-5 here on noise images, where
+# neighbours differ by up to 255. A half-pixel shift or an off-by-one crop moves values by ~1.
+TOL = 1e-4
 
 
 def small_cfg(**data):
@@ -48,7 +56,69 @@ def test_eval_matches_slowfast_resize_then_crop(shape, spatial_idx):
     clip = random_clip(*shape)
     out = EvalTransform(small_cfg())(clip, spatial_idx)
     assert out.shape == (3, 4, 16, 16) and out.dtype == torch.float32 and out.is_contiguous()
-    torch.testing.assert_close(out, reference_eval(clip, 20, 16, spatial_idx), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out, reference_eval(clip, 20, 16, spatial_idx), atol=TOL, rtol=0)
+
+
+def reference_train(clip, decision):
+    """SlowFast order: interpolate the whole clip (float), crop, flip, normalise."""
+    scaled_h, scaled_w, top, left, crop, flip = decision
+    x = F.interpolate(clip.permute(0, 3, 1, 2).float(), size=(scaled_h, scaled_w), mode="bilinear",
+                      align_corners=False)
+    x = x[..., top:top + crop, left:left + crop]
+    return normalise((x.flip(-1) if flip else x).permute(1, 0, 2, 3))
+
+
+@pytest.mark.parametrize("shape", [(3, 24, 32), (3, 40, 22)])  # landscape and portrait
+def test_train_matches_resize_whole_clip_then_crop(shape):
+    # short sides 20..28 from 24 or 22: downscales, no resize and upscales; crops reach every border
+    transform, clip = TrainTransform(small_cfg()), random_clip(*shape)
+    generator, seen = torch.Generator().manual_seed(0), set()
+    for _ in range(30):
+        state = generator.get_state()
+        decision = transform.recipe.draw(shape[1], shape[2], generator)
+        seen.add((decision[0] > shape[1], decision[5]))
+        generator.set_state(state)
+        out = transform(clip, generator)
+        assert out.shape == (3, 3, 16, 16) and out.is_contiguous()
+        expected = reference_train(clip, decision)
+        torch.testing.assert_close(out, expected, atol=TOL, rtol=0)
+        # TOL sees the geometry errors a crop-only resize can make: an off-by-one crop, or the
+        # pixel-corner convention (align_corners=True, a shift of (scale - 1) / 2 pixels)
+        scaled_h, scaled_w, top, left, crop, flip = decision
+        if left + 1 <= scaled_w - crop:
+            shifted = reference_train(clip, (scaled_h, scaled_w, top, left + 1, crop, flip))
+            assert (out - shifted).abs().max() > 0.1
+        if (scaled_h, scaled_w) != shape[1:]:
+            corners = F.interpolate(clip.permute(0, 3, 1, 2).float(), size=(scaled_h, scaled_w),
+                                    mode="bilinear", align_corners=True)[..., top:top + crop, left:left + crop]
+            corners = normalise((corners.flip(-1) if flip else corners).permute(1, 0, 2, 3))
+            assert (out - corners).abs().max() > 10 * TOL
+    assert len(seen) == 4  # up- and downscaled, flipped and not
+
+
+def test_resized_crop_equals_resize_then_crop_for_any_geometry():
+    rng, generator = random.Random(0), torch.Generator().manual_seed(0)
+    scale, shift = 1 / (255 * torch.tensor(STD)), -torch.tensor(MEAN) / torch.tensor(STD)
+    for _ in range(40):
+        height, width = rng.randint(4, 30), rng.randint(4, 30)
+        crop = rng.randint(1, 12)
+        scaled_h, scaled_w = rng.randint(crop, 40), rng.randint(crop, 40)  # 8x down to 10x up
+        decision = (scaled_h, scaled_w, rng.randint(0, scaled_h - crop), rng.randint(0, scaled_w - crop),
+                    crop, rng.random() < 0.5)
+        clip = torch.randint(0, 256, (2, height, width, 3), dtype=torch.uint8, generator=generator)
+        out = resized_crop(clip, decision, scale, shift)
+        torch.testing.assert_close(out, reference_train(clip, decision), atol=TOL, rtol=0)
+        batch = resize_crop_normalise(clip[None], [decision], scale, shift)[0]  # the GPU kernel
+        torch.testing.assert_close(out, batch, atol=TOL, rtol=0)
+
+
+def test_bilinear_taps_follow_interpolate_coordinates():
+    # 4 -> 8 (x2): output pixel i samples (i + 0.5) / 2 - 0.5, clamped at 0, second tap clamped at 3
+    first, second, weight = bilinear_taps(4, 8, 0, 8)
+    assert first.tolist() == [0, 0, 0, 1, 1, 2, 2, 3] and second.tolist() == [1, 1, 1, 2, 2, 3, 3, 3]
+    assert weight.tolist() == [0.0, 0.25, 0.75, 0.25, 0.75, 0.25, 0.75, 0.25]
+    first, second, weight = bilinear_taps(8, 4, 1, 2)  # downscale, pixels 1 and 2 of 4: 2.5 and 4.5
+    assert first.tolist() == [2, 4] and second.tolist() == [3, 5] and weight.tolist() == [0.5, 0.5]
 
 
 def test_constant_clip_normalises_to_per_channel_value():
@@ -141,7 +211,7 @@ def test_fixed_resize_then_crop():
     resized = F.interpolate(clip.permute(0, 3, 1, 2).float(), size=(18, 24), mode="bilinear",
                             align_corners=False)
     expected = normalise(resized[..., 1:17, 4:20].permute(1, 0, 2, 3))
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out, expected, atol=TOL, rtol=0)
     generator = torch.Generator().manual_seed(0)
     for _ in range(20):
         scaled_h, scaled_w, top, left, _, _ = TrainTransform(cfg).recipe.draw(24, 32, generator)
@@ -156,7 +226,7 @@ def test_gpu_transform_eval_equals_cpu_eval_transform():
     evaluate = EvalTransform(small_cfg())
     for sample in range(4):
         torch.testing.assert_close(out[sample], evaluate(clips[sample], int(spatial_idx[sample])),
-                                   atol=1e-5, rtol=0)
+                                   atol=TOL, rtol=0)
 
 
 def test_gpu_transform_train_shapes_ranges_and_cpu_agreement():
@@ -170,14 +240,14 @@ def test_gpu_transform_train_shapes_ranges_and_cpu_agreement():
     cpu_generator = torch.Generator().manual_seed(5)
     for sample in range(6):
         expected = TrainTransform(small_cfg())(clips[sample], cpu_generator)
-        torch.testing.assert_close(out[sample], expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out[sample], expected, atol=TOL, rtol=0)
 
 
 def test_gpu_transform_accepts_differently_sized_clips():
     clips = [random_clip(height=24, width=32), random_clip(height=40, width=22)]
     out = GpuTransform(small_cfg(), train=False)(clips, torch.tensor([2, 0]))
     assert out.shape == (2, 3, 4, 16, 16)
-    torch.testing.assert_close(out[1], EvalTransform(small_cfg())(clips[1], 0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[1], EvalTransform(small_cfg())(clips[1], 0), atol=TOL, rtol=0)
 
 
 def test_clip_to_float_layout_and_range():

@@ -3,12 +3,16 @@
 The recipe follows SlowFast: resize so the short side is S (bilinear, `align_corners=False`, no
 antialiasing, sizes floored like SlowFast), crop, flip, then `(x / 255 - mean) / std`.
 
-One kernel, `resize_crop_normalise`, serves the CPU transforms (a batch of one) and the GPU
-transform (whole batches): the whole T stack is resized in one `interpolate` call in channels-last
-memory (a free view of the THWC clip and the fastest CPU layout), the crop and flip are views, and
-normalisation is one fused multiply-add that writes the C T H W output. Measured alternatives that
-resize only the cropped area (separable gathers, grid_sample) were slower on the CPU or not
-numerically identical to SlowFast's resize.
+Two kernels compute the same numbers:
+- `resized_crop` (the CPU transforms, one clip): computes only the pixels that survive the crop.
+  For each output row and column it takes the two source taps and weights `F.interpolate` would
+  use (`bilinear_taps`, in PyTorch's float32 arithmetic), then interpolates separably with gathers
+  and `lerp`, frame by frame so the intermediates stay in cache. The crop holds ~45% of the
+  resized pixels and the full-frame float resize is the slowest part of the old path: this is
+  2-3x faster per clip and equal to resize-then-crop up to float rounding (~1e-6).
+- `resize_crop_normalise` (the GPU transform, whole batches): resizes the whole T stack in one
+  `interpolate` call in channels-last memory, then crops and flips views, and normalises with one
+  fused multiply-add. On a GPU the full resize is cheap and one call per batch is what counts.
 """
 import math
 
@@ -45,6 +49,60 @@ def uniform_crop_offset(height, width, crop, spatial_idx):
         else:
             left = 0 if spatial_idx == 0 else width - crop
     return top, left
+
+
+def bilinear_taps(in_size, out_size, start, count):
+    """Source taps of output pixels `start .. start + count - 1` of a bilinear resize from
+    `in_size` to `out_size` (align_corners=False): (first index, second index, weight of the
+    second), all of shape (count,). The source coordinate `in / out * (i + 0.5) - 0.5` is rounded
+    once to float32 (as PyTorch's vectorised CPU kernel computes it, with a fused multiply-add) and
+    clamped at 0; the second index stops at the last pixel."""
+    scale = float(torch.tensor(in_size / out_size, dtype=torch.float32))  # float32(in / out)
+    pixel = torch.arange(start, start + count, dtype=torch.float64)
+    source = (scale * (pixel + 0.5) - 0.5).float().clamp_(min=0)  # exact in float64, one rounding
+    first = source.long()
+    return first, (first + 1).clamp_(max=in_size - 1), source - first
+
+
+def resized_crop(clip, decision, scale, shift):
+    """uint8 `T H W C` -> float `C T crop crop`: one clip resized, cropped, flipped and
+    normalised, computing only the cropped pixels (see the module docstring).
+
+    decision: `(scaled_h, scaled_w, top, left, crop, flip)`; scale, shift: per-channel
+    normalisation `x * scale + shift` (x in 0..255).
+    """
+    scaled_h, scaled_w, top, left, crop, flip = decision
+    frames, height, width, channels = clip.shape
+    if (scaled_h, scaled_w) == (height, width):  # no resize: the crop is a view
+        return resize_crop_normalise(clip[None], [decision], scale, shift)[0]
+    row0, row1, row_weight = bilinear_taps(height, scaled_h, top, crop)
+    col0, col1, col_weight = bilinear_taps(width, scaled_w, left, crop)
+    if flip:
+        col0, col1, col_weight = col0.flip(0), col1.flip(0), col_weight.flip(0)
+    first_row, last_row = int(row0[0]), int(row1[-1])
+    first_col, last_col = int(col0.min()), int(col1.max())
+    rows, cols = last_row - first_row + 1, last_col - first_col + 1
+    col_taps, row_taps = torch.cat([col0, col1]) - first_col, torch.cat([row0, row1]) - first_row
+    col_weight, row_weight = col_weight.view(1, crop, 1), row_weight.view(1, crop, 1)
+    out = torch.empty((channels, frames, crop, crop), dtype=torch.float32)
+    # per-frame buffers, reused: C x columns x rows, so that a gather moves whole columns
+    window = torch.empty((channels, cols, rows), dtype=torch.uint8)
+    picked = torch.empty((channels, 2 * crop, rows), dtype=torch.uint8)
+    picked_float = torch.empty((channels, 2 * crop, rows), dtype=torch.float32)
+    blended = torch.empty((channels, crop, rows), dtype=torch.float32)
+    transposed = torch.empty((channels, rows, crop), dtype=torch.float32)
+    picked_rows = torch.empty((channels, 2 * crop, crop), dtype=torch.float32)
+    for t in range(frames):
+        window.copy_(clip[t, first_row:last_row + 1, first_col:last_col + 1].permute(2, 1, 0))
+        torch.index_select(window, 1, col_taps, out=picked)
+        picked_float.copy_(picked)
+        torch.lerp(picked_float[:, :crop], picked_float[:, crop:], col_weight, out=blended)
+        transposed.copy_(blended.transpose(1, 2))  # C x rows x output columns
+        torch.index_select(transposed, 1, row_taps, out=picked_rows)
+        torch.lerp(picked_rows[:, :crop], picked_rows[:, crop:], row_weight, out=out[:, t])
+    for channel in range(channels):  # normalising commutes with the blend: weights sum to 1
+        out[channel].mul_(float(scale[channel])).add_(float(shift[channel]))
+    return out
 
 
 def resize_crop_normalise(clips, decisions, scale, shift):
@@ -150,7 +208,7 @@ class TrainTransform:
     def __call__(self, clip, generator):
         _check_clip(clip, 4)
         decision = self.recipe.draw(clip.shape[1], clip.shape[2], generator)
-        return resize_crop_normalise(clip[None], [decision], self.scale, self.shift)[0]
+        return resized_crop(clip, decision, self.scale, self.shift)
 
 
 class EvalTransform:
@@ -166,7 +224,7 @@ class EvalTransform:
     def __call__(self, clip, spatial_idx=1):
         _check_clip(clip, 4)
         decision = self.recipe.place(clip.shape[1], clip.shape[2], spatial_idx)
-        return resize_crop_normalise(clip[None], [decision], self.scale, self.shift)[0]
+        return resized_crop(clip, decision, self.scale, self.shift)
 
 
 class GpuTransform:

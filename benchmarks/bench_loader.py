@@ -14,17 +14,21 @@ normalise), with the same number of worker processes, one run measures:
 3. decode-only ceiling: every frame of every video decoded once to RGB, nothing else.
 
 and prints clips/s of each, the ratios (goals: vbench >= 3x the baseline and >= 70% of the
-ceiling) and the mean number of distinct videos in a vbench batch.
+ceiling) and the mean number of distinct videos in a vbench batch. Beside each rate it prints the
+CPU time the pipeline spent per clip (its worker processes and this one, user + system): on a
+machine shared with other jobs the rates follow the load, the CPU cost per clip much less.
 
     python benchmarks/bench_loader.py --videos 6 --workers 2 --repeats 3
 """
 import argparse
 import os
 import platform
+import resource
 import time
 
 import av
 import numpy as np
+import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -75,6 +79,26 @@ def warm_page_cache(infos):
         with open(info.path, "rb") as f:
             while f.read(1 << 22):
                 pass
+
+
+def cpu_seconds():
+    """CPU time (user + system) used so far by this process and all its children, live or ended."""
+    own, ended = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = own.ru_utime + own.ru_stime + ended.ru_utime + ended.ru_stime
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:  # ended meanwhile: counted in RUSAGE_CHILDREN once reaped
+            pass
+    return total
+
+
+def timed(run, *args):
+    """(clips, seconds, CPU seconds) of `run(*args)` -> (clips, seconds, ...)."""
+    cpu = cpu_seconds()
+    result = run(*args)
+    return result + (cpu_seconds() - cpu,)
 
 
 # ------------------------------------------------------------------------------------ vbench
@@ -162,17 +186,22 @@ def run_decode_only(infos, workers):
 
 
 def measure_once(args, root, infos, cfg):
-    """clips/s of each pipeline (one pass each, fresh workers), plus the plan and mixing figure."""
-    frames, decode_s = run_decode_only(infos, args.workers)
-    loader, clips, vbench_s, distinct = run_vbench(cfg)
-    _, raw_clips, raw_s, _ = run_vbench(recipe_cfg(args, root, gpu_transforms=True))
-    rates = {"ceiling": loader.num_clips / decode_s,  # the plan's clips if they cost only the decode
-             "frames": frames / decode_s, "vbench": clips / vbench_s, "vbench_raw": raw_clips / raw_s}
+    """clips/s and CPU ms per clip of each pipeline (one pass each, fresh workers), plus the plan
+    and the mixing figure."""
+    frames, decode_s, decode_cpu = timed(run_decode_only, infos, args.workers)
+    loader, clips, vbench_s, distinct, vbench_cpu = timed(run_vbench, cfg)
+    _, raw_clips, raw_s, _, raw_cpu = timed(run_vbench, recipe_cfg(args, root, gpu_transforms=True))
+    num_clips = loader.num_clips  # the ceiling: the plan's clips if they cost only the decode
+    rates = {"ceiling": num_clips / decode_s, "frames": frames / decode_s, "vbench": clips / vbench_s,
+             "vbench_raw": raw_clips / raw_s}
+    cpu_ms = {"ceiling": 1000 * decode_cpu / num_clips, "vbench": 1000 * vbench_cpu / clips,
+              "vbench_raw": 1000 * raw_cpu / raw_clips}
     if not args.skip_baseline:
         for transform, key in ((True, "base"), (False, "base_raw")):
-            n, seconds = run_baseline(cfg, infos, loader.plan, args.workers, args.batch_size, transform)
-            rates[key] = n / seconds
-    return rates, loader, distinct
+            n, seconds, cpu = timed(run_baseline, cfg, infos, loader.plan, args.workers,
+                                    args.batch_size, transform)
+            rates[key], cpu_ms[key] = n / seconds, 1000 * cpu / n
+    return rates, cpu_ms, loader, distinct
 
 
 LABELS = {
@@ -200,21 +229,32 @@ def main(argv=None):
     warm_page_cache(infos)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
           f"load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, av {av.__version__}")
-    runs = []
+    runs, cpu_runs = [], []
     for _ in range(args.repeats):
-        rates, loader, distinct = measure_once(args, root, infos, cfg)
+        rates, cpu_ms, loader, distinct = measure_once(args, root, infos, cfg)
         runs.append(rates)
+        cpu_runs.append(cpu_ms)
+    print(f"load average after the runs {os.getloadavg()[0]:.1f}")
     print(f"data: {root}: {len(infos)} videos, {loader.num_clips} clips per epoch, {args.workers} "
           f"workers, batch {args.batch_size}, {args.repeats} runs (median [min, max])")
+    print(f"{'':<48}  {'clips/s':>8} {'':<15} {'CPU ms/clip':>11}")
     for key, label in LABELS.items():
         if key in runs[0]:
             values = [r[key] for r in runs]
-            print(f"{label:<48}: {np.median(values):8.2f} [{min(values):.2f}, {max(values):.2f}]")
+            line = f"{label:<48}: {np.median(values):8.2f} [{min(values):.2f}, {max(values):.2f}]"
+            if key in cpu_runs[0]:
+                cpu = [r[key] for r in cpu_runs]
+                line = f"{line:<75} {np.median(cpu):8.1f} [{min(cpu):.1f}, {max(cpu):.1f}]"
+            print(line)
     for top, bottom, label in RATIOS:
         if bottom in runs[0]:
             values = [r[top] / r[bottom] for r in runs]
-            print(f"{label:<48}: {np.median(values):8.2f} [{min(values):.2f}, {max(values):.2f}]")
+            line = f"{label:<48}: {np.median(values):8.2f} [{min(values):.2f}, {max(values):.2f}]"
+            cpu = [c[bottom] / c[top] for c in cpu_runs]  # the rate ratio if CPU time were all that counts
+            print(f"{line:<75} {np.median(cpu):8.2f} [{min(cpu):.2f}, {max(cpu):.2f}]")
     print(f"{'mean distinct videos per vbench batch':<48}: {distinct:8.2f}")
+    print("(the CPU column of a ratio is the inverse ratio of CPU ms per clip: the rate ratio on a "
+          "machine where the pipelines are CPU-bound and have the cores to themselves)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,75 @@
+"""Score and report from two tiny real training runs: files exist, PNGs are images, numbers match."""
+import json
+
+import pytest
+import yaml
+from test_trainer import TINY_RUN
+
+from vbench.bench.results import load_results
+from vbench.bench.score import main as score_main
+from vbench.cli import main as vbench_main
+from vbench.engine.launch import run_net_main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    cfg_file = root / "tiny.yaml"
+    cfg_file.write_text(TINY_RUN.replace("{data}", str(root / "data")).replace("{cache}", str(root / "cache")))
+    runs = []
+    for seed in (1, 2):
+        out = root / f"run{seed}"
+        assert run_net_main(["--cfg", str(cfg_file), "OUTPUT_DIR", str(out), "RNG_SEED", str(seed),
+                             "SOLVER.MAX_EPOCH", "2"]) in (0, None)
+        runs.append(str(out))
+    reference = root / "reference.yaml"
+    reference.write_text(yaml.safe_dump({"name": "tiny", "tracks": {"cnn": {
+        "config": str(cfg_file), "target_top1": 1.0, "t_ref_s": 100.0, "n_gpu_ref": 1}}}))
+    return runs, str(reference)
+
+
+def assert_png(path):
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_SIGNATURE, f"{path} is not a PNG"
+
+
+def test_score_report_from_two_real_runs(two_runs, tmp_path, capsys):
+    runs, reference = two_runs
+    report_dir = tmp_path / "report"
+    assert score_main(["--cnn", *runs, "--reference", reference, "--report", str(report_dir), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.split("\nreport:")[0])
+    times = [load_results(run)["benchmark"]["time_to_target_s"] for run in runs]
+    cnn = summary["tracks"]["cnn"]
+    assert cnn["t_bench_s"] == pytest.approx(sorted(times)[0] / 2 + sorted(times)[1] / 2)  # median of 2
+    assert cnn["score"] == pytest.approx(100.0 / cnn["t_bench_s"])  # n_gpu 1 (CPU) on both sides
+    assert summary["benchmark_score"] is None and summary["missing_tracks"] == ["transformer"]
+
+    markdown = (report_dir / "report.md").read_text()
+    for name in ("cnn_accuracy.png", "cnn_throughput.png"):
+        assert_png(report_dir / name)
+        assert f"]({name})" in markdown
+    for run, t in zip(runs, times):
+        results = load_results(run)
+        assert f"time to target: {t:.1f} s" in markdown
+        first = results["epochs"][0]
+        assert f"| 1 | {first['clock_s']:.1f} | {first['loss']:.4f} |" in markdown
+    assert "bottleneck:" in markdown and "| run | GPUs | CPU |" in markdown
+
+
+def test_single_run_report_command(two_runs, capsys):
+    runs, _ = two_runs
+    assert vbench_main(["report", runs[0]]) == 0
+    assert "report:" in capsys.readouterr().out
+    results = load_results(runs[0])
+    markdown = open(f"{runs[0]}/report/report.md").read()
+    assert_png(f"{runs[0]}/report/run_accuracy.png")
+    assert_png(f"{runs[0]}/report/run_throughput.png")
+    assert f"reached: {'yes' if results['benchmark']['reached'] else 'no'}" in markdown
+    assert f"{results['benchmark']['time_to_target_s']:.1f} s" in markdown
+
+
+def test_report_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
+    assert vbench_main(["report", str(tmp_path / "absent")]) == 2
+    assert "absent" in capsys.readouterr().err

@@ -55,8 +55,9 @@ def bilinear_taps(in_size, out_size, start, count):
     """Source taps of output pixels `start .. start + count - 1` of a bilinear resize from
     `in_size` to `out_size` (align_corners=False): (first index, second index, weight of the
     second), all of shape (count,). The source coordinate `in / out * (i + 0.5) - 0.5` is rounded
-    once to float32 (as PyTorch's vectorised CPU kernel computes it, with a fused multiply-add) and
-    clamped at 0; the second index stops at the last pixel."""
+    once to float32, as PyTorch's CPU kernel does on one thread (a fused multiply-add; on several
+    threads it rounds twice, which can move a weight by one float32 step), and clamped at 0; the
+    second index stops at the last pixel."""
     scale = float(torch.tensor(in_size / out_size, dtype=torch.float32))  # float32(in / out)
     pixel = torch.arange(start, start + count, dtype=torch.float64)
     source = (scale * (pixel + 0.5) - 0.5).float().clamp_(min=0)  # exact in float64, one rounding
@@ -100,7 +101,7 @@ def resized_crop(clip, decision, scale, shift):
         transposed.copy_(blended.transpose(1, 2))  # C x rows x output columns
         torch.index_select(transposed, 1, row_taps, out=picked_rows)
         torch.lerp(picked_rows[:, :crop], picked_rows[:, crop:], row_weight, out=out[:, t])
-    for channel in range(channels):  # normalising commutes with the blend: weights sum to 1
+    for channel in range(channels):
         out[channel].mul_(float(scale[channel])).add_(float(shift[channel]))
     return out
 

@@ -43,6 +43,14 @@ def round_width(width, multiplier, divisor=1):
     return int(rounded)
 
 
+# Devices on which q/k/v and skip pooling run on a channels-last (N x T x H x W x C) grid. On
+# CPU, oneDNN's depthwise Conv3d and max_pool3d are 2-5x faster in that layout (forward and
+# backward; benchmarks/bench_model.py) and the tokens need no transpose copy on either side. On
+# CUDA a channels-last depthwise Conv3d goes to cuDNN instead of the native depthwise kernel that
+# PyTorchVideo uses: unmeasured, so CUDA keeps the reference's contiguous layout.
+CHANNELS_LAST_POOL_DEVICES = ("cpu",)
+
+
 def pool_tokens(x, pool, thw, has_cls, norm=None):
     """Pool the T x H x W token grid of `x` (B x heads x N x C); the class token passes through.
 
@@ -51,11 +59,16 @@ def pool_tokens(x, pool, thw, has_cls, norm=None):
     if has_cls:
         cls_token, x = x[:, :, :1], x[:, :, 1:]
     batch, heads, _, channels = x.shape
-    t, h, w = thw
-    x = x.reshape(batch * heads, t, h, w, channels).permute(0, 4, 1, 2, 3).contiguous()
-    x = pool(x)
-    new_thw = tuple(x.shape[2:])
-    x = x.reshape(batch, heads, channels, -1).transpose(2, 3)
+    grid = x.reshape(batch * heads, *thw, channels)
+    if x.device.type in CHANNELS_LAST_POOL_DEVICES:
+        # N x C x T x H x W view of a contiguous N x T x H x W x C grid, i.e. channels_last_3d.
+        grid = pool(grid.contiguous().permute(0, 4, 1, 2, 3))
+        new_thw = tuple(grid.shape[2:])
+        x = grid.permute(0, 2, 3, 4, 1).reshape(batch, heads, -1, channels)
+    else:
+        grid = pool(grid.permute(0, 4, 1, 2, 3).contiguous())
+        new_thw = tuple(grid.shape[2:])
+        x = grid.reshape(batch, heads, channels, -1).transpose(2, 3)
     if has_cls:
         x = torch.cat((cls_token, x), dim=2)
     if norm is not None:
@@ -168,8 +181,10 @@ class MultiScaleAttention(nn.Module):
         if self.pool_first:
             q = k = v = self._split_heads(x)
         else:
+            # Unbinding dim 2 (not a permuted dim 0) lets backward stack the three gradients
+            # straight into the B x N x 3C layout of the projection: one copy, not two.
             qkv = self.qkv(x).reshape(batch, length, 3, self.num_heads, self.head_dim)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+            q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
         q, q_thw = self._pool(q, self.pool_q, self.norm_q, thw)
         k, _ = self._pool(k, self.pool_k, self.norm_k, thw)
         v, _ = self._pool(v, self.pool_v, self.norm_v, thw)

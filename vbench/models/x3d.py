@@ -55,6 +55,33 @@ def round_repeats(repeats, multiplier):
     return int(math.ceil(multiplier * repeats)) if multiplier else repeats
 
 
+def depthwise_conv(conv, x):
+    """`conv(x)` for a depthwise Conv3d, run channels-last on CPU (same result, faster).
+
+    On CPU, oneDNN's depthwise Conv3d is 2-3x faster (forward and backward) on a channels_last_3d
+    input than on a contiguous one, which pays for the layout copies around it; the 1x1x1 convs
+    and BatchNorms around it stay contiguous, where they are faster. A k x 1 x 1 temporal
+    kernel runs as the equivalent k x 1 Conv2d over the flattened H*W axis: PyTorch sends a
+    single-threaded Conv3d with a 1 x 1 spatial kernel to its slow reference path, up to 10x
+    slower here. CUDA runs `conv(x)` as PyTorchVideo does (cuDNN's channels-last depthwise
+    kernels are unmeasured here).
+    """
+    if x.device.type != "cpu":
+        return conv(x)
+    restore = not x.is_contiguous(memory_format=torch.channels_last_3d)
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    if conv.kernel_size[1:] == (1, 1) and conv.stride[1:] == (1, 1) and conv.padding[1:] == (0, 0):
+        batch, _, frames, height, width = x.shape
+        # An N x C x T x (H*W) view of a channels_last_3d tensor is channels_last (2-D).
+        y = F.conv2d(x.reshape(batch, -1, frames, height * width), conv.weight.squeeze(-1),
+                     conv.bias, (conv.stride[0], 1), (conv.padding[0], 0), (conv.dilation[0], 1),
+                     conv.groups)
+        y = y.reshape(batch, y.shape[1], y.shape[2], height, width)
+    else:
+        y = conv(x)
+    return y.contiguous() if restore else y
+
+
 class SqueezeExcite(nn.Module):
     """Channel gate: global average -> 1x1x1 conv -> ReLU -> 1x1x1 conv -> sigmoid."""
 
@@ -81,7 +108,7 @@ class X3DStem(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x):
-        return self.act(self.bn(self.conv_t(self.conv_xy(x))))
+        return self.act(self.bn(depthwise_conv(self.conv_t, self.conv_xy(x))))
 
 
 class Shortcut(nn.Module):
@@ -120,7 +147,8 @@ class X3DBlock(nn.Module):
     def forward(self, x):
         shortcut = x if self.shortcut is None else self.shortcut(x)
         x = self.act_a(self.bn_a(self.conv_a(x)))
-        x = self.act_b(self.se(self.bn_b(self.conv_b(x))))
+        conv_b = depthwise_conv(self.conv_b, x) if self.conv_b.groups > 1 else self.conv_b(x)
+        x = self.act_b(self.se(self.bn_b(conv_b)))
         x = self.bn_c(self.conv_c(x))
         return self.act(x + shortcut)
 

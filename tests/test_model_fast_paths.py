@@ -1,0 +1,141 @@
+"""The benchmark models' fast paths on CPU, tiny models: bf16 autocast training steps,
+channels_last_3d equal to contiguous, a single torch.compile graph (traced with the "eager"
+backend, no code generation), and the CPU-only layout tricks of x3d.py / mvit_blocks.py
+giving the same numbers as the plain modules they replace."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vbench.config import get_cfg
+from vbench.models import get_builder
+from vbench.models import mvit_blocks
+from vbench.models.x3d import depthwise_conv
+
+TINY_MVIT = ["MVIT.DEPTH", 3, "MVIT.EMBED_DIM", 16, "MVIT.NUM_HEADS", 1,
+             "MVIT.DIM_MUL", [[1, 2.0]], "MVIT.HEAD_MUL", [[1, 2.0]],
+             "MVIT.POOL_Q_STRIDE", [[1, 1, 2, 2]], "MVIT.POOL_KV_STRIDE_ADAPTIVE", [1, 4, 4],
+             "DATA.NUM_FRAMES", 4, "DATA.TRAIN_CROP_SIZE", 32]
+TINY_X3D = ["X3D.DEPTH_FACTOR", 1.0, "X3D.WIDTH_FACTOR", 1.0, "X3D.DIM_C5", 32,
+            "DATA.NUM_FRAMES", 4, "DATA.TRAIN_CROP_SIZE", 32]
+CLIPS = {"mvit": (2, 3, 4, 32, 32), "x3d": (2, 3, 4, 32, 32)}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: with several OpenMP threads on a busy machine every op can wait for a
+    descheduled thread (~20 ms per op here), which makes these tests 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tiny(name):
+    cfg = get_cfg()
+    cfg.merge_from_list(TINY_MVIT if name == "mvit" else TINY_X3D)
+    cfg.merge_from_list(["MODEL.NUM_CLASSES", 5, "MODEL.DROPOUT_RATE", 0.0])
+    torch.manual_seed(0)
+    model = get_builder(name)(cfg)
+    with torch.no_grad():  # no zero-initialised layer may hide a wrong path
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn(param.shape))
+    return model
+
+
+def _clip(name, seed=1):
+    return torch.randn(CLIPS[name], generator=torch.Generator().manual_seed(seed))
+
+
+def _grads(model):
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", ["mvit", "x3d"])
+def test_bf16_autocast_training_step(name):
+    model = _tiny(name)
+    clip, labels = _clip(name), torch.tensor([0, 3])
+    with torch.no_grad():
+        fp32_logits = model.eval()(clip)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(clip)
+        loss = F.cross_entropy(logits, labels)
+    assert logits.dtype == torch.bfloat16
+    loss.backward()
+    for param_name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.dtype == torch.float32, param_name
+        assert torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0, param_name
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        eval_logits = model.eval()(clip)
+    # bf16 keeps ~3 significant digits: close to fp32, not equal.
+    torch.testing.assert_close(eval_logits.float(), fp32_logits, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("name", ["mvit", "x3d"])
+def test_channels_last_3d_matches_contiguous(name):
+    # Eval mode: train-mode BatchNorm on a 2-clip tiny batch amplifies rounding differences of
+    # the two layouts' kernels far beyond what this test could tell from a real error.
+    model = _tiny(name).eval()
+    clip = _clip(name)
+    twin = copy.deepcopy(model).to(memory_format=torch.channels_last_3d)
+    expected = model(clip)
+    expected.square().sum().backward()
+    actual = twin(clip.contiguous(memory_format=torch.channels_last_3d))
+    actual.square().sum().backward()
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+    expected_grads, actual_grads = _grads(model), _grads(twin)
+    for key, grad in expected_grads.items():
+        scale = grad.abs().max().item()
+        torch.testing.assert_close(actual_grads[key], grad, rtol=1e-3, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("name", ["mvit", "x3d"])
+def test_traces_as_one_graph_without_breaks(name):
+    torch._dynamo.reset()
+    model = _tiny(name).eval()
+    clip = _clip(name)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)  # raises on a graph break
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(clip), model(clip))
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [
+    ((5, 1, 1), (1, 1, 1), (2, 0, 0)),  # X3D stem: runs as a Conv2d on CPU
+    ((3, 3, 3), (1, 2, 2), (1, 1, 1)),  # X3D block: channels-last Conv3d on CPU
+])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last_3d])
+def test_x3d_depthwise_conv_equals_conv3d(kernel, stride, padding, memory_format):
+    torch.manual_seed(0)
+    conv = nn.Conv3d(6, 6, kernel, stride=stride, padding=padding, groups=6, bias=False)
+    x = torch.randn(2, 6, 5, 7, 9).contiguous(memory_format=memory_format).requires_grad_(True)
+    expected = conv(x)
+    (grad_x, grad_w) = torch.autograd.grad(expected.square().sum(), (x, conv.weight))
+    actual = depthwise_conv(conv, x)
+    assert actual.is_contiguous(memory_format=memory_format)  # the caller's layout is kept
+    (act_grad_x, act_grad_w) = torch.autograd.grad(actual.square().sum(), (x, conv.weight))
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(act_grad_x, grad_x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(act_grad_w, grad_w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["conv", "max"])
+@pytest.mark.parametrize("has_cls, batch", [(True, 2), (False, 1)])
+def test_mvit_channels_last_pooling_equals_contiguous(monkeypatch, mode, has_cls, batch):
+    torch.manual_seed(0)
+    heads, channels, thw = 2, 8, (3, 4, 5)
+    pool, norm = mvit_blocks.make_pool(mode, (3, 3, 3), (1, 2, 2), channels, 1e-5)
+    tokens = torch.randn(batch, heads, int(has_cls) + 60, channels, requires_grad=True)
+    results = []
+    for devices in (("cpu",), ()):  # CPU channels-last path, then the CUDA (contiguous) path
+        monkeypatch.setattr(mvit_blocks, "CHANNELS_LAST_POOL_DEVICES", devices)
+        pooled, new_thw = mvit_blocks.pool_tokens(tokens, pool, thw, has_cls, norm)
+        grad = torch.autograd.grad(pooled.square().sum(), tokens)[0]
+        results.append((pooled, new_thw, grad))
+    (cl_out, cl_thw, cl_grad), (out, thw_out, grad) = results
+    assert cl_thw == thw_out == (3, 2, 3) and cl_out.shape == (batch, heads, int(has_cls) + 18, 8)
+    torch.testing.assert_close(cl_out, out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cl_grad, grad, rtol=1e-5, atol=1e-5)

@@ -9,9 +9,12 @@ For each model in --models, one process builds
 and times full training steps (forward, cross-entropy, backward, SGD step) on the same random batch,
 device and precision. After --warmup steps each, the two models run ALTERNATELY (A B, then B A, ...)
 for --rounds rounds of --steps steps, so machine noise hits both alike; each figure is the median
-over rounds, in clips per second. Two ratios vbench / reference (> 1: vbench is faster): of the
+over rounds, in clips per second. Ratios vbench / reference (> 1: vbench is faster): of the
 medians, and "paired", the median over rounds of the ratio within a round (robust to load that
-drifts between rounds on a shared machine).
+drifts between rounds), with its quartiles. On CPU each step is also timed in process CPU time,
+which leaves out the time the process waits for a core that other jobs hold: with --threads 1 the
+"cpu-time paired" ratio is the figure to trust on a shared machine. The load average is printed
+before and after; a load above the core count means the wall-clock figures are noisy.
 
 The PyTorchVideo X3D head ends with a softmax even in training; the reference is built without it
 (head_activation=None) so that both train on logits.
@@ -20,6 +23,8 @@ The PyTorchVideo X3D head ends with a softmax even in training; the reference is
     python benchmarks/bench_model.py --device cpu --batch 2 --crop 112 --steps 1 --rounds 3
 """
 import argparse
+import os
+import platform
 import statistics
 import sys
 import time
@@ -46,7 +51,7 @@ def parse_args(argv):
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model per round")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds")
+    parser.add_argument("--rounds", type=int, default=9, help="alternating timed rounds")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format")
@@ -94,7 +99,7 @@ class Runner:
         self.clips, self.labels, self.device = clips, labels, device
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                          if args.precision == "bf16" else nullcontext())
-        self.clip_rates = []
+        self.clip_rates, self.cpu_clip_rates = [], []
 
     def step(self):
         self.optimizer.zero_grad(set_to_none=True)
@@ -108,12 +113,13 @@ class Runner:
             torch.cuda.synchronize(self.device)
 
     def time_steps(self, count):
+        """(wall seconds, process CPU seconds) of `count` training steps."""
         self.sync()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for _ in range(count):
             self.step()
         self.sync()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def benchmark(name, args):
@@ -129,12 +135,55 @@ def benchmark(name, args):
     for runner in runners.values():
         runner.time_steps(args.warmup)
     order = list(runners.values())
+    clips_per_round = args.steps * args.batch
     for _ in range(args.rounds):
         for runner in order:
-            runner.clip_rates.append(args.steps * args.batch / runner.time_steps(args.steps))
+            wall, cpu = runner.time_steps(args.steps)
+            runner.clip_rates.append(clips_per_round / wall)
+            runner.cpu_clip_rates.append(clips_per_round / cpu)
         order.reverse()  # A B, B A, ...: neither model always runs first
-    return {label: (runner.params, statistics.median(runner.clip_rates), runner.clip_rates)
-            for label, runner in runners.items()}
+    return runners
+
+
+def paired(ours, theirs):
+    """Median and quartiles over rounds of the within-round ratio ours / theirs."""
+    ratios = [a / b for a, b in zip(ours, theirs)]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    low, mid, high = statistics.quantiles(ratios, n=4, method="inclusive")
+    return mid, low, high
+
+
+def report(name, runners, device):
+    for label, runner in runners.items():
+        print(f"{name:<12} {label:<15} {runner.params / 1e6:>10.2f} "
+              f"{statistics.median(runner.clip_rates):>17.3f}  "
+              + " ".join(f"{r:.3f}" for r in runner.clip_rates))
+    ours, ref = runners["vbench"], runners["reference"]
+    ratio = statistics.median(ours.clip_rates) / statistics.median(ref.clip_rates)
+    mid, low, high = paired(ours.clip_rates, ref.clip_rates)
+    line = (f"{name:<12} {'vbench/ref':<15} {'':>10} {ratio:>17.2f}x  "
+            f"paired {mid:.2f}x (quartiles {low:.2f}-{high:.2f})")
+    if device == "cpu":
+        mid, low, high = paired(ours.cpu_clip_rates, ref.cpu_clip_rates)
+        line += f"; cpu-time paired {mid:.2f}x (quartiles {low:.2f}-{high:.2f})"
+    print(line)
+
+
+def machine():
+    """CPU model, core count and torch version, for the record."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
+
+
+def load_average():
+    return "load average " + (" ".join(f"{v:.2f}" for v in os.getloadavg())
+                              if hasattr(os, "getloadavg") else "n/a")
 
 
 def main(argv=None):
@@ -145,20 +194,15 @@ def main(argv=None):
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         sys.exit(f"unknown --models {unknown}; choose from {list(CONFIGS)}")
-    print(f"device {args.device}, batch {args.batch}, clip {args.frames} x {args.crop}^2, "
-          f"{args.precision}, channels_last {args.channels_last}, compile {args.compile}, "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}; "
-          f"{args.warmup} warm-up steps, {args.rounds} alternating rounds of {args.steps} steps")
+    print(f"device {args.device} ({machine()}), batch {args.batch}, clip {args.frames} x "
+          f"{args.crop}^2, {args.precision}, channels_last {args.channels_last}, compile "
+          f"{args.compile}, threads {torch.get_num_threads()}; {args.warmup} warm-up steps, "
+          f"{args.rounds} alternating rounds of {args.steps} steps; {load_average()}")
     print(f"{'model':<12} {'implementation':<15} {'params (M)':>10} {'clips/s (median)':>17}  rounds")
     for name in names:
-        results = benchmark(name, args)
-        for label, (params, median, rates) in results.items():
-            print(f"{name:<12} {label:<15} {params / 1e6:>10.2f} {median:>17.3f}  "
-                  + " ".join(f"{r:.3f}" for r in rates))
-        ratio = results["vbench"][1] / results["reference"][1]
-        paired = statistics.median(v / r for v, r in zip(results["vbench"][2], results["reference"][2]))
-        print(f"{name:<12} {'vbench/ref':<15} {'':>10} {ratio:>17.2f}x  paired {paired:.2f}x")
+        report(name, benchmark(name, args), torch.device(args.device).type)
         sys.stdout.flush()
+    print(load_average())
 
 
 if __name__ == "__main__":

@@ -56,15 +56,13 @@ def round_repeats(repeats, multiplier):
 
 
 def depthwise_conv(conv, x):
-    """`conv(x)` for a depthwise Conv3d, run channels-last on CPU (same result, faster).
+    """`conv(x)` for a depthwise Conv3d; on CPU, computed faster in a channels-last layout.
 
-    On CPU, oneDNN's depthwise Conv3d is 2-3x faster (forward and backward) on a channels_last_3d
-    input than on a contiguous one, which pays for the layout copies around it; the 1x1x1 convs
-    and BatchNorms around it stay contiguous, where they are faster. A k x 1 x 1 temporal
-    kernel runs as the equivalent k x 1 Conv2d over the flattened H*W axis: PyTorch sends a
-    single-threaded Conv3d with a 1 x 1 spatial kernel to its slow reference path, up to 10x
-    slower here. CUDA runs `conv(x)` as PyTorchVideo does (cuDNN's channels-last depthwise
-    kernels are unmeasured here).
+    oneDNN's depthwise Conv3d is 2-3x faster (forward and backward) on channels_last_3d input,
+    which pays for the layout copies around it (the 1x1x1 convs and BNs stay contiguous, where
+    they are faster). A k x 1 x 1 kernel runs as the same k x 1 Conv2d over H*W: PyTorch sends a
+    single-threaded Conv3d with a 1 x 1 spatial kernel to a reference path up to 10x slower.
+    Not on CUDA, where cuDNN's channels-last depthwise kernels are unmeasured.
     """
     if x.device.type != "cpu":
         return conv(x)

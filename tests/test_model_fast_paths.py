@@ -92,13 +92,14 @@ def test_channels_last_3d_matches_contiguous(name):
         torch.testing.assert_close(actual_grads[key], grad, rtol=1e-3, atol=1e-4 * scale)
 
 
+@pytest.mark.parametrize("bf16", [False, True])
 @pytest.mark.parametrize("name", ["mvit", "x3d"])
-def test_traces_as_one_graph_without_breaks(name):
+def test_traces_as_one_graph_without_breaks(name, bf16):
     torch._dynamo.reset()
     model = _tiny(name).eval()
     clip = _clip(name)
     compiled = torch.compile(model, backend="eager", fullgraph=True)  # raises on a graph break
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         torch.testing.assert_close(compiled(clip), model(clip))
     torch._dynamo.reset()
 
@@ -120,6 +121,10 @@ def test_x3d_depthwise_conv_equals_conv3d(kernel, stride, padding, memory_format
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(act_grad_x, grad_x, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(act_grad_w, grad_w, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # computed in float32, given back in bf16
+        actual = depthwise_conv(conv, x.bfloat16())
+    assert actual.dtype == torch.bfloat16
+    torch.testing.assert_close(actual.float(), expected, rtol=0.02, atol=0.02)
 
 
 @pytest.mark.parametrize("mode", ["conv", "max"])
@@ -139,3 +144,7 @@ def test_mvit_channels_last_pooling_equals_contiguous(monkeypatch, mode, has_cls
     assert cl_thw == thw_out == (3, 2, 3) and cl_out.shape == (batch, heads, int(has_cls) + 18, 8)
     torch.testing.assert_close(cl_out, out, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(cl_grad, grad, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(mvit_blocks, "CHANNELS_LAST_POOL_DEVICES", ("cpu",))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # pooled in float32
+        bf16_out = mvit_blocks.pool_tokens(tokens.bfloat16(), pool, thw, has_cls, norm)[0]
+    torch.testing.assert_close(bf16_out.float(), out, rtol=0.05, atol=0.05)

@@ -45,10 +45,20 @@ def round_width(width, multiplier, divisor=1):
 
 # Devices on which q/k/v and skip pooling run on a channels-last (N x T x H x W x C) grid. On
 # CPU, oneDNN's depthwise Conv3d and max_pool3d are 2-5x faster in that layout (forward and
-# backward; benchmarks/bench_model.py) and the tokens need no transpose copy on either side. On
-# CUDA a channels-last depthwise Conv3d goes to cuDNN instead of the native depthwise kernel that
-# PyTorchVideo uses: unmeasured, so CUDA keeps the reference's contiguous layout.
+# backward; benchmarks/bench_model.py) and the tokens need no transpose copy on either side;
+# under CPU autocast the pooling runs in float32, faster than oneDNN's bf16 depthwise backward.
+# On CUDA a channels-last depthwise Conv3d goes to cuDNN instead of the native depthwise kernel
+# that PyTorchVideo uses: unmeasured, so CUDA keeps the reference's contiguous layout.
 CHANNELS_LAST_POOL_DEVICES = ("cpu",)
+
+
+def _pool_channels_last(pool, grid):
+    """`pool` over a channels-last view of an N x T x H x W x C grid; float32 under autocast."""
+    grid = grid.contiguous().permute(0, 4, 1, 2, 3)
+    if not torch.is_autocast_enabled(grid.device.type):
+        return pool(grid)
+    with torch.autocast(grid.device.type, enabled=False):
+        return pool(grid.float()).to(grid.dtype)
 
 
 def pool_tokens(x, pool, thw, has_cls, norm=None):
@@ -60,9 +70,9 @@ def pool_tokens(x, pool, thw, has_cls, norm=None):
         cls_token, x = x[:, :, :1], x[:, :, 1:]
     batch, heads, _, channels = x.shape
     grid = x.reshape(batch * heads, *thw, channels)
-    if x.device.type in CHANNELS_LAST_POOL_DEVICES:
-        # N x C x T x H x W view of a contiguous N x T x H x W x C grid, i.e. channels_last_3d.
-        grid = pool(grid.contiguous().permute(0, 4, 1, 2, 3))
+    if x.device.type in CHANNELS_LAST_POOL_DEVICES and (
+            x.dtype == torch.float32 or torch.is_autocast_enabled(x.device.type)):
+        grid = _pool_channels_last(pool, grid)
         new_thw = tuple(grid.shape[2:])
         x = grid.permute(0, 2, 3, 4, 1).reshape(batch, heads, -1, channels)
     else:

@@ -62,10 +62,17 @@ def depthwise_conv(conv, x):
     which pays for the layout copies around it (the 1x1x1 convs and BNs stay contiguous, where
     they are faster). A k x 1 x 1 kernel runs as the same k x 1 Conv2d over H*W: PyTorch sends a
     single-threaded Conv3d with a 1 x 1 spatial kernel to a reference path up to 10x slower.
-    Not on CUDA, where cuDNN's channels-last depthwise kernels are unmeasured.
+    Under CPU autocast the conv runs in float32 (returned in x's dtype): oneDNN's bf16 depthwise
+    backward is slower than its float32 one. Not on CUDA, where cuDNN's channels-last depthwise
+    kernels are unmeasured.
     """
     if x.device.type != "cpu":
         return conv(x)
+    if torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return depthwise_conv(conv, x.float()).to(x.dtype)
+    if x.dtype != torch.float32 or conv.weight.dtype != torch.float32:
+        return conv(x)  # a bf16 model: these layouts were measured in float32 only
     restore = not x.is_contiguous(memory_format=torch.channels_last_3d)
     x = x.contiguous(memory_format=torch.channels_last_3d)
     if conv.kernel_size[1:] == (1, 1) and conv.stride[1:] == (1, 1) and conv.padding[1:] == (0, 0):

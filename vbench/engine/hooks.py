@@ -175,7 +175,8 @@ class ResultsHook(HookBase):
         t = self.trainer
         if t.results is None:
             return
-        t.record["clock_s"] = t.clock.elapsed()
+        # the running clock, not the frozen time to target, so rows after the target still plot in time
+        t.record["clock_s"] = t.clock.total_s()
         t.results.add_epoch({key: t.record.get(key) for key in self.ROW_KEYS}, t.clock)
         excluded = t.record.get("eval_excluded")
         t.results.set_bad_videos(train=sorted(t.bad_videos.items()),

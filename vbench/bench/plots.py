@@ -22,12 +22,7 @@ def plot_accuracy_vs_time(runs, path, metric="clip", target=None, t_ref_s=None, 
     ax.set_xlabel("benchmark clock (s)")
     ax.set_ylabel(f"{metric} top-1 (%)")
     ax.set_title(title or f"{metric} top-1 against wall-clock time")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, [ax], path)
 
 
 def plot_throughput(runs, path, title=""):
@@ -43,7 +38,11 @@ def plot_throughput(runs, path, title=""):
     bottom.set_ylabel("data-wait share (%)")
     bottom.set_xlabel("epoch")
     top.set_title(title or "throughput per epoch")
-    for ax in (top, bottom):
+    return _save(fig, [top, bottom], path)
+
+
+def _save(fig, axes, path):
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -47,9 +47,11 @@ class Preset:
         return asdict(self)
 
 
+# demo: 4-6 shapes per video; with 1-2, a small X3D trained from scratch sat at chance for 15
+# epochs with 3 of 4 seeds, with 4-6 it passed 80% within 5-8 epochs with all 4 (2 classes).
 PRESETS = {
     "demo": Preset("demo", width=128, height=96, fps=15, num_frames=48, gop=250, crf=20,
-                   bit_rate=0, x264_preset="veryfast", shapes_per_video=(1, 2), noise_sigma=6.0,
+                   bit_rate=0, x264_preset="veryfast", shapes_per_video=(4, 6), noise_sigma=6.0,
                    camera=False),
     "kinetics-like": Preset("kinetics-like", width=340, height=256, fps=30, num_frames=300, gop=250,
                             crf=0, bit_rate=800_000, x264_preset="veryfast", shapes_per_video=(2, 4),

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from videos import read_frame_number, write_numbered_video  # noqa: E402
 from vbench.config import get_cfg  # noqa: E402
 from vbench.data import build_loader, check_bad_fraction
-from vbench.data.dataset import RawClip
+from vbench.data.dataset import RawClip, repeats_a_video
 from vbench.data.index import build_index
 from vbench.data.layouts import read_split
 from vbench.data.loader import loader_from_index
@@ -79,6 +79,18 @@ def test_training_epoch_delivers_every_planned_clip_once(data_root, workers):
     assert loader.mixing_stats()["mean_distinct_videos"] > 1.0
     short = [r for r in records if r[0] == 5]
     assert short == [(5, (0, 2, 4, 4))]  # 6 frames at 30 fps: 3 at 15 fps, the last one repeated
+
+
+def test_one_clip_per_video_comes_in_the_seeded_plan_order_without_a_buffer(data_root):
+    cfg = make_cfg(data_root, batch=3, TRAIN__SAMPLING="random_clips", TRAIN__CLIPS_PER_VIDEO=1)
+    loader = build_loader(cfg, "train", training=True, transform=RawClip())
+    batches = epoch_of(loader, epoch=1)
+    worker_clips = loader.spec.shard(loader.spec.plan(loader.infos, 1), 1).slots[0][0]
+    assert not repeats_a_video(worker_clips)
+    delivered = [int(v) for batch in batches for v, ok in zip(batch["video_ids"], batch["valid"]) if ok]
+    assert delivered == [c.video for c in worker_clips if c.valid]
+    several = build_loader(make_cfg(data_root), "train", training=True, transform=RawClip())
+    assert repeats_a_video(several.spec.shard(several.spec.plan(several.infos, 1), 1).slots[0][0])
 
 
 def test_resampled_frames_match_the_plan_formula(data_root):

@@ -170,9 +170,24 @@ def test_make_reference_round_trip(tmp_path):
     assert main(["--make-reference", "--cnn", *runs, "--out", str(out), "--name", "lab"]) == 0
     table = yaml.safe_load(out.read_text())
     assert table["tracks"]["cnn"]["t_ref_s"] == 100.0 and table["tracks"]["cnn"]["n_gpu_ref"] == 4
+    assert table["hardware"] == "4 x NVIDIA H100"
     ref = load_reference(str(out))
     ts = score_track("cnn", [runs[0]], ref)
     assert ts.score == pytest.approx(100.0 / 90.0)
+
+
+@pytest.mark.parametrize("name", ["reference.yaml", "reference_synthetic.yaml"])
+def test_shipped_reference_tables_match_their_configs(name):
+    from vbench.bench.reference import DEFAULT_REFERENCE
+    from vbench.config import load_config
+
+    ref = load_reference(os.path.join(os.path.dirname(DEFAULT_REFERENCE), name))
+    assert set(ref.tracks) == {"cnn", "transformer"}
+    for track, entry in ref.tracks.items():
+        cfg = load_config(resolve_config_path(entry.config), [])
+        assert cfg.BENCHMARK.TRACK == track
+        assert cfg.BENCHMARK.TARGET_TOP1 == pytest.approx(entry.target_top1)
+        assert entry.t_ref_s > 0 and entry.n_gpu_ref >= 1
 
 
 def test_bad_reference_file(tmp_path):

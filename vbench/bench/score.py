@@ -212,8 +212,10 @@ def _make_reference_main(args):
     if not track_runs:
         raise ScoreError("--make-reference needs --cnn and/or --transformer runs.")
     first = next(iter(track_runs.values()))[0]
-    gpu = (first.get("hardware") or {}).get("gpu") or {}
-    hardware = f"{gpu.get('count')} x {gpu.get('model')}" if gpu else "CPU"
+    hardware_block = first.get("hardware") or {}
+    gpu, cpu = hardware_block.get("gpu") or {}, hardware_block.get("cpu") or {}
+    hardware = (f"{gpu.get('count')} x {gpu.get('model')}" if gpu else
+                f"CPU: {cpu.get('model', 'unknown')}, {cpu.get('logical_cores', '?')} logical cores")
     table = make_reference(track_runs, args.name, hardware)
     with open(args.out, "w") as f:
         yaml.safe_dump(table, f, sort_keys=False)

@@ -92,7 +92,7 @@ _C.DATA_LOADER = CfgNode()
 _C.DATA_LOADER.NUM_WORKERS = 8  # loader worker processes per training process.
 _C.DATA_LOADER.PIN_MEMORY = True  # pin host memory for faster GPU copies.
 _C.DATA_LOADER.PREFETCH_FACTOR = 2  # batches prefetched per worker.
-_C.DATA_LOADER.SHUFFLE_BUFFER = 64  # clips mixed per worker so a batch is not one video.
+_C.DATA_LOADER.SHUFFLE_BUFFER = 64  # clips mixed per worker when a video gives several clips in a row.
 _C.DATA_LOADER.INDEX_WORKERS = 8  # threads probing video headers when building the index.
 
 # ---------------------------------------------------------------- solver

@@ -3,8 +3,8 @@
 A worker rebuilds the epoch's plan (a pure function of the videos, the spec and the epoch, read from
 a shared counter so persistent workers follow `set_epoch`), takes its slot, and for each of its
 videos decodes the union of the native frames all its clips need in ONE decoder call, then slices
-the clips out. Training clips pass through a seeded shuffle buffer (raw uint8 clips; the transform
-runs when a clip leaves the buffer) so a batch mixes videos. The worker collates whole batches
+the clips out. When a video gives several training clips, they pass through a seeded shuffle
+buffer (raw uint8 clips; the transform runs when a clip leaves the buffer) so a batch mixes videos. The worker collates whole batches
 itself; its last batch may be partial and the loader merges those (`vbench.data.loader`).
 
 Unreadable videos (the decoder raises `VideoDecodeError`): training reports each one in the next
@@ -80,6 +80,13 @@ def shuffled(items, size, rng):
         yield buffer[i]
 
 
+def repeats_a_video(clips):
+    """True if some video gives two clips in a row. Only then is the shuffle buffer needed: the
+    worker's plan is already a seeded permutation of videos, and filling the buffer delays every
+    epoch's first batch by `size` decodes."""
+    return any(a.video == b.video for a, b in zip(clips, clips[1:]))
+
+
 def _rows(frames, rows):
     """frames[rows]: a view when the rows are consecutive (windows plans), else a copy."""
     if rows == list(range(rows[0], rows[0] + len(rows))):
@@ -149,7 +156,7 @@ class ClipDataset(IterableDataset):
             random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
         reports, self._reported = [], set()
         samples = self._decoded(my_clips, plan, epoch, reports)
-        if self.shuffle_buffer > 1:
+        if self.shuffle_buffer > 1 and repeats_a_video(my_clips):
             samples = shuffled(samples, self.shuffle_buffer, rng)
         batch = []
         for ref, clip in samples:

@@ -32,7 +32,7 @@ setup(
         "PyYAML",
     ],
     extras_require={
-        "test": ["pytest"],
+        "test": ["pytest", "tensorboard"],
         "bench": ["pytorchvideo"],
         "codec": ["torchcodec"],
     },

@@ -103,6 +103,9 @@ def test_invalid_choice_and_impossible_settings():
         load_config(None, ["DATA.TRAIN_CROP_SIZE", "400"])
     with pytest.raises(ConfigError, match="ACCUM_STEPS"):
         load_config(None, ["NUM_GPUS", "2", "TRAIN.BATCH_SIZE", "6", "TRAIN.ACCUM_STEPS", "2"])
+    with pytest.raises(ConfigError, match="sync_batchnorm needs GPUs"):
+        load_config(None, ["NUM_GPUS", "0", "NUM_CPU_PROCS", "2", "BN.NORM_TYPE", "sync_batchnorm"])
+    load_config(None, ["NUM_GPUS", "0", "BN.NORM_TYPE", "sync_batchnorm"])  # one process: nothing to sync
 
 
 def test_slowfast_alias_jitter_scales():

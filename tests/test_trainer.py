@@ -188,6 +188,19 @@ def test_too_many_bad_videos_stop_training(tmp_path):
         fake_trainer(cfg, bad=bad).train()
 
 
+def test_tensorboard_events_hold_the_iteration_and_epoch_scalars(tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    cfg = fake_cfg(tmp_path, "TENSORBOARD.ENABLE", "True", "SOLVER.MAX_EPOCH", "2",
+                   "BENCHMARK.STOP_AT_TARGET", "False")
+    fake_trainer(cfg).train()
+    events = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train/loss", "train/lr", "epoch/loss", "epoch/clip_top1"} <= set(tags)
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 2 * TRAIN_BATCHES + 1))
+    assert [e.value for e in events.Scalars("epoch/clip_top1")] == [100.0, 100.0]
+
+
 # ------------------------------------------------------------------------------ real pipeline
 TINY_RUN = """
 NUM_GPUS: 0

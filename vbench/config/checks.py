@@ -93,6 +93,10 @@ def _check_batches(cfg):
         _require(_get(cfg, key) % world == 0,
                  f"config key '{key}' = {_get(cfg, key)} is the global batch and must divide evenly "
                  f"over {world} processes (NUM_GPUS x NUM_SHARDS); pick a multiple of {world}.")
+    # torch's SyncBatchNorm runs on GPUs only; one process needs no synchronisation
+    _require(cfg.BN.NORM_TYPE != "sync_batchnorm" or cfg.NUM_GPUS > 0 or world == 1,
+             f"BN.NORM_TYPE sync_batchnorm needs GPUs (torch's SyncBatchNorm does not run on the "
+             f"CPU), but NUM_GPUS is 0 with {world} processes; use BN.NORM_TYPE batchnorm.")
     per_process = cfg.TRAIN.BATCH_SIZE // world
     _require(per_process % cfg.TRAIN.ACCUM_STEPS == 0,
              f"the per-process batch {per_process} (TRAIN.BATCH_SIZE / processes) must divide "

@@ -218,6 +218,11 @@ def test_ensure_synthetic_rejects_other_parameters_and_foreign_folders(tmp_path)
     with pytest.raises(ConfigError, match="SEED|seed") as error:
         ensure_synthetic(tiny_cfg(root, SEED=3))
     assert "Delete the folder" in str(error.value) and "DATA.PATH_TO_DATA_DIR" in str(error.value)
+    marker = json.loads((root / "synthetic.json").read_text())
+    marker["preset_params"]["shapes_per_video"] = [1, 2]  # data made before the preset changed
+    (root / "synthetic.json").write_text(json.dumps(marker))
+    with pytest.raises(ConfigError, match=r"preset.shapes_per_video: \[1, 2\] there, \[4, 6\] wanted"):
+        ensure_synthetic(tiny_cfg(root))
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("not a dataset")

@@ -147,10 +147,13 @@ def _move_into_place(tmp_root, root):
 
 
 def generation_params(preset, num_classes, train_per_class, val_per_class, seed):
-    """What `synthetic.json` records and what reuse compares."""
-    return {"format_version": FORMAT_VERSION, "preset": resolve_preset(preset).name,
+    """What `synthetic.json` records and what reuse compares (the preset's fields too, so data
+    generated before a preset changed is not silently reused)."""
+    preset = resolve_preset(preset)
+    return {"format_version": FORMAT_VERSION, "preset": preset.name,
             "num_classes": int(num_classes), "train_per_class": int(train_per_class),
-            "val_per_class": int(val_per_class), "seed": int(seed)}
+            "val_per_class": int(val_per_class), "seed": int(seed),
+            "preset_params": json.loads(json.dumps(preset.as_dict()))}
 
 
 def generate_dataset(root, preset="demo", num_classes=4, train_per_class=16, val_per_class=4,
@@ -183,7 +186,7 @@ def generate_dataset(root, preset="demo", num_classes=4, train_per_class=16, val
         with open(os.path.join(tmp_root, "classes.json"), "w") as classes_file:
             json.dump(sorted(names), classes_file, indent=1)
         marker = dict(generation_params(preset_obj, num_classes, train_per_class, val_per_class,
-                                        seed), classes=sorted(names), preset_params=preset_obj.as_dict())
+                                        seed), classes=sorted(names))
         with open(os.path.join(tmp_root, MARKER_FILE), "w") as marker_file:
             json.dump(marker, marker_file, indent=1)
         _move_into_place(tmp_root, root)
@@ -217,8 +220,10 @@ def _check_marker(root, wanted):
     except (OSError, ValueError) as error:
         raise ConfigError(f"cannot read {marker_path} ({error}); delete {root} to regenerate "
                           "the synthetic dataset") from None
+    found = dict(found, **{f"preset.{k}": v for k, v in (found.get("preset_params") or {}).items()})
+    wanted = dict(wanted, **{f"preset.{k}": v for k, v in wanted["preset_params"].items()})
     differences = [f"{key}: {found.get(key)!r} there, {value!r} wanted"
-                   for key, value in wanted.items() if found.get(key) != value]
+                   for key, value in wanted.items() if key != "preset_params" and found.get(key) != value]
     if differences:
         raise ConfigError(
             f"DATA.PATH_TO_DATA_DIR {root} holds a synthetic dataset generated with other "

@@ -113,6 +113,14 @@ def test_indivisible_batch_fails_for_the_config_and_for_torchrun_worlds(tmp_path
         launch.preflight(cfg, world_size=3)  # e.g. torchrun --nproc_per_node 3
 
 
+def test_impossible_lr_schedule_fails_before_work(tmp_path):
+    cfg = load_config(None, ["NUM_GPUS", "0", "OUTPUT_DIR", str(tmp_path / "run"), "SOLVER.MAX_EPOCH", "1",
+                             "SOLVER.LR_POLICY", "cosine_linear_warmup", "SOLVER.WARMUP_EPOCHS", "1.0",
+                             "DATA.PATH_TO_DATA_DIR", str(tmp_path / "no_data")])
+    with pytest.raises(ConfigError, match="COSINE_MAX_EPOCH .* must be larger than SOLVER.WARMUP_EPOCHS"):
+        launch.preflight(cfg)  # named before the missing data folder is even looked at
+
+
 def test_unwritable_output_dir_is_named(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

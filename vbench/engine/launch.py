@@ -21,6 +21,7 @@ from vbench.config import ConfigError, load_config, world_size_of
 from vbench.config.args import parse_cfg_args
 from vbench.engine import distributed as du
 from vbench.engine.checkpoint import CheckpointError
+from vbench.engine.lr_policy import LRSchedule
 from vbench.engine.meters import TrainingDiverged
 
 
@@ -84,6 +85,8 @@ def preflight(cfg, world_size=None):
     check_devices(cfg)
     check_world(cfg, world_size or world_size_of(cfg))
     check_output_dir(cfg)
+    if cfg.TRAIN.ENABLE:
+        LRSchedule(cfg, iters_per_epoch=1)  # raises ConfigError on an impossible schedule
     if cfg.TRAIN.ENABLE or cfg.TEST.ENABLE:
         check_data_dir(cfg)
 

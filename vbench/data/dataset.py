@@ -4,8 +4,9 @@ A worker rebuilds the epoch's plan (a pure function of the videos, the spec and 
 a shared counter so persistent workers follow `set_epoch`), takes its slot, and for each of its
 videos decodes the union of the native frames all its clips need in ONE decoder call, then slices
 the clips out. When a video gives several training clips, they pass through a seeded shuffle
-buffer (raw uint8 clips; the transform runs when a clip leaves the buffer) so a batch mixes videos. The worker collates whole batches
-itself; its last batch may be partial and the loader merges those (`vbench.data.loader`).
+buffer (raw uint8 clips; the transform runs when a clip leaves the buffer) so a batch mixes
+videos. The worker collates whole batches itself; its last batch may be partial and the loader
+merges those (`vbench.data.loader`).
 
 Unreadable videos (the decoder raises `VideoDecodeError`): training reports each one in the next
 batch's "bad_videos" and substitutes the same number of clips from other videos, tried in a seeded

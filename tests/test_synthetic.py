@@ -247,6 +247,30 @@ def test_crash_mid_generation_leaves_no_dataset(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []  # neither the dataset nor its temporary folder
 
 
+def sigterm_handler_name(_):
+    import signal
+
+    handler = signal.getsignal(signal.SIGTERM)
+    return getattr(handler, "__name__", str(handler))
+
+
+def test_generation_workers_die_on_sigterm_even_under_the_trainers_handler():
+    import signal
+
+    def trainer_handler(signum, frame):  # like vbench.engine.launch._terminate
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, trainer_handler)
+    try:
+        with synthetic.worker_pool(2) as pool:
+            names = pool.map(sigterm_handler_name, range(4))
+            pool.close()
+            pool.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert names == [str(signal.SIG_DFL)] * 4
+
+
 def test_bad_arguments_and_cli(tmp_path, capsys):
     with pytest.raises(ValueError, match="classes"):
         generate_dataset(tmp_path / "x", TINY, num_classes=len(PATTERNS) + 1, progress=False)

@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import socket
 import time
 
@@ -98,6 +99,21 @@ def _plan(tmp_root, preset, names, per_split, seed):
     return jobs, lines
 
 
+def _default_sigterm():
+    # A forked worker inherits the trainer's Python SIGTERM handler (vbench.engine.launch). That
+    # handler runs only in the main thread, so a SIGTERM landing on one of FFmpeg's threads left a
+    # worker blocked on the pool's queue lock forever, and Pool.terminate waited for it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def worker_pool(workers):
+    """A process pool for generation. fork: workers start at once (spawn would re-import torch
+    through vbench.data); they only use NumPy and PyAV, so a parent's threads or CUDA context do
+    not matter."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method).Pool(workers, initializer=_default_sigterm)
+
+
 def _run_jobs(jobs, workers, progress):
     from tqdm import tqdm
 
@@ -108,13 +124,12 @@ def _run_jobs(jobs, workers, progress):
                 total_bytes += _make_video(job)
                 bar.update()
         else:
-            # fork: workers start at once (spawn would re-import torch through vbench.data);
-            # they only use NumPy and PyAV, so a parent's threads or CUDA context do not matter.
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            with multiprocessing.get_context(method).Pool(workers) as pool:
+            with worker_pool(workers) as pool:
                 for size in pool.imap_unordered(_make_video, jobs):
                     total_bytes += size
                     bar.update()
+                pool.close()  # let the workers finish on their own; the with-exit would kill them
+                pool.join()
     return total_bytes
 
 

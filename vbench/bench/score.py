@@ -155,7 +155,7 @@ def format_track(ts):
     """Human-readable lines for one track: per-run rows, aggregation and the track score."""
     ref = ts.reference
     lines = [f"{ts.track} track ({ref.model or ref.config}): target top-1 {ref.target_top1}, "
-             f"t_ref {ref.t_ref_s:.2f} s on {ref.n_gpu_ref} GPU(s)"]
+             f"t_ref {ref.t_ref_s:.2f} s, n_gpu_ref {ref.n_gpu_ref}"]
     for run in ts.runs:
         mark = "" if run.compliant else "  [NON-COMPLIANT]"
         lines.append(f"  {run.path}: t_bench {_fmt_time(run.t_bench_s)}, n_gpu {run.n_gpu_bench}, "

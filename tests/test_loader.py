@@ -93,6 +93,32 @@ def test_one_clip_per_video_comes_in_the_seeded_plan_order_without_a_buffer(data
     assert repeats_a_video(several.spec.shard(several.spec.plan(several.infos, 1), 1).slots[0][0])
 
 
+class CountingDecoder:
+    """A PyAV decoder that counts its decode calls (picklable: made in-process, workers 0)."""
+
+    def __init__(self):
+        from vbench.data.decoders import get_decoder
+        self.inner, self.calls = get_decoder("pyav"), 0
+
+    def decode(self, *args):
+        self.calls += 1
+        return self.inner.decode(*args)
+
+
+@pytest.mark.parametrize("per_clip", [False, True])
+def test_decode_per_clip_gives_the_same_clips_with_one_decode_each(data_root, per_clip):
+    cfg = make_cfg(data_root, DATA__DECODE_PER_CLIP=per_clip)
+    entries, classes = read_split(data_root, "val", layout="folder")
+    infos = build_index(entries, cache_dir=str(data_root / "index"), num_workers=1, progress=False)
+    decoder = CountingDecoder()
+    loader = loader_from_index(cfg, infos, classes, training=False, transform=RawClip(),
+                               decoder_factory=lambda: decoder)
+    records = clip_records(epoch_of(loader))  # checks every clip's pixels against its frames
+    planned = [(c.video, c.frames) for c in loader.plan.clips]
+    assert collections.Counter(records) == collections.Counter(planned)
+    assert decoder.calls == (len(planned) if per_clip else len({video for video, _ in planned}))
+
+
 def test_resampled_frames_match_the_plan_formula(data_root):
     loader = build_loader(make_cfg(data_root, DATA__FRAME_RATE=10.0), "val", training=False,
                           transform=RawClip())

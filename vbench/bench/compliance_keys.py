@@ -12,7 +12,8 @@ RESOURCE_KEYS = (
     "DATA_LOADER.*", "OUTPUT_DIR", "DATA.PATH_TO_DATA_DIR", "DATA.PATH_PREFIX", "DATA.INDEX_CACHE_DIR",
     # switches that keep the mathematics of the recipe
     "TRAIN.PRECISION", "MODEL.CHANNELS_LAST", "MODEL.COMPILE", "DETERMINISTIC",
-    "DATA.DECODING_BACKEND", "DATA.DECODER_THREADS", "DATA.DECODER_DEVICE", "DATA.GPU_TRANSFORMS",
+    "DATA.DECODING_BACKEND", "DATA.DECODER_THREADS", "DATA.DECODE_PER_CLIP", "DATA.DECODER_DEVICE",
+    "DATA.GPU_TRANSFORMS",
     "TRAIN.ACCUM_STEPS",  # micro-batches of the same global TRAIN.BATCH_SIZE
     "TEST.BATCH_SIZE",  # evaluation runs in eval mode: the batch size does not change predictions
     # seed: runs of one submission should differ; never choose a seed by looking at results

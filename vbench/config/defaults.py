@@ -73,6 +73,7 @@ _C.DATA.STD = [0.225, 0.225, 0.225]  # per-channel std.
 _C.DATA.INPUT_CHANNEL_NUM = [3]  # input channels per pathway (SlowFast).
 _C.DATA.DECODING_BACKEND = "pyav"  # "pyav" or "torchcodec".
 _C.DATA.DECODER_THREADS = 0  # decoder threads per worker; 0 lets the backend choose.
+_C.DATA.DECODE_PER_CLIP = False  # decode each clip alone (a seek each), as the reference did; for baselines.
 _C.DATA.DECODER_DEVICE = "cpu"  # "cpu" or "cuda" (torchcodec only).
 _C.DATA.GPU_TRANSFORMS = False  # resize/crop/normalise on the GPU; uint8 clips cross PCIe.
 _C.DATA.MAX_BAD_FRACTION = 0.01  # stop when more than this fraction of training videos is unreadable.

@@ -122,7 +122,7 @@ class ClipDataset(IterableDataset):
     """
 
     def __init__(self, infos, spec, transform, decoder_factory, shuffle_buffer=0,
-                 max_substitute_tries=10, frame_size=None):
+                 max_substitute_tries=10, frame_size=None, decode_per_clip=False):
         self.infos = list(infos)
         self.labels = [int(info.label) for info in self.infos]
         self.spec = spec
@@ -131,6 +131,7 @@ class ClipDataset(IterableDataset):
         self.shuffle_buffer = int(shuffle_buffer) if spec.training else 0
         self.max_substitute_tries = int(max_substitute_tries)
         self.frame_size = tuple(frame_size) if frame_size else None
+        self.decode_per_clip = bool(decode_per_clip)
         self.epoch = torch.zeros(1, dtype=torch.int64).share_memory_()  # read by persistent workers
         self._decoder = None
         self._known_bad = {}  # video -> reason, remembered by this process across epochs
@@ -169,12 +170,13 @@ class ClipDataset(IterableDataset):
             yield collate(batch, self.labels, reports)
 
     def _decoded(self, clips, plan, epoch, reports):
-        """(ClipRef, uint8 T H W C) for every clip, video by video; failures go to `reports`."""
+        """(ClipRef, uint8 T H W C) for every clip, video by video (clip by clip if
+        `decode_per_clip`); failures go to `reports`."""
         start = 0
         while start < len(clips):
             video = clips[start].video
-            end = start
-            while end < len(clips) and clips[end].video == video:
+            end = start + 1
+            while end < len(clips) and clips[end].video == video and not self.decode_per_clip:
                 end += 1
             refs = clips[start:end]
             start = end

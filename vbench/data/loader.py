@@ -303,7 +303,8 @@ def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, t
     dataset = ClipDataset(infos, spec, transform or _clip_transform(cfg, training), decoder_factory,
                           shuffle_buffer=cfg.DATA_LOADER.SHUFFLE_BUFFER,
                           max_substitute_tries=cfg.DATA.MAX_SUBSTITUTE_TRIES,
-                          frame_size=modal_frame_size(infos) if gpu else None)
+                          frame_size=modal_frame_size(infos) if gpu else None,
+                          decode_per_clip=cfg.DATA.DECODE_PER_CLIP)
     extra = {}
     if num_workers > 0:
         extra = {"prefetch_factor": cfg.DATA_LOADER.PREFETCH_FACTOR, "persistent_workers": True,

@@ -3,9 +3,13 @@
 
 See `vbench.engine.launch`.
 """
+import os
 import sys
 
-from vbench.engine.launch import run_net_main
+# this checkout's vbench first, even when another copy is pip-installed
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vbench.engine.launch import run_net_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(run_net_main())

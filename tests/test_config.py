@@ -125,6 +125,11 @@ def test_positional_and_opts_overrides_parse_the_same():
     assert positional.opts == after_opts.opts == ["NUM_GPUS", "4", "DATA_LOADER.NUM_WORKERS", "32"]
 
 
+def test_flags_after_the_overrides_are_still_flags():
+    args = parse_cfg_args(["NUM_GPUS", "4", "--cfg", "a.yaml", "DATA.NUM_FRAMES", "8", "--cfg=b.yaml"], "t")
+    assert args.cfg_file == "b.yaml" and args.opts == ["NUM_GPUS", "4", "DATA.NUM_FRAMES", "8"]
+
+
 MODEL_CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
                        if os.sep + "benchmark" + os.sep not in p)  # benchmark/ holds reference tables
 

@@ -234,31 +234,8 @@ def _build_parser():
     return parser
 
 
-_VALUE_FLAGS = {"--cfg": "cfg_file", "--names": "names", "--configs-dir": "configs_dir"}
-_SWITCHES = {"--markdown": "markdown", "--all-configs": "all_configs", "--no-progress": "no_progress"}
-
-
-def _take_trailing_flags(args):
-    """Flags written after the KEY VALUE overrides land in `args.opts`; move them back."""
-    opts, words, i = [], args.opts, 0
-    while i < len(words):
-        flag, has_value, inline = words[i].partition("=")
-        if flag in _VALUE_FLAGS and (has_value or i + 1 < len(words)):
-            setattr(args, _VALUE_FLAGS[flag], inline if has_value else words[i + 1])
-            i += 1 if has_value else 2
-        elif words[i] in _SWITCHES:
-            setattr(args, _SWITCHES[words[i]], True)
-            i += 1
-        else:
-            opts.append(words[i])
-            i += 1
-    args.opts = opts
-    return args
-
-
 def main(argv=None):
     args = parse_cfg_args(list(sys.argv[1:] if argv is None else argv), DESCRIPTION, _build_parser())
-    args = _take_trailing_flags(args)
     names = [n.strip() for n in args.names.split(",") if n.strip()] or None
     cfg = None
     try:

@@ -100,9 +100,9 @@ def _plan(tmp_root, preset, names, per_split, seed):
 
 
 def _default_sigterm():
-    # A forked worker inherits the trainer's Python SIGTERM handler (vbench.engine.launch). That
-    # handler runs only in the main thread, so a SIGTERM landing on one of FFmpeg's threads left a
-    # worker blocked on the pool's queue lock forever, and Pool.terminate waited for it.
+    # A forked worker inherits the trainer's Python SIGTERM handler (vbench.engine.launch). With it,
+    # Pool.terminate sometimes left a worker alive, blocked on the pool's queue lock, and waited
+    # for it forever (seen in about 1 of 3 generations inside the trainer).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
@@ -222,6 +222,13 @@ def generate_dataset(root, preset="demo", num_classes=4, train_per_class=16, val
     return summary
 
 
+def _flat_params(params):
+    """Generation parameters with the preset's fields as "preset.<field>" keys, for comparing."""
+    flat = {key: value for key, value in params.items() if key != "preset_params"}
+    flat.update({f"preset.{key}": value for key, value in (params.get("preset_params") or {}).items()})
+    return flat
+
+
 def _check_marker(root, wanted):
     """Raise ConfigError when `root` was generated with other parameters."""
     from vbench.config import ConfigError
@@ -235,10 +242,9 @@ def _check_marker(root, wanted):
     except (OSError, ValueError) as error:
         raise ConfigError(f"cannot read {marker_path} ({error}); delete {root} to regenerate "
                           "the synthetic dataset") from None
-    found = dict(found, **{f"preset.{k}": v for k, v in (found.get("preset_params") or {}).items()})
-    wanted = dict(wanted, **{f"preset.{k}": v for k, v in wanted["preset_params"].items()})
+    found, wanted = _flat_params(found), _flat_params(wanted)
     differences = [f"{key}: {found.get(key)!r} there, {value!r} wanted"
-                   for key, value in wanted.items() if key != "preset_params" and found.get(key) != value]
+                   for key, value in wanted.items() if found.get(key) != value]
     if differences:
         raise ConfigError(
             f"DATA.PATH_TO_DATA_DIR {root} holds a synthetic dataset generated with other "

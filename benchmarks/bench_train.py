@@ -21,14 +21,12 @@ otherwise MFU is not reported. KEY VALUE overrides go to every run (resources: N
 TRAIN.PRECISION, MODEL.COMPILE, ...; or a smaller clip for a CPU smoke test).
 """
 import argparse
-import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from training_runs import ROOT, machine_line, prepare_data, run_net
+
 TRACK_CONFIGS = {"cnn": "configs/Kinetics/X3D_M.yaml", "transformer": "configs/Kinetics/MVIT_B_16x4.yaml"}
 # Dense bf16/fp16 tensor-core peak, TFLOPS per GPU (NVIDIA datasheets), matched in this order.
 PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0)]
@@ -58,8 +56,8 @@ def data_opts(args):
             "SYNTH.TRAIN_PER_CLASS", str(args.videos_per_class), "SYNTH.VAL_PER_CLASS", "2"]
 
 
-def run_opts(args, out):
-    return [*data_opts(args), "OUTPUT_DIR", out, "SOLVER.MAX_EPOCH", str(args.epochs),
+def run_opts(args):
+    return [*data_opts(args), "SOLVER.MAX_EPOCH", str(args.epochs),
             "BENCHMARK.STOP_AT_TARGET", "False", "TRAIN.AUTO_RESUME", "False",
             "TRAIN.CHECKPOINT_PERIOD", str(args.epochs), "TRAIN.EVAL_PERIOD", str(args.epochs)]
 
@@ -86,15 +84,7 @@ def peak_tflops(results, given):
 
 def measure(track, args, opts):
     cfg_file = os.path.join(ROOT, TRACK_CONFIGS[track])
-    out = os.path.join(args.out, track)
-    command = [sys.executable, os.path.join(ROOT, "tools", "run_net.py"), "--cfg", cfg_file,
-               *run_opts(args, out), *opts]
-    print(f"[{track}] {' '.join(command)}", flush=True)
-    process = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if process.returncode:
-        sys.exit(f"[{track}] failed (exit {process.returncode}):\n{process.stdout[-4000:]}")
-    with open(os.path.join(out, "results.json")) as f:
-        results = json.load(f)
+    _, results = run_net(track, cfg_file, os.path.join(args.out, track), [*run_opts(args), *opts])
     steady = results["epochs"][1:]
     devices = results["world"]["num_devices"]
     clips_per_s = statistics.median(e["clips_per_s"] for e in steady)
@@ -106,7 +96,7 @@ def measure(track, args, opts):
             "devices": devices, "clips_per_s": clips_per_s, "per_device": clips_per_s / devices,
             "data_wait": statistics.median(e["data_wait_fraction"] for e in steady),
             "gflops": gflops, "tflops": achieved, "mfu": achieved / peak if achieved and peak else None,
-            "hardware": results["hardware"], "peak": peak}
+            "results": results, "peak": peak}
 
 
 def cell(value, fmt):
@@ -116,10 +106,7 @@ def cell(value, fmt):
 def main(argv=None):
     args = parse_args(argv)
     opts = [word for word in args.opts if word != "--opts"]
-    from vbench.config import load_config
-    from vbench.data.synthetic import ensure_synthetic
-
-    ensure_synthetic(load_config(os.path.join(ROOT, TRACK_CONFIGS[args.tracks[0]]), [*data_opts(args), *opts]))
+    prepare_data(os.path.join(ROOT, TRACK_CONFIGS[args.tracks[0]]), [*data_opts(args), *opts])
     rows = [measure(track, args, opts) for track in args.tracks]
     print("\n| track | model | device x count | precision | clips/s | clips/s per device | data wait "
           "| train GFLOPs/clip | TFLOPS per device | MFU |")
@@ -128,11 +115,8 @@ def main(argv=None):
         print(f"| {r['track']} | {r['model']} | {r['device']} x {r['devices']} | {r['precision']} | "
               f"{r['clips_per_s']:.1f} | {r['per_device']:.1f} | {r['data_wait']:.1%} | "
               f"{cell(r['gflops'], '.1f')} | {cell(r['tflops'], '.2f')} | {cell(r['mfu'], '.1%')} |")
-    hw = rows[0]["hardware"]
-    gpu = f"{hw['gpu']['count']} x {hw['gpu']['model']}" if hw["gpu"] else "none"
-    print(f"\nmedian over epochs 2-{args.epochs}; machine: {hw['cpu']['model']} "
-          f"({hw['cpu']['logical_cores']} logical cores), GPU: {gpu}, peak used for MFU: "
-          f"{cell(rows[0]['peak'], '.1f')} TFLOPS; {platform.platform()}")
+    print(f"\nmedian over epochs 2-{args.epochs}; peak used for MFU: {cell(rows[0]['peak'], '.1f')} "
+          f"TFLOPS; {machine_line(rows[0]['results'])}")
     return 0
 
 

@@ -15,15 +15,13 @@ KEY VALUE overrides go to both runs (e.g. NUM_GPUS 1 DATA_LOADER.NUM_WORKERS 8 o
 Prints one table and the ratio reference-style time / vbench time.
 """
 import argparse
-import json
+import math
 import os
-import platform
 import shutil
-import subprocess
 import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from training_runs import ROOT, machine_line, prepare_data, run_net
+
 REFERENCE_STYLE = ["TRAIN.PRECISION", "fp32", "MODEL.CHANNELS_LAST", "False", "MODEL.COMPILE", "False",
                    "BENCHMARK.STOP_AT_TARGET", "False", "NUM_CPU_PROCS", "1", "TRAIN.AUTO_RESUME", "False",
                    "DATA.DECODE_PER_CLIP", "True"]
@@ -36,28 +34,6 @@ def parse_args(argv=None):
                         help="folder for the two run folders (emptied first)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for both runs")
     return parser.parse_args(argv)
-
-
-def prepare_data(cfg_file, opts):
-    """Generate the synthetic dataset (if the config asks for it) before anything is timed."""
-    from vbench.config import load_config
-    from vbench.data.synthetic import ensure_synthetic
-
-    ensure_synthetic(load_config(cfg_file, opts))
-
-
-def run(name, cfg_file, out, opts):
-    command = [sys.executable, os.path.join(ROOT, "tools", "run_net.py"), "--cfg", cfg_file,
-               "OUTPUT_DIR", out, *opts]
-    print(f"[{name}] {' '.join(command)}", flush=True)
-    start = time.monotonic()
-    process = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wall_s = time.monotonic() - start
-    if process.returncode:
-        sys.exit(f"[{name}] failed (exit {process.returncode}):\n{process.stdout[-4000:]}")
-    with open(os.path.join(out, "results.json")) as f:
-        results = json.load(f)
-    return wall_s, results
 
 
 def final_top1(results):
@@ -73,8 +49,8 @@ def main(argv=None):
     os.makedirs(args.out)
     prepare_data(args.cfg, opts)
 
-    wall_v, res_v = run("vbench", args.cfg, os.path.join(args.out, "vbench"), opts)
-    wall_r, res_r = run("reference-style", args.cfg, os.path.join(args.out, "reference_style"),
+    wall_v, res_v = run_net("vbench", args.cfg, os.path.join(args.out, "vbench"), opts)
+    wall_r, res_r = run_net("reference-style", args.cfg, os.path.join(args.out, "reference_style"),
                         opts + REFERENCE_STYLE)
     bench_v, bench_r = res_v["benchmark"], res_r["benchmark"]
     target = bench_v["target_top1"]
@@ -87,12 +63,9 @@ def main(argv=None):
           f"{bench_v['setup_s']:.1f} (untimed) | {wall_v:.1f} |")
     print(f"| reference-style | {t_r:.1f} | {len(res_r['epochs'])} | {final_top1(res_r):.2f} | "
           f"{bench_r['setup_s']:.1f} (timed) | {wall_r:.1f} |")
-    print(f"\ntarget {bench_v['metric']} top-1 {target:.2f}; "
-          f"speed-up (reference-style / vbench) = {t_r / t_v:.2f}x")
-    hw = res_v["hardware"]
-    print(f"machine: {hw['cpu']['model']} ({hw['cpu']['logical_cores']} logical cores), "
-          f"GPU: {hw['gpu']['model'] if hw['gpu'] else 'none'}, {platform.platform()}; "
-          f"load average at the end {os.getloadavg()[0]:.1f}")
+    speedup = f"{t_r / t_v:.2f}x" if math.isfinite(t_v) else "n/a (vbench did not reach the target)"
+    print(f"\ntarget {bench_v['metric']} top-1 {target:.2f}; speed-up (reference-style / vbench) = {speedup}")
+    print(f"{machine_line(res_v)}; load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 
 

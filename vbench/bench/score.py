@@ -19,6 +19,7 @@ import yaml
 from .compliance import compare_with_recipe, recipe_config, setup_differences
 from .reference import TRACKS, ScoreError, load_reference, make_reference, resolve_config_path
 from .results import ResultsError, load_results
+from .sysinfo import describe_hardware
 
 
 @dataclass
@@ -212,11 +213,7 @@ def _make_reference_main(args):
     if not track_runs:
         raise ScoreError("--make-reference needs --cnn and/or --transformer runs.")
     first = next(iter(track_runs.values()))[0]
-    hardware_block = first.get("hardware") or {}
-    gpu, cpu = hardware_block.get("gpu") or {}, hardware_block.get("cpu") or {}
-    hardware = (f"{gpu.get('count')} x {gpu.get('model')}" if gpu else
-                f"CPU: {cpu.get('model', 'unknown')}, {cpu.get('logical_cores', '?')} logical cores")
-    table = make_reference(track_runs, args.name, hardware)
+    table = make_reference(track_runs, args.name, describe_hardware(first.get("hardware") or {}))
     with open(args.out, "w") as f:
         yaml.safe_dump(table, f, sort_keys=False)
     print(f"wrote reference table '{args.out}' ({', '.join(track_runs)})")

@@ -149,6 +149,14 @@ def collect_sysinfo(data_path=None):
     return {"hardware": hardware, "software": software_info()}
 
 
+def describe_hardware(hardware):
+    """One line for a results.json hardware block: the GPUs, else the CPU."""
+    gpu, cpu = hardware.get("gpu"), hardware.get("cpu") or {}
+    if gpu:
+        return f"{gpu.get('count')} x {gpu.get('model')}"
+    return f"CPU: {cpu.get('model', 'unknown')}, {cpu.get('logical_cores', '?')} logical cores"
+
+
 def format_sysinfo(info):
     """A readable block of `collect_sysinfo` output."""
     hw, sw = info["hardware"], info["software"]

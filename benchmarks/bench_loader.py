@@ -22,7 +22,6 @@ machine shared with other jobs the rates follow the load, the CPU cost per clip 
 """
 import argparse
 import os
-import platform
 import resource
 import time
 
@@ -32,6 +31,7 @@ import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vbench.bench.sysinfo import cpu_model
 from vbench.config import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -227,7 +227,7 @@ def main(argv=None):
     entries, _ = read_split(root, "train", layout="auto")
     infos = build_index(entries, cache_dir=cfg.DATA.INDEX_CACHE_DIR, num_workers=args.workers)
     warm_page_cache(infos)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs, "
           f"load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, av {av.__version__}")
     runs, cpu_runs = [], []
     for _ in range(args.repeats):

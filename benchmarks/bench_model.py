@@ -24,7 +24,6 @@ The PyTorchVideo X3D head ends with a softmax even in training; the reference is
 """
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from vbench.bench.sysinfo import cpu_model
 from vbench.config import load_config
 from vbench.models import build_model
 
@@ -172,13 +172,7 @@ def report(name, runners, device):
 
 def machine():
     """CPU model, core count and torch version, for the record."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
 
 
 def load_average():

@@ -11,13 +11,13 @@ ratio, and the largest difference between the two outputs.
 """
 import argparse
 import os
-import platform
 import random
 import time
 
 import numpy as np
 import torch
 
+from vbench.bench.sysinfo import cpu_model
 from vbench.config import load_config
 from vbench.data.loader import keep_freed_memory
 from vbench.data.transforms import TrainTransform, resize_crop_normalise, resized_crop
@@ -73,7 +73,7 @@ def main(argv=None):
     keep_freed_memory()
     cfg = load_config(os.path.join(REPO, "configs/Kinetics/X3D_M.yaml"), ["NUM_GPUS", "0"])
     transform = TrainTransform(cfg)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs, "
           f"load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, {args.threads} thread(s)")
     print(f"X3D-M train transform: short side {list(cfg.DATA.TRAIN_JITTER_SCALES)}, crop "
           f"{cfg.DATA.TRAIN_CROP_SIZE}, flip; {args.clips} clips of {args.frames} frames per shape; "

@@ -144,3 +144,27 @@ def test_get_cfg_returns_independent_copies():
     a, b = get_cfg(), get_cfg()
     a.SOLVER.BASE_LR = 123.0
     assert b.SOLVER.BASE_LR != 123.0
+
+
+def test_auto_keys_take_auto_or_their_type(tmp_path):
+    assert load_config(None, ["MODEL.CHANNELS_LAST", "auto"]).MODEL.CHANNELS_LAST == "auto"
+    assert load_config(None, ["MODEL.CHANNELS_LAST", "True"]).MODEL.CHANNELS_LAST is True
+    yaml_file = write(tmp_path / "cl.yaml", "MODEL:\n  CHANNELS_LAST: auto\n")
+    assert load_config(yaml_file).MODEL.CHANNELS_LAST == "auto"
+    with pytest.raises(ConfigError, match=r"MODEL.CHANNELS_LAST.*a boolean or \"auto\""):
+        load_config(None, ["MODEL.CHANNELS_LAST", "sometimes"])
+
+
+def test_resolve_resources_replaces_every_auto_and_reports_it():
+    from vbench.engine.resources import require_resolved, resolve_resources
+
+    cfg = load_config(None, ["NUM_GPUS", "0", "TRAIN.PRECISION", "auto", "MODEL.CHANNELS_LAST", "auto"])
+    with pytest.raises(ConfigError, match="MODEL.CHANNELS_LAST"):
+        require_resolved(cfg)
+    resolved_cfg, resolved = resolve_resources(cfg)
+    assert resolved == {"TRAIN.PRECISION": "fp32", "MODEL.CHANNELS_LAST": False}
+    assert resolved_cfg.TRAIN.PRECISION == "fp32" and resolved_cfg.MODEL.CHANNELS_LAST is False
+    assert resolved_cfg.is_frozen() and cfg.MODEL.CHANNELS_LAST == "auto"  # the input is untouched
+    require_resolved(resolved_cfg)
+    concrete = load_config(None, ["NUM_GPUS", "0"])
+    assert resolve_resources(concrete) == (concrete, {})

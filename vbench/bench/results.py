@@ -4,7 +4,8 @@ Trainer side (rank 0 only; see also vbench/bench/clock.py):
 
     writer = ResultsWriter(os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE), cfg,
                            world=world_block(cfg, device="cuda", precision="bf16"),
-                           config_file=args.cfg_file, command=sys.argv)     # writes status "running"
+                           config_file=args.cfg_file, command=sys.argv,
+                           resolved={"TRAIN.PRECISION": "bf16"})   # writes status "running"
     writer.load_state_dict(checkpoint["results"])        # when resuming (restores earlier epochs)
     ...  # after each evaluation:
     if target_reached(metrics, cfg): clock.stop()
@@ -141,7 +142,8 @@ def _path_reasons(items):
 class ResultsWriter:
     """Builds results.json for one run and rewrites it atomically at every change."""
 
-    def __init__(self, path, cfg, *, world, config_file="", command=(), sysinfo=None, data_path=None):
+    def __init__(self, path, cfg, *, world, config_file="", command=(), sysinfo=None, data_path=None,
+                 resolved=None):
         self.path = path
         self._cfg = cfg
         if sysinfo is None:
@@ -160,7 +162,7 @@ class ResultsWriter:
                           "time_to_target_s": None, "epochs_to_target": None, "setup_s": 0.0,
                           "stop_at_target": bool(cfg.BENCHMARK.STOP_AT_TARGET), "total_time_s": 0.0,
                           "resumes": 0, "resume_added_s": 0.0, "clock_warnings": []},
-            "world": dict(world),
+            "world": dict(world), "resolved": dict(resolved or {}),
             "hardware": sysinfo["hardware"], "software": sysinfo["software"],
             "epochs": [], "peak_gpu_memory_gib": None,
             "bad_videos": {"train": [], "eval_excluded": []},
@@ -267,6 +269,7 @@ RESULTS_SPEC = {
                   "clock_warnings?": ListOf(str)},
     "world": {"num_gpus": int, "num_devices": int, "world_size": int, "num_shards": int,
               "device": Choice("cuda", "cpu"), "precision": Choice("fp32", "fp16", "bf16")},
+    "resolved?": dict,
     "hardware": {
         "gpu": Nullable({"model": str, "count": int, "memory_gib": (*NUMBER, NULL), "driver": (str, NULL),
                          "cuda": (str, NULL), "cudnn": (str, NULL)}),

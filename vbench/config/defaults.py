@@ -7,6 +7,11 @@ from fvcore.common.config import CfgNode
 
 _C = CfgNode()
 
+AUTO = "auto"
+# Keys that take either a value of the given type or "auto"; each "auto" is decided per machine at
+# launch, in one place (vbench/engine/resources.py), and recorded under "resolved" in results.json.
+AUTO_KEYS = {"MODEL.CHANNELS_LAST": bool}
+
 # ---------------------------------------------------------------- run and resources
 _C.NUM_GPUS = 1  # GPUs per node (one process each); 0 trains on the CPU in one process.
 _C.NUM_SHARDS = 1  # number of nodes (machines) taking part in the run.
@@ -131,7 +136,7 @@ _C.MODEL.LOSS_FUNC = "cross_entropy"  # training loss.
 _C.MODEL.DROPOUT_RATE = 0.5  # dropout before the final projection.
 _C.MODEL.WEIGHTS = ""  # local weights file (vbench, PyTorchVideo, SlowFast or torchvision format).
 _C.MODEL.WEIGHTS_FORMAT = "auto"  # "auto", "vbench", "pytorchvideo", "slowfast", "torchvision".
-_C.MODEL.CHANNELS_LAST = False  # channels_last_3d memory format.
+_C.MODEL.CHANNELS_LAST = False  # channels_last_3d memory format: True, False or "auto".
 _C.MODEL.COMPILE = False  # torch.compile the model.
 
 # ---------------------------------------------------------------- X3D

@@ -9,7 +9,7 @@ import os
 import yaml
 from fvcore.common.config import CfgNode
 
-from .defaults import get_cfg
+from .defaults import AUTO, AUTO_KEYS, get_cfg
 
 BASE_KEY = "_BASE_"
 
@@ -56,6 +56,10 @@ def _describe_type(value):
 
 def _coerce(key, old, new, source):
     """Convert `new` to the type of the default `old`, or raise naming the expected type."""
+    if key in AUTO_KEYS:
+        if new == AUTO:
+            return AUTO
+        old = AUTO_KEYS[key]()  # an example of the key's type, whatever its default
     if isinstance(new, str) and not isinstance(old, str):
         try:
             new = ast.literal_eval(new)
@@ -78,8 +82,9 @@ def _coerce(key, old, new, source):
             return list(new)
     elif old is None:
         return new
+    expected = _describe_type(old) + (f' or "{AUTO}"' if key in AUTO_KEYS else "")
     raise ConfigError(
-        f"config key '{key}' (from {source}) expects {_describe_type(old)}, "
+        f"config key '{key}' (from {source}) expects {expected}, "
         f"got {new!r}. Example default: {old!r}."
     )
 
@@ -148,6 +153,16 @@ def merge_opts(cfg, opts):
     for key, value in zip(opts[0::2], opts[1::2]):
         _set(cfg, key, value, "the command line")
     return cfg
+
+
+def replace_values(cfg, values, source="the run-time resolution of \"auto\" values"):
+    """A frozen copy of `cfg` with the dotted keys of `values` set, checked like overrides."""
+    out = cfg.clone()
+    out.defrost()
+    for key, value in values.items():
+        _set(out, key, value, source)
+    out.freeze()
+    return out
 
 
 def load_config(cfg_file=None, opts=None, freeze=True):

@@ -109,9 +109,12 @@ def run_test(cfg, ctx):
     from vbench.data.loader import build_loader
     from vbench.engine.checkpoint import seed_everything
     from vbench.engine.log import get_logger, log_json_stats
-    from vbench.engine.trainer import load_initial_weights, make_autocast, resolve_precision
+    from vbench.engine.precision import make_autocast, resolve_precision
+    from vbench.engine.resources import require_resolved
+    from vbench.engine.trainer import load_initial_weights
     from vbench.models import build_model
 
+    require_resolved(cfg)
     seed_everything(cfg.RNG_SEED)
     model = build_model(cfg)
     path = find_test_checkpoint(cfg)

@@ -23,6 +23,7 @@ from vbench.engine import distributed as du
 from vbench.engine.checkpoint import CheckpointError
 from vbench.engine.lr_policy import LRSchedule
 from vbench.engine.meters import TrainingDiverged
+from vbench.engine.resources import resolve_resources
 
 
 # ---------------------------------------------------------------------------- preflight
@@ -180,9 +181,10 @@ def launch(cfg, config_file=None, command=None, setup_started=None):
     """
     world = int(os.environ["WORLD_SIZE"]) if du.launched_by_torchrun() else world_size_of(cfg)
     preflight(cfg, world)
+    cfg, resolved = resolve_resources(cfg)
     # CLOCK_MONOTONIC is shared by every process of this machine: spawned workers can use it.
     run_info = {"config_file": config_file, "command": list(command or sys.argv),
-                "setup_started": setup_started or time.monotonic()}
+                "setup_started": setup_started or time.monotonic(), "resolved": resolved}
     launch_workers(cfg, run_job, run_info)
 
 

@@ -20,27 +20,12 @@ from vbench.engine.checkpoint import (Checkpointer, capture_rng_state, model_sta
                                       restore_rng_state, seed_everything)
 from vbench.engine.log import get_logger
 from vbench.engine.meters import TrainMeter, WaitTimer, check_finite
+from vbench.engine.precision import make_autocast, resolve_precision
+from vbench.engine.resources import require_resolved
 
 
 class TooManyBadVideos(RuntimeError):
     """More training videos were unreadable than DATA.MAX_BAD_FRACTION allows."""
-
-
-def resolve_precision(requested, device):
-    """fp32 | fp16 | bf16 for "auto": bf16 where supported, fp16 on older GPUs, fp32 on the CPU."""
-    if requested != "auto":
-        return requested
-    if device.type != "cuda":
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def make_autocast(precision, device):
-    """A zero-argument factory of the autocast context for `precision`."""
-    if precision == "fp32":
-        return nullcontext
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def prepare_model(model, cfg, ctx):
@@ -71,6 +56,7 @@ class Trainer:
         from vbench.engine.lr_policy import LRSchedule
         from vbench.engine.optimizer import build_optimizer
 
+        require_resolved(cfg)
         self.cfg = cfg
         self.ctx = ctx or du.DistContext()
         self.output_dir = cfg.OUTPUT_DIR
@@ -338,7 +324,8 @@ def build_trainer(cfg, ctx, run_info=None, clock=None, **parts):
         trainer.results = ResultsWriter(
             os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE), cfg,
             world=world_block(cfg, ctx.device.type, trainer.precision),
-            config_file=run_info.get("config_file") or "", command=run_info.get("command", ()))
+            config_file=run_info.get("config_file") or "", command=run_info.get("command", ()),
+            resolved=run_info.get("resolved"))
         write_class_names(trainer.train_loader.class_names, cfg.OUTPUT_DIR)
     trainer.resume_or_load()
     return trainer

@@ -1,0 +1,46 @@
+"""Run-time resources: every setting left to the machine ("auto") decided in one place, at launch.
+
+`resolve_resources(cfg)` returns (cfg, resolved): a frozen copy of the config in which each such
+value is replaced by the one this run uses, and {dotted key: value} of those decisions, which
+results.json records under "resolved". Code downstream reads concrete values only; a config that
+still holds "auto" (a Trainer built by hand) is refused by `require_resolved`.
+"""
+import torch
+
+from vbench.config import AUTO, AUTO_KEYS, ConfigError, replace_values
+from vbench.engine.precision import resolve_precision
+
+
+def run_device(cfg):
+    return torch.device("cuda" if cfg.NUM_GPUS > 0 else "cpu")
+
+
+def _value(cfg, key):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def resource_decisions(cfg):
+    """{key: value} for every "auto" in `cfg`, as this machine resolves it."""
+    device = run_device(cfg)
+    decisions = {}
+    if cfg.TRAIN.PRECISION == AUTO:
+        decisions["TRAIN.PRECISION"] = resolve_precision(AUTO, device)
+    if cfg.MODEL.CHANNELS_LAST == AUTO:
+        decisions["MODEL.CHANNELS_LAST"] = False
+    return decisions
+
+
+def resolve_resources(cfg):
+    """(cfg with every "auto" replaced, {key: value resolved}); see the module docstring."""
+    decisions = resource_decisions(cfg)
+    return (replace_values(cfg, decisions) if decisions else cfg), decisions
+
+
+def require_resolved(cfg):
+    """Raise when a key that takes "auto" still holds it (call `resolve_resources` first)."""
+    left = [key for key in AUTO_KEYS if _value(cfg, key) == AUTO]
+    if left:
+        raise ConfigError(f"config keys {left} are still \"auto\"; resolve them with "
+                          f"vbench.engine.resources.resolve_resources(cfg) before building the trainer.")

@@ -21,7 +21,7 @@ setup(
         "torchvision>=0.19",
         "fvcore",
         "yacs",
-        "av>=12",
+        "av>=13",  # StreamContainer.best (FFmpeg's best video stream)
         "simplejson",
         "iopath",
         "timm",

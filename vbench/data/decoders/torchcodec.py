@@ -7,7 +7,7 @@ VP9 webm test videos (and 49 instead of 50 frames for a webm without a frame cou
 AVI files with packed B-frames carry wrong frame pts; torchcodec 0.17 then returns neighbouring
 frames or fails ("no more frames left to decode"). Videos whose index entry says
 timestamps == "count" are therefore decoded by the PyAV backend (counting frames) and moved to
-the device.
+the device. The stream decoded is the index's `VideoInfo.stream_index`, as for PyAV.
 """
 from .base import Decoder, VideoDecodeError, check_request
 from .pyav import PyAVDecoder
@@ -36,8 +36,8 @@ class TorchCodecDecoder(Decoder):
         self._video_decoder = import_video_decoder()
         self._fallback = PyAVDecoder(threads=threads)
 
-    def _open(self, path):
-        kwargs = {"device": self.device, "seek_mode": "exact"}
+    def _open(self, path, stream_index):
+        kwargs = {"device": self.device, "seek_mode": "exact", "stream_index": stream_index}
         if self.threads > 0 and self.device == "cpu":
             kwargs["num_ffmpeg_threads"] = self.threads
         return self._video_decoder(path, **kwargs)
@@ -45,13 +45,12 @@ class TorchCodecDecoder(Decoder):
     def decode(self, path, frame_indices, info=None):
         path = str(path)
         indices = check_request(path, frame_indices, info)
-        if info is not None and info.error:
-            raise VideoDecodeError(path, info.error)
-        if info is not None and info.timestamps == "count":
+        info = self._fallback.usable_info(path, info)
+        if info.timestamps == "count":
             return self._fallback.decode(path, indices, info).to(self.device)
         wanted = sorted(set(indices))
         try:
-            decoder = self._open(path)
+            decoder = self._open(path, info.stream_index)
             num_frames = decoder.metadata.num_frames
             if num_frames is not None and wanted[-1] >= num_frames:
                 raise VideoDecodeError(

@@ -1,8 +1,9 @@
 """CPU cost of the PyAV backend's RGB conversion: FFmpeg's reference conversion vs PyAV's default.
 
-`vbench.data.decoders.pyav.to_rgb24` converts 8-bit yuv420p/yuv422p frames exactly as before
-(`frame.to_ndarray(format="rgb24")`, swscale's unscaled kernels) and other formats from an untagged
-copy with the bicubic filter (see that module's docstring). This script encodes a 340x256 clip
+`vbench.data.decoders.pyav.to_rgb24` converts progressive 8-bit yuv420p/yuv422p frames with the
+same call as before (`frame.to_ndarray(format="rgb24")`, swscale's unscaled kernels) but on one
+swscale thread instead of PyAV's default of one per core, and other formats from an untagged copy
+with the bicubic filter (see that module's docstring). This script encodes a 340x256 clip
 (Kinetics-sized, moving colour bars, 30 fps) in 8-bit and in 10-bit H.264, decodes its frames once,
 then times both conversions on the same frames, interleaved in alternating order, in CPU time of this process
 (`time.process_time`, robust to other jobs on the machine), and prints microseconds per frame and

@@ -43,13 +43,17 @@ UNSCALED_RGB_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p"})
 
 
 def to_rgb24(frame):
-    """H x W x 3 uint8 array of a decoded frame: FFmpeg's reference conversion (module docstring)."""
+    """H x W x 3 uint8 array of a decoded frame: FFmpeg's reference conversion (module docstring).
+
+    One swscale thread: PyAV's default (0) starts a thread per core for every frame's conversion,
+    which cost 2.5x the CPU time per 340x256 frame on 2 cores (benchmarks/bench_rgb.py); a loader
+    worker is one core's worth of work anyway."""
     if frame.format.name in UNSCALED_RGB_FORMATS and not frame.interlaced_frame:
-        return frame.to_ndarray(format="rgb24")  # the fast path, as before
+        return frame.to_ndarray(format="rgb24", threads=1)  # the fast path
     if frame.interlaced_frame or frame.format.chroma_width() < frame.width \
             or frame.format.chroma_height() < frame.height:
         frame = _untagged_copy(frame)
-    return frame.to_ndarray(format="rgb24", interpolation="BICUBIC")
+    return frame.to_ndarray(format="rgb24", interpolation="BICUBIC", threads=1)
 
 
 def _untagged_copy(frame):

@@ -7,9 +7,13 @@ with the bicubic filter (see that module's docstring). This script encodes a 340
 (Kinetics-sized, moving colour bars, 30 fps) in 8-bit and in 10-bit H.264, decodes its frames once,
 then times both conversions on the same frames, interleaved in alternating order, in CPU time of this process
 (`time.process_time`, robust to other jobs on the machine), and prints microseconds per frame and
-their ratio. It also times the whole PyAV backend (`PyAVDecoder.decode` of every frame) per frame.
+their ratio. It also times the whole PyAV backend (`PyAVDecoder.decode` of every frame) per frame;
+`--decoder-only` times just that, so that older code can be measured too:
 
-    python benchmarks/bench_rgb.py --frames 300 --repeats 5
+    python benchmarks/bench_rgb.py --frames 300 --repeats 10
+    git archive f547335 vbench | tar -x -C /tmp/before   # the decoder before to_rgb24
+    PYTHONPATH=/tmp/before python benchmarks/bench_rgb.py --decoder-only --folder /tmp/clips
+    PYTHONPATH=$PWD python benchmarks/bench_rgb.py --decoder-only --folder /tmp/clips
 """
 import argparse
 import os
@@ -21,7 +25,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from vbench.data.decoders.pyav import PyAVDecoder, to_rgb24
+from vbench.data.decoders.pyav import PyAVDecoder
 from vbench.data.index import VideoInfo, info_from_probe, probe_video
 
 
@@ -30,6 +34,7 @@ def parse_args(argv=None):
     parser.add_argument("--frames", type=int, default=300, help="frames per clip")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes over the frames")
     parser.add_argument("--folder", default="", help="where the clips are written (default: a temporary one)")
+    parser.add_argument("--decoder-only", action="store_true", help="time PyAVDecoder.decode only")
     return parser.parse_args(argv)
 
 
@@ -54,7 +59,9 @@ def cpu_us_per_frame(convert, frames):
     return (time.process_time() - start) / len(frames) * 1e6
 
 
-def measure(path, repeats):
+def conversion_costs(path, repeats):
+    """{conversion: median CPU microseconds per frame} over the clip's decoded frames."""
+    from vbench.data.decoders.pyav import to_rgb24
     with av.open(path) as container:
         frames = list(container.decode(video=0))
     conversions = {"PyAV default to_ndarray(rgb24)": lambda f: f.to_ndarray(format="rgb24"),
@@ -64,13 +71,18 @@ def measure(path, repeats):
         order = list(conversions) if repeat % 2 == 0 else list(reversed(conversions))  # no order bias
         for name in order:
             times[name].append(cpu_us_per_frame(conversions[name], frames))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def decoder_cost(path, repeats):
+    """Median CPU microseconds per frame of PyAVDecoder.decode of every frame (one thread)."""
     info = info_from_probe(VideoInfo(path, path, 0), probe_video(path))
-    decode = []
-    for _ in range(max(1, repeats // 2)):
+    runs = []
+    for _ in range(repeats):
         start = time.process_time()
         PyAVDecoder(threads=1).decode(path, list(range(info.num_frames)), info)
-        decode.append((time.process_time() - start) / info.num_frames * 1e6)
-    return frames[0].format.name, {name: statistics.median(t) for name, t in times.items()}, statistics.median(decode)
+        runs.append((time.process_time() - start) / info.num_frames * 1e6)
+    return statistics.median(runs)
 
 
 def main(argv=None):
@@ -82,11 +94,14 @@ def main(argv=None):
         path = os.path.join(folder, f"clip_{pix_fmt}.mp4")
         if not os.path.exists(path):
             write_clip(path, pix_fmt, args.frames)
-        name, conversions, decode = measure(path, args.repeats)
+        decode = f"PyAVDecoder.decode (1 thread, conversion included): {decoder_cost(path, args.repeats):7.1f}"
+        if args.decoder_only:
+            print(f"{pix_fmt:12s} {decode}")
+            continue
+        conversions = conversion_costs(path, args.repeats)
         default, reference = conversions.values()
-        print(f"{name:12s} " + "  ".join(f"{k}: {v:7.1f}" for k, v in conversions.items())
-              + f"  ratio reference/default: {reference / default:.3f}"
-              + f"  PyAVDecoder.decode (1 thread, conversion included): {decode:7.1f}")
+        print(f"{pix_fmt:12s} " + "  ".join(f"{k}: {v:7.1f}" for k, v in conversions.items())
+              + f"  ratio reference/default: {reference / default:.3f}  {decode}")
 
 
 if __name__ == "__main__":

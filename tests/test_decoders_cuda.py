@@ -10,9 +10,9 @@ it on one): torchcodec 0.17's CUDA kernel (color_conversion.cu) converts 8-bit 4
 sample per 2x2 block (as swscale's 8-bit path does), a float matrix and truncation, where swscale
 uses integer tables and rounds. NVDEC's YUV output is bit-exact (H.264 and HEVC define decoding
 exactly), so only the conversion differs. That kernel, emulated in NumPy on the decoded planes of
-8-bit H.264/HEVC test patterns and the real clips in ../shared/videos, differed from the CPU
-reference by at most 2/255 (mean 0.09-0.60); the bound adds one level for what the emulation may
-miss. 10-bit sources are not held to it: the kernel takes chroma per 2x2 block where swscale
+8-bit H.264 test patterns and the real H.264 and HEVC clips in ../shared/videos, differed from the
+CPU reference by at most 2/255 (mean 0.09-0.60); the bound adds one level for what the emulation
+may miss. 10-bit sources are not held to it: the kernel takes chroma per 2x2 block where swscale
 interpolates it, up to ~80/255 apart at sharp colour edges of a test pattern.
 """
 import os

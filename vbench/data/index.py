@@ -12,13 +12,14 @@ and the presentation timeline, which is what the decoders need to seek exactly:
   pts); decoders must decode from the start and count frames.
 
 Which stream: a file may hold several video streams (renditions at other sizes or rates, a cover
-picture). vbench decodes FFmpeg's "best" video stream, `av_find_best_stream`: the one `ffmpeg`,
-`ffplay` and torchcodec pick when none is named (default disposition first, then the stream whose
-frames FFmpeg could decode while probing, then the higher bit rate). The first video stream is an
-accident of muxing order, and is often a preview, a low-resolution rendition or cover art.
-Attached pictures (cover art) are never chosen. The index records the chosen stream's container
-index (`VideoInfo.stream_index`, as ffprobe numbers streams) and both decoder backends open exactly
-that stream, so the index's frame count and timeline and both backends' frames describe one stream.
+picture). vbench decodes FFmpeg's "best" video stream, `av_find_best_stream`: the one ffplay and
+torchcodec open when none is named (default disposition first, then a stream FFmpeg could decode
+frames of while probing, then the higher bit rate); `ffmpeg`'s own default mapping (mostly the
+largest picture) agreed on the files tried. The first video stream is only an accident of muxing
+order and can be a preview, a low-resolution rendition or cover art. Attached pictures (cover art)
+are never chosen. The index records the chosen stream's container index (`VideoInfo.stream_index`,
+as ffprobe numbers streams) and both decoder backends open exactly that stream, so the index's
+frame count and timeline and both backends' frames describe one stream.
 
 `build_index` probes many videos in threads and caches the results in one JSON store keyed by
 (path relative to the data root, size, mtime in whole seconds): moving or copying the data folder

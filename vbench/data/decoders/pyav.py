@@ -46,8 +46,8 @@ def to_rgb24(frame):
     """H x W x 3 uint8 array of a decoded frame: FFmpeg's reference conversion (module docstring).
 
     One swscale thread: PyAV's default (0) starts a thread per core for every frame's conversion,
-    which cost 2.5x the CPU time per 340x256 frame on 2 cores (benchmarks/bench_rgb.py); a loader
-    worker is one core's worth of work anyway."""
+    which cost about twice the CPU time per 340x256 frame on 2 cores (benchmarks/bench_rgb.py); a
+    loader worker is one core's worth of work anyway."""
     if frame.format.name in UNSCALED_RGB_FORMATS and not frame.interlaced_frame:
         return frame.to_ndarray(format="rgb24", threads=1)  # the fast path
     if frame.interlaced_frame or frame.format.chroma_width() < frame.width \
@@ -61,8 +61,8 @@ def _untagged_copy(frame):
     copy = av.VideoFrame(frame.width, frame.height, frame.format.name)
     for source, target in zip(frame.planes, copy.planes):
         width = min(source.line_size, target.line_size)
-        rows = np.frombuffer(source, np.uint8).reshape(source.height, source.line_size)
-        np.frombuffer(target, np.uint8).reshape(target.height, target.line_size)[:, :width] = rows[:, :width]
+        rows = np.frombuffer(source, np.uint8).reshape(source.height, source.line_size)[:, :width]
+        np.frombuffer(target, np.uint8).reshape(target.height, target.line_size)[:, :width] = rows
     copy.colorspace, copy.color_range = frame.colorspace, frame.color_range
     return copy
 

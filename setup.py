@@ -21,7 +21,7 @@ setup(
         "torchvision>=0.19",
         "fvcore",
         "yacs",
-        "av>=12",
+        "av>=17",  # streams.best() (13), reformat(threads=) (17); tested with 18.1
         "simplejson",
         "iopath",
         "timm",

@@ -15,9 +15,9 @@ from vbench.data.decoders.pyav import PyAVDecoder, Timeline
 from vbench.data.index import VideoInfo, info_from_probe, probe_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from videos import encoder_available, read_frame_number, write_audio_only, write_numbered_video  # noqa: E402
+from videos import (SHARED_VIDEOS, encoder_available, read_frame_number, write_audio_only,  # noqa: E402
+                    write_numbered_video)
 
-SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
 NUM_FRAMES = 50
 
 # name -> (file name, write_numbered_video options, expected index timestamps mode)

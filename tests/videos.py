@@ -17,12 +17,26 @@ Public API (keep it small; other test files import it):
         Whether this PyAV build can encode with `codec` (e.g. "libx265").
     write_audio_only(path, seconds=1.0)
         A valid media file with one audio stream and no video stream (.m4a / .mp4 / .mka).
+    SHARED_VIDEOS
+        Real clips nobody here encoded (../shared/videos beside the checkout, or
+        $VBENCH_SHARED_VIDEOS); tests that read them skip when the folder is absent.
+    ffmpeg_encoders() -> set[str]
+        Encoders of the `ffmpeg` command-line tool (empty when there is none).
+    ffmpeg_run(*args)
+        Run `ffmpeg -v error -y ARGS` (raises CalledProcessError with ffmpeg's message).
+    ffmpeg_rgb24(path, width, height, stream_index=None) -> uint8 array N x H x W x 3
+        FFmpeg's own RGB conversion of every frame of one video stream (default: ffmpeg's choice).
 
 Typical calls: H.264 mp4 with a long GOP (`gop=250`), MPEG-4 avi (`codec="mpeg4"`, `.avi`),
 HEVC mp4 (`codec="libx265"`), VP9 webm (`codec="libvpx-vp9"`, `.webm`), variable frame rate
 (`vfr=True`, mp4/mkv/webm only: AVI cannot store it) and a non-zero start time (`start_pts=1.5`).
 """
+import functools
+import os
+import shutil
+import subprocess
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -32,6 +46,8 @@ GRID_COLS, GRID_ROWS = 5, 2
 VFR_TICKS = (1, 1, 1, 9, 8)  # frame durations in ticks of 1/(4*fps) for vfr=True (mean 4 ticks):
 # uneven enough that no constant rate explains the timestamps
 TICKS_PER_FRAME = 4
+SHARED_VIDEOS = Path(os.environ.get("VBENCH_SHARED_VIDEOS",
+                                    Path(__file__).resolve().parents[2] / "shared" / "videos"))
 
 
 def encoder_available(codec):
@@ -137,3 +153,26 @@ def write_audio_only(path, seconds=1.0, rate=16000):
             container.mux(stream.encode(frame))
             t += samples_per_frame
         container.mux(stream.encode(None))
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_encoders():
+    if shutil.which("ffmpeg") is None:
+        return frozenset()
+    listing = subprocess.run(["ffmpeg", "-hide_banner", "-encoders"], capture_output=True, text=True,
+                             timeout=60).stdout
+    rows = [line.split() for line in listing.splitlines() if "=" not in line]  # skip the legend
+    return frozenset(row[1] for row in rows if len(row) > 1 and row[0][:1] in "VAS")
+
+
+def ffmpeg_run(*args):
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *map(str, args)], check=True, capture_output=True,
+                   timeout=120)
+
+
+def ffmpeg_rgb24(path, width, height, stream_index=None):
+    mapping = ["-map", f"0:{stream_index}"] if stream_index is not None else []
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), *mapping, "-fps_mode", "passthrough",
+                          "-pix_fmt", "rgb24", "-f", "rawvideo", "-"], check=True, capture_output=True,
+                         timeout=120).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)

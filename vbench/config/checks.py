@@ -1,4 +1,5 @@
 """`assert_and_infer_cfg`: resolve aliases, reject impossible settings, freeze."""
+from .defaults import AUTO
 from .load import ConfigError
 
 CHOICES = {
@@ -103,6 +104,22 @@ def _check_batches(cfg):
              f"evenly into TRAIN.ACCUM_STEPS = {cfg.TRAIN.ACCUM_STEPS} micro-batches.")
 
 
+def _check_decoder_device(cfg):
+    """GPU decoding: torchcodec on NVDEC, in a GPU run, feeding the GPU transforms."""
+    if cfg.DATA.DECODER_DEVICE != "cuda":
+        return
+    _require(cfg.DATA.DECODING_BACKEND == "torchcodec",
+             f"DATA.DECODER_DEVICE cuda decodes with torchcodec on the GPU's video decoder (NVDEC), "
+             f"but DATA.DECODING_BACKEND is {cfg.DATA.DECODING_BACKEND!r}, which decodes on the CPU "
+             f"only; set DATA.DECODING_BACKEND torchcodec, or DATA.DECODER_DEVICE cpu.")
+    _require(cfg.NUM_GPUS > 0, "DATA.DECODER_DEVICE cuda needs a GPU run, but NUM_GPUS is 0; set "
+                               "NUM_GPUS 1 or more, or DATA.DECODER_DEVICE cpu.")
+    # "auto" is left to the run's resource decisions, which must pick the GPU transforms here
+    _require(cfg.DATA.GPU_TRANSFORMS in (True, AUTO),
+             "DATA.DECODER_DEVICE cuda leaves the decoded frames on the GPU, where only the GPU "
+             "transforms take them; set DATA.GPU_TRANSFORMS True (or DATA.DECODER_DEVICE cpu).")
+
+
 def assert_and_infer_cfg(cfg, freeze=True):
     """Resolve SlowFast aliases, check every constraint we can check without hardware, freeze."""
     _resolve_aliases(cfg)
@@ -110,6 +127,7 @@ def assert_and_infer_cfg(cfg, freeze=True):
     _check_positive(cfg)
     _check_shapes(cfg)
     _check_batches(cfg)
+    _check_decoder_device(cfg)
     if freeze:
         cfg.freeze()
     return cfg

@@ -2,7 +2,8 @@
 
 Checks the layout and annotation lines, probes every video (through the index cache), decodes one
 clip per video (or a random sample), flags videos too short for one clip, and reports the class
-balance. Prints a summary table; exits 1 when it finds problems, 0 otherwise.
+balance; names the stream decoded in files holding several video streams. Prints a summary table;
+exits 1 when it finds problems, 0 otherwise.
 """
 import argparse
 import logging
@@ -119,6 +120,10 @@ def check_split(root, split, layout, args, problems, warnings):
                 f"one {args.num_frames}-frame clip at {args.frame_rate:g} fps")))
         if info.note:
             warnings.append(f"[{split}] {info.rel_path}: {info.note}")
+        if info.ok and info.video_streams > 1:
+            warnings.append(f"[{split}] {info.rel_path}: {info.video_streams} video streams; vbench decodes "
+                            f"stream #{info.stream_index} ({info.width}x{info.height}, {info.fps:.2f} fps), "
+                            f"FFmpeg's best one")
     decode_check(infos, args, report)
     for kind, items in (("unreadable", report.unreadable), ("too short", report.too_short),
                         ("decode failed", report.decode_failed)):

@@ -11,6 +11,16 @@ and the presentation timeline, which is what the decoders need to seek exactly:
 - timestamps == "count": the container's pts are guesses (AVI with B-frames, or packets without
   pts); decoders must decode from the start and count frames.
 
+Which stream: a file may hold several video streams (renditions at other sizes or rates, a cover
+picture). vbench decodes FFmpeg's "best" video stream, `av_find_best_stream`: the one ffplay and
+torchcodec open when none is named (default disposition first, then a stream FFmpeg could decode
+frames of while probing, then the higher bit rate); `ffmpeg`'s own default mapping (mostly the
+largest picture) agreed on the files tried. The first video stream is only an accident of muxing
+order and can be a preview, a low-resolution rendition or cover art. Attached pictures (cover art)
+are never chosen. The index records the chosen stream's container index (`VideoInfo.stream_index`,
+as ffprobe numbers streams) and both decoder backends open exactly that stream, so the index's
+frame count and timeline and both backends' frames describe one stream.
+
 `build_index` probes many videos in threads and caches the results in one JSON store keyed by
 (path relative to the data root, size, mtime in whole seconds): moving or copying the data folder
 keeps the cache valid; changing a file invalidates only that file.
@@ -29,7 +39,7 @@ from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
-PROBE_VERSION = 1  # bump when probe_video's output changes; older cache entries are re-probed
+PROBE_VERSION = 2  # bump when probe_video's output changes; older cache entries are re-probed
 CACHE_FILE = f"video_index_v{PROBE_VERSION}.json"
 CACHE_MAX_ENTRIES = 500_000  # oldest entries are dropped beyond this
 
@@ -53,6 +63,8 @@ class VideoInfo:
     timestamps: str = "cfr"  # "cfr", "vfr" or "count" (see the module docstring)
     frame_pts: list = None  # every frame's pts in presentation order ("vfr" only)
     note: str = None  # a non-fatal oddity (e.g. the header claims more frames than exist)
+    stream_index: int = None  # container index of the decoded video stream (see `select_video_stream`)
+    video_streams: int = 1  # video streams in the file, attached pictures excluded
 
     @property
     def ok(self):
@@ -64,6 +76,21 @@ METADATA_FIELDS = [f.name for f in fields(VideoInfo) if f.name not in ("rel_path
 
 def _open(path):
     return av.open(str(path), metadata_errors="ignore")
+
+
+def _is_picture(stream):
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def select_video_stream(container):
+    """(the video stream vbench decodes, number of video streams); see the module docstring.
+    Raises ValueError naming what the file holds when it has no video stream."""
+    videos = [s for s in container.streams.video if not _is_picture(s)]
+    if not videos:
+        kinds = sorted({"cover picture" if s.type == "video" else s.type for s in container.streams})
+        raise ValueError(f"no video stream (streams found: {', '.join(kinds) or 'none'})")
+    best = container.streams.best("video")
+    return (best if best in videos else videos[0]), len(videos)
 
 
 def _nominal_rates(stream):
@@ -131,10 +158,12 @@ def probe_video(path, scan_packets=True):
         if os.path.getsize(path) == 0:
             return {"error": "the file is empty (0 bytes)"}
         with _open(path) as container:
-            if not container.streams.video:
-                kinds = sorted({s.type for s in container.streams}) or ["none"]
-                return {"error": f"no video stream (streams found: {', '.join(kinds)})"}
-            return _probe_stream(container, container.streams.video[0], scan_packets)
+            try:
+                stream, count = select_video_stream(container)
+            except ValueError as error:
+                return {"error": str(error)}
+            info = _probe_stream(container, stream, scan_packets)
+            return {**info, "stream_index": stream.index, "video_streams": count}
     except FileNotFoundError:
         return {"error": "file not found"}
     except (av.FFmpegError, OSError, ValueError, ZeroDivisionError) as error:

@@ -11,6 +11,11 @@ valid=False duplicates when unreadable evaluation videos were dropped, so every 
 `len(loader)` batches (DDP needs the same count on every rank). Workers are persistent: they read
 the epoch from a shared counter that `set_epoch` writes, and rebuild the plan themselves.
 
+GPU decoding (DATA.DECODER_DEVICE cuda, torchcodec on NVDEC): workers are spawned (CUDA cannot
+run in forked processes), each decodes on this process's GPU and hands its batches over through
+CUDA IPC, so clips never visit host memory and nothing is pinned; the GPU transforms take them.
+Each worker holds its own CUDA context (several hundred MB of GPU memory): a few workers suffice.
+
 GPU transforms: clips of different videos must stack, so the CPU resizes frames whose size differs
 from the split's most common (height, width) to that size (videos already at that size, e.g. all
 340x256 Kinetics clips, are untouched); the GPU does the recipe's scale, crop, flip and normalise.
@@ -255,6 +260,14 @@ def modal_frame_size(infos):
     return sizes.most_common(1)[0][0]
 
 
+def decoder_device(cfg):
+    """Where clips are decoded: "cpu", or for DATA.DECODER_DEVICE cuda this process's GPU, named
+    with its index so that spawned workers (whose current device is GPU 0) decode on it too."""
+    if cfg.DATA.DECODER_DEVICE == "cuda":
+        return f"cuda:{torch.cuda.current_device()}"
+    return "cpu"
+
+
 def _clip_transform(cfg, training):
     if cfg.DATA.GPU_TRANSFORMS:
         return RawClip()
@@ -295,10 +308,11 @@ def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, t
         reasons = "; ".join(f"{infos[v].rel_path}: {r}" for v, r in plan.excluded[:5])
         raise ValueError(f"{name} has no readable video ({len(infos)} listed, {len(plan.excluded)} "
                          f"unreadable: {reasons}). Check the files with `vbench data check`.")
+    device = decoder_device(cfg)
     if decoder_factory is None:
         from .decoders import get_decoder
         decoder_factory = functools.partial(get_decoder, backend=cfg.DATA.DECODING_BACKEND,
-                                            threads=cfg.DATA.DECODER_THREADS, device=cfg.DATA.DECODER_DEVICE)
+                                            threads=cfg.DATA.DECODER_THREADS, device=device)
     gpu = bool(cfg.DATA.GPU_TRANSFORMS)
     dataset = ClipDataset(infos, spec, transform or _clip_transform(cfg, training), decoder_factory,
                           shuffle_buffer=cfg.DATA_LOADER.SHUFFLE_BUFFER,
@@ -309,10 +323,12 @@ def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, t
     if num_workers > 0:
         extra = {"prefetch_factor": cfg.DATA_LOADER.PREFETCH_FACTOR, "persistent_workers": True,
                  "worker_init_fn": WorkerInit(cfg.RNG_SEED, rank, dataset.epoch)}
-        if cfg.DATA.DECODER_DEVICE == "cuda":
+        if device != "cpu":
             extra["multiprocessing_context"] = "spawn"  # CUDA decoding cannot run in forked workers
-    data_loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
-                             pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(), **extra)
+    # clips decoded on the GPU are there already (and pinning a CUDA tensor raises)
+    pin_memory = cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available() and device == "cpu"
+    data_loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                             **extra)
     gpu_transform = None
     if gpu:
         from .transforms import GpuTransform

@@ -81,9 +81,34 @@ def check_data_dir(cfg):
         f"SYNTH.AUTO_GENERATE True to generate the synthetic dataset there.")
 
 
+def check_decoder(cfg):
+    """The torchcodec backend needs torchcodec and FFmpeg libraries it can load."""
+    if cfg.DATA.DECODING_BACKEND != "torchcodec":
+        return
+    from vbench.data.decoders.torchcodec import import_video_decoder
+    try:
+        import_video_decoder()
+    except RuntimeError as error:
+        raise ConfigError(f"DATA.DECODING_BACKEND torchcodec: {error}") from None
+
+
+def check_gpu_decoding(cfg, device):
+    """DATA.DECODER_DEVICE cuda: decode a tiny clip on this process's GPU before any work, so a
+    missing piece (torchcodec's CUDA build, NVDEC) is named here instead of failing every video.
+    Runs in each training process, which holds a CUDA context anyway (the launcher does not)."""
+    if cfg.DATA.DECODER_DEVICE != "cuda":
+        return
+    from vbench.data.decoders.torchcodec import check_cuda_decoding
+    try:
+        check_cuda_decoding(str(device))
+    except RuntimeError as error:
+        raise ConfigError(f"DATA.DECODER_DEVICE cuda: {error}") from None
+
+
 def preflight(cfg, world_size=None):
     """Every impossible setting we can detect without touching data, before any work starts."""
     check_devices(cfg)
+    check_decoder(cfg)
     check_world(cfg, world_size or world_size_of(cfg))
     check_output_dir(cfg)
     if cfg.TRAIN.ENABLE:
@@ -158,6 +183,7 @@ def run_job(cfg, ctx, run_info):
     logger = setup_logging(cfg.OUTPUT_DIR, ctx.is_main)
     logger.info(f"process {ctx.rank} of {ctx.world_size} on {ctx.device}"
                 + (f", {torch.get_num_threads()} compute threads" if ctx.device.type == "cpu" else ""))
+    check_gpu_decoding(cfg, ctx.device)
     if cfg.SYNTH.AUTO_GENERATE:
         if ctx.local_rank == 0:
             from vbench.data.synthetic import ensure_synthetic

@@ -9,7 +9,8 @@ def get_decoder(backend="pyav", threads=0, device="cpu"):
     """The decoder for DATA.DECODING_BACKEND / DATA.DECODER_THREADS / DATA.DECODER_DEVICE.
 
     threads: 0 keeps the backend's default, 1 decodes on one thread, N > 1 uses N decoder threads.
-    device: "cpu", or "cuda"/"cuda:N" (torchcodec only; frames come back on that GPU).
+    device: "cpu", or "cuda"/"cuda:N" (torchcodec only, on NVDEC; frames come back on that GPU;
+    without CUDA, torchcodec or FFmpeg libraries a RuntimeError names what is missing).
     """
     backend = str(backend).lower()
     if backend == "pyav":

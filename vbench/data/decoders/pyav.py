@@ -11,7 +11,19 @@ no other frame refers to (most B-frames) are not decoded at all (1.6x faster pre
 Kinetics-style clip). Seeking uses the index's keyframe list: `container.seek(pts_of(keyframe), backward=True,
 any_frame=False)` lands on that keyframe (or an earlier one), so decoding forward reaches every
 wanted frame. If a container's seek still lands after the first wanted frame, the video is decoded
-again from its start.
+again from its start. The decoded stream is the one the index chose (`VideoInfo.stream_index`).
+
+RGB: `to_rgb24` gives FFmpeg's reference conversion, what `ffmpeg -i f -pix_fmt rgb24` produces
+(the same from FFmpeg 5.1's command line and FFmpeg 8's `scale` filter) and what torchcodec returns:
+swscale's default bicubic filter, chroma samples sited at the centre, whole frames. PyAV 18 calls
+FFmpeg 8's `sws_scale_frame` directly, which differs in three ways: it converts interlaced-flagged
+frames field by field, and wherever swscale's scaler runs (every format but 8-bit yuv420p/yuv422p,
+whose unscaled kernels use no filter and no siting) PyAV asks for bilinear and the frame API sites
+chroma where the frame's tag says (H.264 and HEVC decoders tag 4:2:0 chroma as left-sited). That
+moved values by up to ~130/255 at colour edges of 10-bit H.264 and HEVC, and by up to 255 on
+interlaced 8-bit H.264. `to_rgb24` converts such frames from an untagged, progressive copy of
+their planes with the bicubic filter; progressive 8-bit 4:2:0 and 4:2:2 frames take the unchanged
+fast path.
 """
 import bisect
 
@@ -19,13 +31,40 @@ import av
 import numpy as np
 import torch
 
-from ..index import VideoInfo, info_from_probe, probe_video
+from ..index import VideoInfo, info_from_probe, probe_video, select_video_stream
 from .base import Decoder, VideoDecodeError, check_request
 
 MAX_FILL_GAP = 2  # a wanted frame missing from the decoder output may repeat the frame shown
 # before it when that frame is at most this many frames earlier (a header that overstates the
 # frame count by one or two, a dropped damaged frame); larger gaps raise VideoDecodeError
 MAX_DECODE_ERRORS = 20  # damaged packets tolerated before giving up on a file
+UNSCALED_RGB_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p"})  # swscale
+# converts these to rgb24 with its unscaled kernels: no filter, no chroma siting
+
+
+def to_rgb24(frame):
+    """H x W x 3 uint8 array of a decoded frame: FFmpeg's reference conversion (module docstring).
+
+    One swscale thread: PyAV's default (0) starts a thread per core for every frame's conversion,
+    which cost about twice the CPU time per 340x256 frame on 2 cores (benchmarks/bench_rgb.py); a
+    loader worker is one core's worth of work anyway."""
+    if frame.format.name in UNSCALED_RGB_FORMATS and not frame.interlaced_frame:
+        return frame.to_ndarray(format="rgb24", threads=1)  # the fast path
+    if frame.interlaced_frame or frame.format.chroma_width() < frame.width \
+            or frame.format.chroma_height() < frame.height:
+        frame = _untagged_copy(frame)
+    return frame.to_ndarray(format="rgb24", interpolation="BICUBIC", threads=1)
+
+
+def _untagged_copy(frame):
+    """The frame's planes in a new frame without chroma-location and interlacing tags."""
+    copy = av.VideoFrame(frame.width, frame.height, frame.format.name)
+    for source, target in zip(frame.planes, copy.planes):
+        width = min(source.line_size, target.line_size)
+        rows = np.frombuffer(source, np.uint8).reshape(source.height, source.line_size)[:, :width]
+        np.frombuffer(target, np.uint8).reshape(target.height, target.line_size)[:, :width] = rows
+    copy.colorspace, copy.color_range = frame.colorspace, frame.color_range
+    return copy
 
 
 class Timeline:
@@ -37,6 +76,7 @@ class Timeline:
         self.start = info.start_pts
         num, den = (int(x) for x in info.time_base.split("/"))
         self.ticks = den / (num * info.fps) if info.fps else 1.0
+        self.stream_index = info.stream_index
 
     def pts_of(self, index):
         if self.frame_pts is not None:
@@ -61,7 +101,7 @@ class PyAVDecoder(Decoder):
     def decode(self, path, frame_indices, info=None):
         path = str(path)
         indices = check_request(path, frame_indices, info)
-        info = self._usable_info(path, info)
+        info = self.usable_info(path, info)
         if indices[-1] >= info.num_frames:
             raise VideoDecodeError(
                 path, f"frame index {indices[-1]} is past the end: the video has {info.num_frames} frames")
@@ -76,7 +116,8 @@ class PyAVDecoder(Decoder):
             out[row] = frames[index]
         return torch.from_numpy(out)
 
-    def _usable_info(self, path, info):
+    def usable_info(self, path, info):
+        """`info` when it can drive decoding, else the file probed; raises for unusable videos."""
         if info is None or not info.time_base:
             metadata = probe_video(path)
             info = info_from_probe(VideoInfo(path, path, -1), metadata)
@@ -112,9 +153,7 @@ class PyAVDecoder(Decoder):
 
     def _run(self, path, container, timeline, wanted, seek_pts):
         """Decode until the last wanted frame; returns ({index: HWC uint8}, first decoded index)."""
-        if not container.streams.video:
-            raise VideoDecodeError(path, "no video stream")
-        stream = container.streams.video[0]
+        stream = _video_stream(path, container, timeline.stream_index)
         self._configure(stream)
         if seek_pts is not None:
             container.seek(int(seek_pts), stream=stream, backward=True, any_frame=False)
@@ -150,6 +189,19 @@ class PyAVDecoder(Decoder):
         return collector.frames, collector.first_index
 
 
+def _video_stream(path, container, index):
+    """Stream `index` of the container (the index's choice), or the rule's choice when None."""
+    if index is None:
+        try:
+            return select_video_stream(container)[0]
+        except ValueError as error:
+            raise VideoDecodeError(path, str(error)) from None
+    if index >= len(container.streams) or container.streams[index].type != "video":
+        raise VideoDecodeError(path, f"stream #{index} named by the index is not a video stream (the "
+                                     f"file changed since it was indexed?)")
+    return container.streams[index]
+
+
 class _Collector:
     """Keeps the wanted frames of a forward decode; fills small gaps with the frame shown before."""
 
@@ -163,7 +215,7 @@ class _Collector:
             self.size = (frame.width, frame.height)
         if (frame.width, frame.height) != self.size:
             frame = frame.reformat(width=self.size[0], height=self.size[1])
-        return frame.to_ndarray(format="rgb24")
+        return to_rgb24(frame)
 
     def _fill(self, index, source_index, source_frame):
         if source_frame is None or abs(index - source_index) > MAX_FILL_GAP:

@@ -4,8 +4,9 @@ from dataclasses import dataclass
 
 import yaml
 
+from vbench.config import REPO_ROOT, find_repo_path
+
 TRACKS = ("cnn", "transformer")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_REFERENCE = os.path.join(REPO_ROOT, "configs", "benchmark", "reference.yaml")
 
 
@@ -33,9 +34,9 @@ class Reference:
 
 def resolve_config_path(path):
     """A config path as written in a reference file: absolute, from the cwd, or from the repo root."""
-    for candidate in (path, os.path.join(REPO_ROOT, path)):
-        if os.path.isfile(candidate):
-            return candidate
+    found = find_repo_path(path)
+    if found and os.path.isfile(found):
+        return found
     raise ScoreError(f"benchmark config '{path}' named by the reference file was not found "
                      f"(looked in the current folder and in {REPO_ROOT}).")
 

@@ -310,3 +310,14 @@ def test_sigkill_and_rerun_ends_with_the_same_metrics_as_an_uninterrupted_run(ti
     a = torch.load(tmp_path / "straight" / final, weights_only=False)["model"]
     b = torch.load(killed / final, weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_evaluation_leaving_out_validation_videos_stops_the_run(tmp_path):
+    cfg = fake_cfg(tmp_path, "BENCHMARK.TARGET_TOP1", "1.0")
+    trainer = fake_trainer(cfg)
+    trainer.val_loader.excluded = [("val/c1/x.mp4", "no frame could be decoded")]  # found while evaluating
+    with pytest.raises(TooManyBadVideos, match="DATA.MAX_VAL_EXCLUDED_FRACTION") as error:
+        trainer.train()
+    assert "val/c1/x.mp4: no frame could be decoded" in str(error.value)
+    results = load_results(str(tmp_path))
+    assert results["run"]["status"] == "failed" and results["epochs"] == [] and not results["benchmark"]["reached"]

@@ -294,7 +294,7 @@ def write_outputs(args, chosen, results):
 
 def report_incomplete(args, results, report, limit=50):
     """For an exact clip list: name every clip not written; 1 unless all were written."""
-    lines = results.missing + results.unreadable
+    lines = results.unreadable + results.missing
     if not lines:
         return 0
     print(f"{len(lines)} listed clips could not be written (split, class, clip, why):")
@@ -314,7 +314,8 @@ def main(argv=None):
     os.makedirs(args.dst, exist_ok=True)
     try:
         for split in args.splits:
-            per_class = 0 if args.source != "sampled" else args.train_per_class if split == "train" else args.val_per_class
+            per_class = args.train_per_class if split == "train" else args.val_per_class
+            per_class = per_class if args.source == "sampled" else 0  # 0: every clip, none replaced
             chosen += build_split(args, split, per_class, results)
     except DatasetError as error:
         print(f"prepare_kinetics: {error}", file=sys.stderr)

@@ -148,10 +148,10 @@ class Trainer:
             dataset.setdefault(data.VAL_SPLIT, val.fingerprint())  # one split for both: the training plan's
             self.results.set_dataset(dataset)
             self.results.set_bad_videos(train=sorted(self.bad_videos.items()))
-        check_bad_fraction(list(self.bad_videos), train.num_videos, data.MAX_BAD_FRACTION)
-        check_bad_fraction([path for path, _ in val.index_excluded], val.num_videos,
-                           data.MAX_VAL_EXCLUDED_FRACTION, "DATA.MAX_VAL_EXCLUDED_FRACTION",
-                           "validation videos")
+        check_bad_fraction(self.bad_videos, train.num_videos, data.MAX_BAD_FRACTION,
+                           check_command=data_check_command(self.cfg))
+        check_bad_fraction(dict(val.index_excluded), val.num_videos, data.MAX_VAL_EXCLUDED_FRACTION,
+                           "DATA.MAX_VAL_EXCLUDED_FRACTION", "validation videos", data_check_command(self.cfg))
 
     def is_eval_epoch(self):
         done = self.epoch + 1
@@ -233,7 +233,8 @@ class Trainer:
             if path not in self.bad_videos:
                 self.logger.warning(f"unreadable training video skipped: {path} ({reason})")
         self.bad_videos.update(merged)
-        check_bad_fraction(list(self.bad_videos), self.train_loader.num_videos, self.cfg.DATA.MAX_BAD_FRACTION)
+        check_bad_fraction(self.bad_videos, self.train_loader.num_videos, self.cfg.DATA.MAX_BAD_FRACTION,
+                           check_command=data_check_command(self.cfg))
         return len(merged)
 
     # ------------------------------------------------------------------ state
@@ -295,6 +296,12 @@ class Trainer:
         if self.cfg.TRAIN.CHECKPOINT_FILE_PATH:
             load_initial_weights(self.bare_model, self.cfg.TRAIN.CHECKPOINT_FILE_PATH, self.cfg)
         return None
+
+
+def data_check_command(cfg):
+    """The `vbench data check` command line for the run's data folder and clip list."""
+    clip_list = f" --clip-list {cfg.DATA.CLIP_LIST}" if cfg.DATA.CLIP_LIST else ""
+    return f"vbench data check {cfg.DATA.PATH_TO_DATA_DIR}{clip_list}"
 
 
 def load_initial_weights(model, path, cfg):

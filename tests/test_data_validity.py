@@ -169,35 +169,14 @@ def test_malformed_clip_list_names_the_line(tmp_path):
 
 # ---------------------------------------------------------------------------------- runs
 
-TINY_RUN = """
-NUM_GPUS: 0
-RNG_SEED: 3
-DETERMINISTIC: True
-LOG_PERIOD: 2
-TRAIN: {{BATCH_SIZE: 4, EVAL_PERIOD: 1}}
-TEST: {{BATCH_SIZE: 4}}
-DATA:
-  PATH_TO_DATA_DIR: {data}
-  INDEX_CACHE_DIR: {cache}
-  LAYOUT: folder
-  NUM_FRAMES: 4
-  FRAME_RATE: 7.5
-  FRAMES_BETWEEN_CLIPS: 4
-  TRAIN_MIN_MAX_SCALE: [32, 40]
-  TRAIN_CROP_SIZE: 32
-  TEST_MIN_SHORT_SIDE_SCALE: 32
-  TEST_CROP_SIZE: 32
-DATA_LOADER: {{NUM_WORKERS: 0, INDEX_WORKERS: 1}}
-MODEL: {{MODEL_NAME: x3d, NUM_CLASSES: 2, DROPOUT_RATE: 0.0}}
-X3D: {{WIDTH_FACTOR: 0.5, DEPTH_FACTOR: 0.5, DIM_C5: 32}}
-SOLVER: {{BASE_LR: 0.05, LR_POLICY: constant, MAX_EPOCH: 1}}
-BENCHMARK: {{TRACK: cnn, TARGET_TOP1: 1.0}}
-"""
-
-
 def tiny_config(tmp_path, data):
+    """test_trainer's tiny X3D run on `data` (no synthetic data), one epoch."""
+    from test_trainer import TINY_RUN
+
+    base = tmp_path / "tiny_base.yaml"
+    base.write_text(TINY_RUN.replace("{data}", str(data)).replace("{cache}", str(tmp_path / "cache")))
     path = tmp_path / "tiny.yaml"
-    path.write_text(TINY_RUN.format(data=data, cache=tmp_path / "cache"))
+    path.write_text("_BASE_: tiny_base.yaml\nSYNTH: {AUTO_GENERATE: False}\nSOLVER: {MAX_EPOCH: 1}\n")
     return str(path)
 
 

@@ -6,6 +6,8 @@
 A RUN is a run folder or its results.json. Several runs per track are aggregated as MLPerf does:
 one run is taken as is, 2-4 runs by their median time, 5 or more by the mean after dropping the
 fastest and the slowest. A run that never reached its target counts as an infinite time.
+A run is compliant when its config differs from the track's benchmark config only in resource keys
+(`compliance.py`) and its data matches the reference table's fingerprints (`dataset_check.py`).
 """
 import argparse
 import json

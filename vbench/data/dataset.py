@@ -253,15 +253,15 @@ class TooManyBadVideos(DatasetError):
     DATA.MAX_VAL_EXCLUDED_FRACTION (validation) allows."""
 
 
-def check_bad_fraction(left_out, num_videos, max_fraction, key="DATA.MAX_BAD_FRACTION", what="training videos",
-                       check_command="vbench data check"):
+def check_bad_fraction(left_out, num_videos, max_fraction, key="DATA.MAX_BAD_FRACTION",
+                       what="training videos", check_command="vbench data check"):
     """Raise TooManyBadVideos when more than `max_fraction` of `num_videos` videos are left out
     (`left_out`: {path: reason}; missing, unreadable at index time or failing to decode). The message
     lists the files and ends with a one-line summary and the command that checks the data."""
     if num_videos and len(left_out) / num_videos > max_fraction:
         listing = "\n  ".join(f"{path}: {left_out[path]}" for path in sorted(left_out))
         raise TooManyBadVideos(
-            f"left out:\n  {listing}\n{len(left_out)} of {num_videos} {what} "
+            f"{what} left out:\n  {listing}\n{len(left_out)} of {num_videos} {what} "
             f"({100 * len(left_out) / num_videos:.1f}%) are missing or unreadable, more than {key} = "
             f"{max_fraction}. Restore, re-encode or remove these files; `{check_command}` lists every "
             f"problem of the data folder.")

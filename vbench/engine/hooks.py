@@ -138,8 +138,6 @@ class EvalHook(HookBase):
 
     def after_epoch(self):
         from vbench.bench.results import target_reached
-        from vbench.data.dataset import check_bad_fraction
-        from vbench.engine.trainer import data_check_command
 
         t = self.trainer
         record = t.record
@@ -152,9 +150,7 @@ class EvalHook(HookBase):
         for key in ("clip_top1", "clip_top5", "video_top1", "video_top5", "eval_s"):
             record[key] = result[key]
         record["eval_excluded"] = result["excluded"]
-        check_bad_fraction({item["path"]: item["reason"] for item in result["excluded"]},
-                           self.evaluator.loader.num_videos, self.cfg.DATA.MAX_VAL_EXCLUDED_FRACTION,
-                           "DATA.MAX_VAL_EXCLUDED_FRACTION", "validation videos", data_check_command(self.cfg))
+        t.check_left_out({item["path"]: item["reason"] for item in result["excluded"]}, validation=True)
         if not t.target_reached and target_reached(result, self.cfg):
             self._on_target(result)
 

@@ -148,10 +148,19 @@ class Trainer:
             dataset.setdefault(data.VAL_SPLIT, val.fingerprint())  # one split for both: the training plan's
             self.results.set_dataset(dataset)
             self.results.set_bad_videos(train=sorted(self.bad_videos.items()))
-        check_bad_fraction(self.bad_videos, train.num_videos, data.MAX_BAD_FRACTION,
-                           check_command=data_check_command(self.cfg))
-        check_bad_fraction(dict(val.index_excluded), val.num_videos, data.MAX_VAL_EXCLUDED_FRACTION,
-                           "DATA.MAX_VAL_EXCLUDED_FRACTION", "validation videos", data_check_command(self.cfg))
+        self.check_left_out(self.bad_videos)
+        self.check_left_out(dict(val.index_excluded), validation=True)
+
+    def check_left_out(self, left_out, validation=False):
+        """Stop (TooManyBadVideos) when the videos left out ({path: reason}) of the training (or
+        validation) split exceed DATA.MAX_BAD_FRACTION (or DATA.MAX_VAL_EXCLUDED_FRACTION)."""
+        if validation:
+            bound = (self.val_loader.num_videos, self.cfg.DATA.MAX_VAL_EXCLUDED_FRACTION,
+                     "DATA.MAX_VAL_EXCLUDED_FRACTION", "validation videos")
+        else:
+            bound = (self.train_loader.num_videos, self.cfg.DATA.MAX_BAD_FRACTION, "DATA.MAX_BAD_FRACTION",
+                     "training videos")
+        check_bad_fraction(left_out, *bound, data_check_command(self.cfg))
 
     def is_eval_epoch(self):
         done = self.epoch + 1
@@ -233,8 +242,7 @@ class Trainer:
             if path not in self.bad_videos:
                 self.logger.warning(f"unreadable training video skipped: {path} ({reason})")
         self.bad_videos.update(merged)
-        check_bad_fraction(self.bad_videos, self.train_loader.num_videos, self.cfg.DATA.MAX_BAD_FRACTION,
-                           check_command=data_check_command(self.cfg))
+        self.check_left_out(self.bad_videos)
         return len(merged)
 
     # ------------------------------------------------------------------ state

@@ -1,6 +1,6 @@
 """Data validity (docs/PROTOCOL.md, "Data"): dataset fingerprints, clip lists, bad data bounded before
 training, and the score's check of the data, on tiny generated videos and real (tiny) training runs."""
-import json
+import logging
 import os
 import shutil
 import sys
@@ -20,6 +20,21 @@ from vbench.engine.launch import train_main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from videos import write_audio_only, write_numbered_video  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def restore_vbench_logger():
+    """train_main sets the vbench logger up for its run (handlers on this test's captured stdout, no
+    propagation): give later tests the logger as it was."""
+    logger = logging.getLogger("vbench")
+    handlers, propagate = list(logger.handlers), logger.propagate
+    yield
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        logger.addHandler(handler)
+    logger.propagate = propagate
 
 
 def clip_name(cls, index):

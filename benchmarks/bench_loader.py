@@ -68,7 +68,7 @@ def make_data(args):
 def recipe_cfg(args, root, gpu_transforms=False):
     return load_config(os.path.join(REPO, "configs/Kinetics/X3D_M.yaml"), [
         "DATA.GPU_TRANSFORMS", str(gpu_transforms),
-        "NUM_GPUS", "0", "DATA.PATH_TO_DATA_DIR", root, "DATA.LAYOUT", "auto",
+        "NUM_GPUS", "0", "DATA.PATH_TO_DATA_DIR", root, "DATA.LAYOUT", "auto", "DATA.CLIP_LIST", "",
         "DATA.INDEX_CACHE_DIR", os.path.join(args.cache, "index"),
         "DATA.DECODING_BACKEND", args.backend, "TRAIN.BATCH_SIZE", str(args.batch_size),
         "DATA_LOADER.NUM_WORKERS", str(args.workers), "DATA_LOADER.INDEX_WORKERS", str(args.workers)])

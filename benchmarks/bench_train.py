@@ -51,7 +51,8 @@ def parse_args(argv=None):
 
 def data_opts(args):
     """Overrides that point a track config at the synthetic kinetics-like dataset."""
-    return ["DATA.PATH_TO_DATA_DIR", args.data, "DATA.LAYOUT", "folder", "SYNTH.AUTO_GENERATE", "True",
+    return ["DATA.PATH_TO_DATA_DIR", args.data, "DATA.LAYOUT", "folder", "DATA.CLIP_LIST", "",
+            "SYNTH.AUTO_GENERATE", "True",
             "SYNTH.PRESET", "kinetics-like", "SYNTH.NUM_CLASSES", "10",
             "SYNTH.TRAIN_PER_CLASS", str(args.videos_per_class), "SYNTH.VAL_PER_CLASS", "2"]
 

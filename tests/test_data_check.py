@@ -131,10 +131,12 @@ def fake_kinetics(tmp_path):
     return make_fake_kinetics(tmp_path / "k400")
 
 
-def prepare(src, dst, *extra):
+SUBSET = ("--classes", "abseiling,bending_back,push_up", "--train-per-class", "2", "--val-per-class", "1")
+
+
+def prepare(src, dst, *extra, subset=SUBSET):
     from vbench.data.prepare_kinetics import main as prepare_main
-    return prepare_main(["--src", str(src), "--dst", str(dst), "--classes", "abseiling,bending_back,push_up",
-                         "--train-per-class", "2", "--val-per-class", "1", "--workers", "2", *extra])
+    return prepare_main(["--src", str(src), "--dst", str(dst), *subset, "--workers", "2", *extra])
 
 
 def test_prepare_kinetics_copies_a_class_subset_and_reports_bad_clips(fake_kinetics, tmp_path, capsys):
@@ -159,7 +161,7 @@ def test_prepare_kinetics_link_from_list_and_unknown_class(fake_kinetics, tmp_pa
     first = tmp_path / "first"
     assert prepare(fake_kinetics, first) == 0
     linked = tmp_path / "linked"
-    assert prepare(fake_kinetics, linked, "--mode", "link", "--from-list", str(first / "subset.csv")) == 0
+    assert prepare(fake_kinetics, linked, "--mode", "link", "--from-list", str(first / "subset.csv"), subset=()) == 0
     made = sorted(p.relative_to(linked) for p in linked.rglob("*.mp4"))
     assert made == sorted(p.relative_to(first) for p in first.rglob("*.mp4")) and len(made) == 9
     source = fake_kinetics / "train" / "abseiling" / "ab1_000000_000010.mp4"

@@ -24,6 +24,7 @@ class GlobalBatchShard:
         self.clips = torch.randn(total, 3, 2, 6, 6, generator=g) + self.labels.view(-1, 1, 1, 1, 1)
         self.rank, self.world, self.micro = rank, world, micro
         self.num_videos, self.class_names = total, [str(i) for i in range(NUM_CLASSES)]
+        self.index_excluded = []
 
     def set_epoch(self, epoch):
         pass

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from videos import read_frame_number, write_numbered_video  # noqa: E402
 from vbench.config import get_cfg  # noqa: E402
 from vbench.data import build_loader, check_bad_fraction
+from vbench.data.dataset import TooManyBadVideos
 from vbench.data.dataset import RawClip, repeats_a_video
 from vbench.data.index import build_index
 from vbench.data.layouts import read_split
@@ -171,7 +172,7 @@ def test_bad_training_video_is_substituted_and_reported_once(data_root, tmp_path
         assert len(records) == loader.num_clips  # the 4 lost clips were replaced
         assert not any(video == 1 for video, _ in records)
         assert loader.bad_videos == reports
-    check_bad_fraction([p for p, _ in loader.bad_videos], loader.num_videos, max_fraction=0.5)
+    check_bad_fraction(dict(loader.bad_videos), loader.num_videos, max_fraction=0.5)
 
 
 def test_bad_eval_video_is_excluded_not_substituted(data_root, tmp_path):
@@ -185,10 +186,10 @@ def test_bad_eval_video_is_excluded_not_substituted(data_root, tmp_path):
 
 
 def test_check_bad_fraction_names_the_files():
-    check_bad_fraction(["x.mp4"], 200, 0.01)  # 0.5 % is allowed
-    with pytest.raises(RuntimeError) as error:
-        check_bad_fraction(["cls/b.mp4", "cls/a.mp4"], 100, 0.01)
-    assert "cls/a.mp4" in str(error.value) and "cls/b.mp4" in str(error.value)
+    check_bad_fraction({"x.mp4": "empty"}, 200, 0.01)  # 0.5 % is allowed
+    with pytest.raises(TooManyBadVideos) as error:
+        check_bad_fraction({"cls/b.mp4": "moov atom not found", "cls/a.mp4": "empty"}, 100, 0.01)
+    assert "cls/a.mp4: empty\n  cls/b.mp4: moov atom not found" in str(error.value)
     assert "DATA.MAX_BAD_FRACTION" in str(error.value)
 
 

@@ -14,6 +14,15 @@ X3D = "configs/Kinetics/X3D_M.yaml"
 MVIT = "configs/Kinetics/MVIT_B_16x4.yaml"
 
 
+def complete_dataset(track):
+    """The "dataset" block of a run that used every clip of the shipped reference's data."""
+    expected = load_reference().tracks[track].dataset
+    return {split: {"videos_listed": e["videos"], "videos_readable": e["videos"], "excluded": [],
+                    "clips_per_epoch": 9 * e["videos"], "bytes": 600_000 * e["videos"],
+                    "classes": e["classes"], "sha256": e["sha256"], "listed_sha256": e["sha256"]}
+            for split, e in expected.items()}
+
+
 def fake_results(config_path, track, t_bench, reached=True, num_devices=4, gpu="NVIDIA H100", **overrides):
     """A results.json dict as the trainer writes it, for a run with the shipped config."""
     config = recipe_config(resolve_config_path(config_path))
@@ -47,7 +56,7 @@ def fake_results(config_path, track, t_bench, reached=True, num_devices=4, gpu="
         "software": {"python": "3.12", "torch": "2.11", "torchvision": "0.26", "av": "14",
                      "torchcodec": None, "numpy": "2", "platform": "linux"},
         "epochs": epochs, "peak_gpu_memory_gib": 10.0,
-        "bad_videos": {"train": [], "eval_excluded": []},
+        "bad_videos": {"train": [], "eval_excluded": []}, "dataset": complete_dataset(track),
     }
 
 

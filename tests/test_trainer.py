@@ -10,11 +10,14 @@ import torch
 from vbench.bench.clock import BenchmarkClock
 from vbench.bench.results import load_results
 from vbench.config import load_config
+from vbench.data.dataset import TooManyBadVideos
+from vbench.data.fingerprint import split_fingerprint
+from vbench.data.index import VideoInfo
 from vbench.engine.distributed import DistContext
 from vbench.engine.hooks import HookBase
 from vbench.engine.log import setup_logging
 from vbench.engine.meters import TrainingDiverged
-from vbench.engine.trainer import TooManyBadVideos, build_trainer
+from vbench.engine.trainer import build_trainer
 
 K = 3  # classes of the fake data
 TRAIN_BATCHES, EVAL_BATCHES = 4, 2
@@ -53,6 +56,11 @@ class FakeLoader:
         self.clips = torch.nn.functional.one_hot(self.labels, K).float().view(n, K, 1, 1, 1).expand(n, K, 2, 2, 2)
         self.batch, self.num_batches, self.bad = batch, num_batches, list(bad)
         self.num_videos, self.class_names, self.excluded = n, [f"c{i}" for i in range(K)], []
+        self.index_excluded = []
+
+    def fingerprint(self):
+        infos = [VideoInfo(f"v/c/{i}.mp4", "", int(label)) for i, label in enumerate(self.labels)]
+        return split_fingerprint(infos, self.index_excluded, K, len(infos))
 
     def set_epoch(self, epoch):
         pass
@@ -302,3 +310,14 @@ def test_sigkill_and_rerun_ends_with_the_same_metrics_as_an_uninterrupted_run(ti
     a = torch.load(tmp_path / "straight" / final, weights_only=False)["model"]
     b = torch.load(killed / final, weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_evaluation_leaving_out_validation_videos_stops_the_run(tmp_path):
+    cfg = fake_cfg(tmp_path, "BENCHMARK.TARGET_TOP1", "1.0")
+    trainer = fake_trainer(cfg)
+    trainer.val_loader.excluded = [("val/c1/x.mp4", "no frame could be decoded")]  # found while evaluating
+    with pytest.raises(TooManyBadVideos, match="DATA.MAX_VAL_EXCLUDED_FRACTION") as error:
+        trainer.train()
+    assert "val/c1/x.mp4: no frame could be decoded" in str(error.value)
+    results = load_results(str(tmp_path))
+    assert results["run"]["status"] == "failed" and results["epochs"] == [] and not results["benchmark"]["reached"]

@@ -11,7 +11,7 @@ COMMANDS = {
     "models": ("vbench.models.summary", "main", "list registered models with parameters and GFLOPs"),
     "sysinfo": ("vbench.bench.sysinfo", "main", "print the hardware and software block of results.json"),
     "data synth": ("vbench.data.synthetic", "main", "write the synthetic motion-pattern dataset"),
-    "data check": ("vbench.data.check", "main", "validate a dataset folder (layout, decodability, balance)"),
+    "data check": ("vbench.data.check", "main", "validate a dataset folder (layout, decodability, balance, clip list, fingerprint)"),
 }
 
 

@@ -1,11 +1,14 @@
-"""Reference tables: the times a benchmark run is compared with (configs/benchmark/*.yaml)."""
+"""Reference tables: the times a benchmark run is compared with (configs/benchmark/*.yaml), and the
+dataset each track must be trained and evaluated on: per split, the number of clips, classes and the
+SHA-256 of the sorted clip IDs (`vbench.data.fingerprint`; a run's `listed_sha256`)."""
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
+from vbench.config import REPO_ROOT, find_repo_path
+
 TRACKS = ("cnn", "transformer")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_REFERENCE = os.path.join(REPO_ROOT, "configs", "benchmark", "reference.yaml")
 
 
@@ -21,6 +24,7 @@ class TrackReference:
     target_top1: float
     t_ref_s: float
     n_gpu_ref: int
+    dataset: dict = field(default_factory=dict)  # split -> {"videos", "classes", "sha256"}; {}: not checked
 
 
 @dataclass(frozen=True)
@@ -33,9 +37,9 @@ class Reference:
 
 def resolve_config_path(path):
     """A config path as written in a reference file: absolute, from the cwd, or from the repo root."""
-    for candidate in (path, os.path.join(REPO_ROOT, path)):
-        if os.path.isfile(candidate):
-            return candidate
+    found = find_repo_path(path)
+    if found and os.path.isfile(found):
+        return found
     raise ScoreError(f"benchmark config '{path}' named by the reference file was not found "
                      f"(looked in the current folder and in {REPO_ROOT}).")
 
@@ -51,7 +55,22 @@ def _track_from_yaml(path, track, entry):
     if entry["t_ref_s"] <= 0 or entry["n_gpu_ref"] <= 0:
         raise ScoreError(f"reference file '{path}': tracks.{track}: t_ref_s and n_gpu_ref must be positive.")
     return TrackReference(track, entry["config"], str(entry.get("model", "")),
-                          float(entry["target_top1"]), float(entry["t_ref_s"]), int(entry["n_gpu_ref"]))
+                          float(entry["target_top1"]), float(entry["t_ref_s"]), int(entry["n_gpu_ref"]),
+                          _dataset_from_yaml(path, track, entry.get("dataset") or {}))
+
+
+def _dataset_from_yaml(path, track, dataset):
+    where = f"reference file '{path}': tracks.{track}.dataset"
+    if not isinstance(dataset, dict):
+        raise ScoreError(f"{where} must map split names to {{videos, classes, sha256}}.")
+    for split, expected in dataset.items():
+        ok = isinstance(expected, dict) and all(
+            isinstance(expected.get(key), kind) and not isinstance(expected.get(key), bool)
+            for key, kind in (("videos", int), ("classes", int), ("sha256", str)))
+        if not ok:
+            raise ScoreError(f"{where}.{split} must hold videos (int), classes (int) and sha256 (hex string); "
+                             f"got {expected!r}.")
+    return {str(split): dict(expected) for split, expected in dataset.items()}
 
 
 def load_reference(path=None):
@@ -94,5 +113,22 @@ def make_reference(track_runs, name, hardware=""):
             "target_top1": float(first["benchmark"]["target_top1"]),
             "t_ref_s": round(aggregate_times(times)[0], 2),
             "n_gpu_ref": int(first["world"]["num_devices"]),
+            "dataset": reference_dataset(track, runs),
         }
     return {"name": name, "hardware": hardware, "tracks": tracks}
+
+
+def reference_dataset(track, runs):
+    """{split: {videos, classes, sha256}} of the clips the runs listed; they must agree."""
+    datasets = [run.get("dataset") for run in runs]
+    if not all(datasets):
+        raise ScoreError(f"--make-reference: every {track} run needs a dataset fingerprint in its results.json "
+                         f"(runs made by an older vbench have none); rerun them with this one.")
+    expected = {split: {"videos": f["videos_listed"], "classes": f["classes"], "sha256": f["listed_sha256"]}
+                for split, f in datasets[0].items()}
+    for run, dataset in zip(runs[1:], datasets[1:]):
+        other = {split: f["listed_sha256"] for split, f in dataset.items()}
+        if other != {split: e["sha256"] for split, e in expected.items()}:
+            raise ScoreError(f"--make-reference: the {track} runs did not use the same clips ('"
+                             f"{runs[0]['run']['output_dir']}' and '{run['run']['output_dir']}' differ).")
+    return expected

@@ -66,6 +66,17 @@ def epoch_table(results):
     return lines
 
 
+def dataset_line(results):
+    """One line on the clips the run used per split (results.json "dataset")."""
+    dataset = results.get("dataset")
+    if not dataset:
+        return "- data: no dataset fingerprint recorded (a run of an older vbench)"
+    parts = [f"{split}: {f['videos_readable']} of {f['videos_listed']} listed clips used "
+             f"({len(f['excluded'])} missing or unreadable), {f['classes']} classes, sha256 {f['sha256'][:12]}..."
+             for split, f in dataset.items()]
+    return "- data: " + "; ".join(parts)
+
+
 def run_section(label, results):
     bench = results["benchmark"]
     reached = "yes" if bench.get("reached") else "no"
@@ -76,6 +87,7 @@ def run_section(label, results):
              f"{_cell(bench.get('setup_s'), 1)} s",
              f"- devices: {results['world'].get('num_devices')} ({results['world'].get('device')}), "
              f"world size {results['world'].get('world_size')}",
+             dataset_line(results),
              f"- bottleneck: {bottleneck_verdict(results)}", ""]
     return lines + epoch_table(results) + [""]
 

@@ -12,6 +12,7 @@ Trainer side (rank 0 only; see also vbench/bench/clock.py):
     writer.add_epoch({"epoch": epoch + 1, "clock_s": clock.elapsed(), ...row keys...}, clock)
     checkpoint["results"] = writer.state_dict()
     ...
+    writer.set_dataset({split: loader.fingerprint(), ...})   # before training
     writer.set_bad_videos(train=[(rel_path, reason), ...], eval_excluded=[...])
     writer.finish(clock=clock, peak_gpu_memory_gib=...)   # status "reached" or "finished"
     # on an exception: writer.finish("failed", clock=clock); raise
@@ -203,6 +204,11 @@ class ResultsWriter:
             self.data["bad_videos"]["eval_excluded"] = _path_reasons(eval_excluded)
         self.write()
 
+    def set_dataset(self, dataset):
+        """{split: fingerprint} of the splits the run uses (`vbench.data.fingerprint`)."""
+        self.data["dataset"] = copy.deepcopy(dataset)
+        self.write()
+
     def finish(self, status=None, clock=None, peak_gpu_memory_gib=None):
         """Final write; `status` defaults to "reached" or "finished" from the epochs recorded."""
         status = status or ("reached" if self.data["benchmark"]["reached"] else "finished")
@@ -249,6 +255,20 @@ class Choice:
         self.values = values
 
 
+class MapOf:
+    """An object whose keys are free (e.g. split names) and whose values all follow `spec`."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+
+class Pair:
+    """A list of exactly two items, following `first` and `second`."""
+
+    def __init__(self, first, second):
+        self.specs = (first, second)
+
+
 ROW_SPEC = {
     "epoch": int, "clock_s": NUMBER, "train_s": NUMBER, "eval_s": (*NUMBER, NULL),
     "data_wait_fraction": (*NUMBER, NULL), "clips_per_s": (*NUMBER, NULL), "loss": (*NUMBER, NULL),
@@ -256,6 +276,10 @@ ROW_SPEC = {
     "video_top1": (*NUMBER, NULL), "video_top5": (*NUMBER, NULL), "bad_videos": int,
 }
 PATH_REASON = {"path": str, "reason": str}
+FINGERPRINT_SPEC = {  # vbench.data.fingerprint
+    "videos_listed": int, "videos_readable": int, "excluded": ListOf(Pair(str, str)), "clips_per_epoch": int,
+    "bytes": int, "classes": int, "sha256": str, "listed_sha256": str,
+}
 # Keys ending in "?" are optional (additions after the first published schema).
 RESULTS_SPEC = {
     "schema_version": int, "vbench_version": str, "git_commit": (str, NULL), "git_dirty?": (bool, NULL),
@@ -282,6 +306,7 @@ RESULTS_SPEC = {
     "epochs": ListOf(ROW_SPEC),
     "peak_gpu_memory_gib": (*NUMBER, NULL),
     "bad_videos": {"train": ListOf(PATH_REASON), "eval_excluded": ListOf(PATH_REASON)},
+    "dataset?": MapOf(FINGERPRINT_SPEC),
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true/false", NULL: "null",
                dict: "an object", list: "a list"}
@@ -314,6 +339,18 @@ def _check(value, spec, key, problems):
             return
         for i, item in enumerate(value):
             _check(item, spec.spec, f"{key}[{i}]", problems)
+    elif isinstance(spec, MapOf):
+        if not isinstance(value, dict):
+            problems.append(f"'{key}' must be an object, got {type(value).__name__}")
+            return
+        for name, item in value.items():
+            _check(item, spec.spec, f"{key}.{name}", problems)
+    elif isinstance(spec, Pair):
+        if not isinstance(value, list) or len(value) != 2:
+            problems.append(f"'{key}' must be a list of two items, got {value!r}")
+            return
+        for i, (item, sub_spec) in enumerate(zip(value, spec.specs)):
+            _check(item, sub_spec, f"{key}[{i}]", problems)
     elif isinstance(spec, Choice):
         if value not in spec.values:
             problems.append(f"'{key}' is {value!r}; expected one of {list(spec.values)}")

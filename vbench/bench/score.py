@@ -6,6 +6,8 @@
 A RUN is a run folder or its results.json. Several runs per track are aggregated as MLPerf does:
 one run is taken as is, 2-4 runs by their median time, 5 or more by the mean after dropping the
 fastest and the slowest. A run that never reached its target counts as an infinite time.
+A run is compliant when its config differs from the track's benchmark config only in resource keys
+(`compliance.py`) and its data matches the reference table's fingerprints (`dataset_check.py`).
 """
 import argparse
 import json
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from .compliance import compare_with_recipe, recipe_config, setup_differences
+from .dataset_check import check_dataset
 from .reference import TRACKS, ScoreError, load_reference, make_reference, resolve_config_path
 from .results import ResultsError, load_results
 from .sysinfo import describe_hardware
@@ -32,10 +35,12 @@ class RunScore:
     score: float
     reason: str = ""
     differences: list = field(default_factory=list)
+    data_problems: list = field(default_factory=list)  # the data differs from the reference's
+    data_notes: list = field(default_factory=list)  # e.g. training clips it lacked (still compliant)
 
     @property
     def compliant(self):
-        return not self.differences
+        return not self.differences and not self.data_problems
 
 
 @dataclass
@@ -95,7 +100,8 @@ def score_run(path, results, track_ref, recipe):
     if reached and float(bench["target_top1"]) < track_ref.target_top1:
         reason = f"its target {bench['target_top1']} is below the reference target {track_ref.target_top1}"
     score = track_score_value(track_ref.t_ref_s, track_ref.n_gpu_ref, t_bench, n_gpu)
-    return RunScore(path, results, reached, t_bench, n_gpu, score, reason, differences)
+    data_problems, data_notes = check_dataset(results, track_ref.dataset, recipe)
+    return RunScore(path, results, reached, t_bench, n_gpu, score, reason, differences, data_problems, data_notes)
 
 
 def check_same_setup(track, runs):
@@ -165,6 +171,8 @@ def format_track(ts):
             lines.append(f"      {run.reason}")
         for difference in run.differences:
             lines.append(f"      differs from the benchmark config: {difference}")
+        lines += [f"      data differs from the reference: {problem}" for problem in run.data_problems]
+        lines += [f"      data: {note}" for note in run.data_notes]
     cv = "n/a" if math.isnan(ts.cv) else f"{100 * ts.cv:.1f}%"
     lines.append(f"  t_bench = {_fmt_time(ts.t_bench_s)} ({ts.aggregation}; median "
                  f"{_fmt_time(ts.median_t_s)}; CV {cv})")
@@ -186,7 +194,8 @@ def summary_dict(track_scores, reference):
             "runs": [{"path": r.path, "reached": r.reached, "n_gpu_bench": r.n_gpu_bench,
                       "t_bench_s": None if math.isinf(r.t_bench_s) else r.t_bench_s,
                       "score": r.score, "reason": r.reason,
-                      "differences": [[d.key, d.recipe, d.run] for d in r.differences]}
+                      "differences": [[d.key, d.recipe, d.run] for d in r.differences],
+                      "data_problems": r.data_problems, "data_notes": r.data_notes}
                      for r in ts.runs],
         }
     return {"reference": reference.path, "benchmark_score": total, "tracks": tracks,

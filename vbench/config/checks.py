@@ -74,7 +74,8 @@ def _check_shapes(cfg):
     _require(len(cfg.DATA.MEAN) == len(cfg.DATA.STD) == cfg.DATA.INPUT_CHANNEL_NUM[0],
              "DATA.MEAN and DATA.STD need one value per input channel (DATA.INPUT_CHANNEL_NUM).")
     _require(cfg.TEST.NUM_SPATIAL_CROPS in (1, 3), "TEST.NUM_SPATIAL_CROPS must be 1 or 3.")
-    _require(0.0 <= cfg.DATA.MAX_BAD_FRACTION <= 1.0, "DATA.MAX_BAD_FRACTION must be in [0, 1].")
+    for key in ("DATA.MAX_BAD_FRACTION", "DATA.MAX_VAL_EXCLUDED_FRACTION"):
+        _require(0.0 <= _get(cfg, key) <= 1.0, f"{key} must be in [0, 1].")
     # vbench's MViT sizes its position embeddings for the training crop (as SlowFast asserts).
     _require(cfg.MODEL.ARCH != "mvit" or cfg.DATA.TEST_CROP_SIZE == cfg.DATA.TRAIN_CROP_SIZE,
              f"MODEL.ARCH mvit needs DATA.TEST_CROP_SIZE ({cfg.DATA.TEST_CROP_SIZE}) equal to "

@@ -81,7 +81,9 @@ _C.DATA.DECODER_THREADS = 0  # decoder threads per worker; 0 lets the backend ch
 _C.DATA.DECODE_PER_CLIP = False  # decode each clip alone (a seek each), as the reference did; for baselines.
 _C.DATA.DECODER_DEVICE = "cpu"  # "cpu" or "cuda" (torchcodec only).
 _C.DATA.GPU_TRANSFORMS = False  # resize/crop/normalise on the GPU; uint8 clips cross PCIe.
-_C.DATA.MAX_BAD_FRACTION = 0.01  # stop when more than this fraction of training videos is unreadable.
+_C.DATA.CLIP_LIST = ""  # folder of <split>.txt clip lists: a split is exactly these clips (configs/datasets/).
+_C.DATA.MAX_BAD_FRACTION = 0.01  # stop when more than this fraction of training videos is missing or unreadable.
+_C.DATA.MAX_VAL_EXCLUDED_FRACTION = 0.0  # stop when more of DATA.VAL_SPLIT is left out; 0: every video is evaluated.
 _C.DATA.MAX_SUBSTITUTE_TRIES = 10  # substitute attempts for one bad training video.
 
 # ---------------------------------------------------------------- synthetic data

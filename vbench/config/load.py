@@ -12,6 +12,7 @@ from fvcore.common.config import CfgNode
 from .defaults import AUTO, AUTO_KEYS, get_cfg
 
 BASE_KEY = "_BASE_"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class ConfigError(ValueError):
@@ -132,6 +133,15 @@ def _flatten(key, value, path):
             yield from _flatten(f"{key}.{sub_key}", sub_value, path)
     else:
         yield key, value, path
+
+
+def find_repo_path(path):
+    """A path named in a config or reference file (e.g. configs/datasets/kinetics20): absolute, from
+    the current folder, or from the vbench checkout; None when it exists in neither."""
+    for candidate in (path, os.path.join(REPO_ROOT, path)):
+        if path and os.path.exists(candidate):
+            return candidate
+    return None
 
 
 def merge_yaml(cfg, path):

@@ -1,9 +1,14 @@
 """`vbench data check PATH`: validate a dataset folder before a run.
 
 Checks the layout and annotation lines, probes every video (through the index cache), decodes one
-clip per video (or a random sample), flags videos too short for one clip, and reports the class
-balance; names the stream decoded in files holding several video streams. Prints a summary table;
-exits 1 when it finds problems, 0 otherwise.
+clip per video (or a random sample), flags videos too short for one clip, reports the class
+balance and names the stream decoded in files holding several video streams. With a clip list
+(`--clip-list DIR`, or DATA.CLIP_LIST of `--cfg FILE`) it also compares the folder with the list: clips missing, files the list does not name (extra, not used by a run)
+and unreadable clips, per split and per class. Prints a summary table and each split's dataset
+fingerprint (the one a run records in results.json); exits 1 when it finds problems, 0 otherwise.
+
+`--cfg FILE` takes the data folder, layout, clip list, splits, clip settings and epoch plans from a
+config, so the fingerprints equal the run's; options given on the command line win.
 """
 import argparse
 import logging
@@ -16,29 +21,60 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
+from .clip_list import class_key, index_files, read_split_files
 from .decoders import VideoDecodeError, get_decoder
-from .index import build_index
-from .layouts import LAYOUTS, SPLIT_NAMES, DatasetError, detect_layout, read_split
+from .fingerprint import format_fingerprint, split_fingerprint
+from .layouts import LAYOUTS, SPLIT_NAMES, DatasetError, detect_layout
+from .sampling import ClipSettings, build_eval_plan, plan_from_cfg
 
 IMBALANCE_RATIO = 10.0  # largest / smallest class above this is reported as a warning
+# option -> (config key, value without --cfg); a value given on the command line wins over both
+CONFIG_OPTIONS = {"path": ("DATA.PATH_TO_DATA_DIR", None), "layout": ("DATA.LAYOUT", "auto"),
+                  "clip_list": ("DATA.CLIP_LIST", ""), "num_frames": ("DATA.NUM_FRAMES", 16),
+                  "frame_rate": ("DATA.FRAME_RATE", 15.0), "path_prefix": ("DATA.PATH_PREFIX", ""),
+                  "separator": ("DATA.PATH_LABEL_SEPARATOR", " "), "cache_dir": ("DATA.INDEX_CACHE_DIR", ""),
+                  "backend": ("DATA.DECODING_BACKEND", "pyav")}
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="vbench data check", description=__doc__.splitlines()[0])
-    parser.add_argument("path", help="dataset root (DATA.PATH_TO_DATA_DIR)")
-    parser.add_argument("--layout", default="auto", choices=("auto",) + LAYOUTS, help="dataset layout (DATA.LAYOUT)")
+    parser.add_argument("path", nargs="?", help="dataset root (DATA.PATH_TO_DATA_DIR; default: that of --cfg)")
+    parser.add_argument("--cfg", default=None, help="config file: take the data settings from it")
+    parser.add_argument("--layout", choices=("auto",) + LAYOUTS, help="dataset layout (DATA.LAYOUT)")
+    parser.add_argument("--clip-list", help="clip list folder to compare with (DATA.CLIP_LIST), e.g. "
+                                            "configs/datasets/kinetics20")
     parser.add_argument("--split", nargs="+", default=None, help="splits to check (default: all found)")
     parser.add_argument("--decode-sample", type=int, default=0,
                         help="decode one clip from N random videos per split (0 = every video)")
-    parser.add_argument("--num-frames", type=int, default=16, help="clip length (DATA.NUM_FRAMES)")
-    parser.add_argument("--frame-rate", type=float, default=15.0, help="clip frame rate (DATA.FRAME_RATE)")
-    parser.add_argument("--path-prefix", default="", help="DATA.PATH_PREFIX (csv layout)")
-    parser.add_argument("--separator", default=" ", help="DATA.PATH_LABEL_SEPARATOR (csv layout)")
-    parser.add_argument("--cache-dir", default="", help="index cache folder (DATA.INDEX_CACHE_DIR)")
-    parser.add_argument("--backend", default="pyav", help="decoding backend (DATA.DECODING_BACKEND)")
+    parser.add_argument("--num-frames", type=int, help="clip length (DATA.NUM_FRAMES)")
+    parser.add_argument("--frame-rate", type=float, help="clip frame rate (DATA.FRAME_RATE)")
+    parser.add_argument("--path-prefix", help="DATA.PATH_PREFIX (csv layout)")
+    parser.add_argument("--separator", help="DATA.PATH_LABEL_SEPARATOR (csv layout)")
+    parser.add_argument("--cache-dir", help="index cache folder (DATA.INDEX_CACHE_DIR)")
+    parser.add_argument("--backend", help="decoding backend (DATA.DECODING_BACKEND)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="probe/decode threads")
     parser.add_argument("--seed", type=int, default=0, help="seed of the decode sample")
-    return parser.parse_args(argv)
+    return fill_from_config(parser.parse_args(argv), parser)
+
+
+def fill_from_config(args, parser):
+    """Options not given take the --cfg config's value, else their default; args.cfg becomes the
+    loaded config (or None)."""
+    cfg = None
+    if args.cfg:
+        from vbench.config import ConfigError, load_config
+        try:
+            cfg = load_config(args.cfg, [])
+        except ConfigError as error:
+            parser.error(str(error))
+    for option, (key, default) in CONFIG_OPTIONS.items():
+        if getattr(args, option) is None:
+            section, name = key.split(".")
+            setattr(args, option, cfg[section][name] if cfg is not None else default)
+    if not args.path:
+        parser.error("give the dataset folder, or --cfg FILE whose DATA.PATH_TO_DATA_DIR names it")
+    args.cfg = cfg
+    return args
 
 
 def splits_present(root, layout):
@@ -53,6 +89,13 @@ def splits_present(root, layout):
                                           for sub in ("annotations", "")):
             found.append(name)
     return found
+
+
+def default_splits(root, layout, args):
+    """The --cfg config's training and validation splits, else every split found."""
+    if args.cfg is not None:
+        return list(dict.fromkeys((args.cfg.DATA.TRAIN_SPLIT, args.cfg.DATA.VAL_SPLIT)))
+    return splits_present(root, layout)
 
 
 def clip_indices(info, num_frames, frame_rate):
@@ -72,8 +115,9 @@ class SplitReport:
         self.name = name
         self.videos, self.hours, self.class_counts = 0, 0.0, Counter()
         self.unreadable, self.too_short, self.decode_failed = [], [], []
+        self.missing, self.extra = [], []  # against the clip list
         self.decoded = 0
-        self.notes = []
+        self.fingerprint = None
 
 
 def decode_check(infos, args, report):
@@ -100,19 +144,34 @@ def decode_check(infos, args, report):
                 report.decode_failed.append((info.rel_path, reason))
 
 
+def split_plan(infos, split, args):
+    """The epoch plan a run would make of this split: the --cfg config's (training plan for its
+    DATA.TRAIN_SPLIT), else every non-overlapping window (the benchmark's plans)."""
+    if args.cfg is not None:
+        return plan_from_cfg(infos, args.cfg, training=split == args.cfg.DATA.TRAIN_SPLIT)
+    return build_eval_plan(infos, ClipSettings(args.num_frames, args.frame_rate, 1, args.num_frames))
+
+
 def check_split(root, split, layout, args, problems, warnings):
     report = SplitReport(split)
     try:
-        entries, class_names = read_split(root, split, layout, args.path_prefix, args.separator)
+        files = read_split_files(root, split, layout, args.path_prefix, args.separator, args.clip_list)
     except DatasetError as error:
         problems.append(f"[{split}] {error}")
         return report, None
-    infos = build_index(entries, cache_dir=args.cache_dir, num_workers=args.workers)
+    class_names = files.class_names
+    infos = index_files(files, cache_dir=args.cache_dir, num_workers=args.workers)
+    plan = split_plan(infos, split, args)
+    report.fingerprint = split_fingerprint(infos, [(infos[v].rel_path, r) for v, r in plan.excluded],
+                                           len(class_names), len(plan.clips))
     report.videos = len(infos)
     report.hours = sum(info.duration_s for info in infos if info.ok) / 3600
     report.class_counts = Counter(info.label for info in infos if info.ok)
+    report.extra = files.unlisted
     for info in infos:
-        if not info.ok:
+        if info.rel_path in files.missing:
+            report.missing.append(info.rel_path)
+        elif not info.ok:
             report.unreadable.append((info.rel_path, info.error))
         elif timeline_frames(info, args.frame_rate) < args.num_frames:
             report.too_short.append((info.rel_path, (
@@ -128,6 +187,8 @@ def check_split(root, split, layout, args, problems, warnings):
     for kind, items in (("unreadable", report.unreadable), ("too short", report.too_short),
                         ("decode failed", report.decode_failed)):
         problems += [f"[{split}] {kind}: {rel}: {reason}" for rel, reason in items]
+    problems += [f"[{split}] missing: {rel}: listed in {files.list_file}" for rel in report.missing]
+    warnings += [f"[{split}] extra: {rel}: not in the clip list (a run does not use it)" for rel in report.extra]
     check_balance(report, class_names, problems, warnings)
     return report, class_names
 
@@ -143,18 +204,41 @@ def check_balance(report, class_names, problems, warnings):
         warnings.append(f"[{report.name}] class imbalance: {min(counts)} to {max(counts)} videos per class")
 
 
+def print_rows(header, rows):
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(str(x).rjust(w) for x, w in zip(row, widths)))
+
+
 def print_table(reports, class_names):
     header = ("split", "videos", "hours", "classes", "per class min/mean/max", "unreadable", "too short",
-              "decoded", "decode failed")
+              "decoded", "decode failed", "missing", "extra")
     rows = []
     for r in reports:
         counts = [r.class_counts[label] for label in range(len(class_names or []))]
         per_class = f"{min(counts)}/{sum(counts) / len(counts):.1f}/{max(counts)}" if counts else "-"
         rows.append((r.name, r.videos, f"{r.hours:.2f}", len(class_names or []), per_class, len(r.unreadable),
-                     len(r.too_short), r.decoded, len(r.decode_failed)))
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-    for row in (header, *rows):
-        print("  ".join(str(x).rjust(w) for x, w in zip(row, widths)))
+                     len(r.too_short), r.decoded, len(r.decode_failed), len(r.missing), len(r.extra)))
+    print_rows(header, rows)
+
+
+def class_of(rel_path):
+    """The class folder of a `<split>/<class>/<file>` path ("-" for other shapes)."""
+    parts = rel_path.replace(os.sep, "/").split("/")
+    return class_key(parts[-2]) if len(parts) >= 3 else "-"
+
+
+def print_class_differences(reports):
+    """Per split and class: missing, extra and unreadable clips (only classes with any)."""
+    rows = []
+    for r in reports:
+        counts = {kind: Counter(class_of(path) for path in paths) for kind, paths in (
+            ("missing", r.missing), ("extra", r.extra), ("unreadable", [p for p, _ in r.unreadable]))}
+        for name in sorted(set().union(*counts.values())):
+            rows.append((r.name, name, *(counts[kind][name] for kind in ("missing", "extra", "unreadable"))))
+    if rows:
+        print("\nagainst the clip list, per class:")
+        print_rows(("split", "class", "missing", "extra", "unreadable"), rows)
 
 
 def print_list(title, items, limit=20):
@@ -173,15 +257,16 @@ def main(argv=None):
     root = os.path.abspath(os.path.expanduser(args.path))
     problems, warnings = [], []
     try:
-        layout = detect_layout(root) if args.layout == "auto" else args.layout
+        layout = detect_layout(root) if args.layout in ("", "auto") else args.layout
     except DatasetError as error:
         print(f"dataset {root}: PROBLEM: {error}")
         return 1
-    splits = args.split or splits_present(root, layout)
+    splits = args.split or default_splits(root, layout, args)
     if not splits:
         print(f"dataset {root}: PROBLEM: no split found for layout '{layout}' (looked for {', '.join(SPLIT_NAMES)}).")
         return 1
-    print(f"dataset {root}: layout '{layout}', splits {', '.join(splits)}")
+    against = f", clip list {args.clip_list}" if args.clip_list else ""
+    print(f"dataset {root}: layout '{layout}', splits {', '.join(splits)}{against}")
     reports, class_names = [], None
     for split in splits:
         report, names = check_split(root, split, layout, args, problems, warnings)
@@ -189,6 +274,11 @@ def main(argv=None):
         class_names = class_names or names
     print()
     print_table(reports, class_names)
+    print_class_differences(reports)
+    print("\nfingerprints (as results.json records them):")
+    for report in reports:
+        if report.fingerprint:
+            print("  " + format_fingerprint(report.name, report.fingerprint))
     print_list("warnings", warnings)
     print_list("problems", problems)
     verdict = f"{len(problems)} problem{'s' * (len(problems) != 1)} found" if problems else "no problems found"

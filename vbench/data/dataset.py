@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
 from .decoders.base import VideoDecodeError
+from .layouts import DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -247,12 +248,20 @@ class ClipDataset(IterableDataset):
         return state
 
 
-def check_bad_fraction(bad_paths, num_videos, max_fraction):
-    """Raise when more than `max_fraction` of `num_videos` training videos were unreadable."""
-    bad_paths = sorted(set(bad_paths))
-    if num_videos and len(bad_paths) / num_videos > max_fraction:
-        listing = "\n  ".join(bad_paths)
-        raise RuntimeError(
-            f"{len(bad_paths)} of {num_videos} training videos ({100 * len(bad_paths) / num_videos:.1f}%) "
-            f"could not be decoded, more than DATA.MAX_BAD_FRACTION = {max_fraction}. Re-encode or "
-            f"remove these files (check them with `vbench data check`):\n  {listing}")
+class TooManyBadVideos(DatasetError):
+    """More videos were missing or unreadable than DATA.MAX_BAD_FRACTION (training) or
+    DATA.MAX_VAL_EXCLUDED_FRACTION (validation) allows."""
+
+
+def check_bad_fraction(left_out, num_videos, max_fraction, key="DATA.MAX_BAD_FRACTION",
+                       what="training videos", check_command="vbench data check"):
+    """Raise TooManyBadVideos when more than `max_fraction` of `num_videos` videos are left out
+    (`left_out`: {path: reason}; missing, unreadable at index time or failing to decode). The message
+    lists the files and ends with a one-line summary and the command that checks the data."""
+    if num_videos and len(left_out) / num_videos > max_fraction:
+        listing = "\n  ".join(f"{path}: {left_out[path]}" for path in sorted(left_out))
+        raise TooManyBadVideos(
+            f"{what} left out:\n  {listing}\n{len(left_out)} of {num_videos} {what} "
+            f"({100 * len(left_out) / num_videos:.1f}%) are missing or unreadable, more than {key} = "
+            f"{max_fraction}. Restore, re-encode or remove these files; `{check_command}` lists every "
+            f"problem of the data folder.")

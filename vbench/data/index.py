@@ -65,13 +65,14 @@ class VideoInfo:
     note: str = None  # a non-fatal oddity (e.g. the header claims more frames than exist)
     stream_index: int = None  # container index of the decoded video stream (see `select_video_stream`)
     video_streams: int = 1  # video streams in the file, attached pictures excluded
+    file_bytes: int = 0  # size on disk, from the stat that keys the cache (not stored in it)
 
     @property
     def ok(self):
         return self.error is None
 
 
-METADATA_FIELDS = [f.name for f in fields(VideoInfo) if f.name not in ("rel_path", "path", "label")]
+METADATA_FIELDS = [f.name for f in fields(VideoInfo) if f.name not in ("rel_path", "path", "label", "file_bytes")]
 
 
 def _open(path):
@@ -206,10 +207,10 @@ def _probe_stream(container, stream, scan_packets):
             "frame_pts": pts_sorted if timestamps == "vfr" else None, "note": note, "error": None}
 
 
-def info_from_probe(entry, metadata):
+def info_from_probe(entry, metadata, file_bytes=0):
     """A VideoInfo for a layouts.VideoEntry and the dict `probe_video` returned."""
     known = {k: v for k, v in metadata.items() if k in METADATA_FIELDS}
-    return VideoInfo(rel_path=entry.rel_path, path=entry.path, label=entry.label, **known)
+    return VideoInfo(rel_path=entry.rel_path, path=entry.path, label=entry.label, file_bytes=file_bytes, **known)
 
 
 # ---------------------------------------------------------------- cache
@@ -279,16 +280,16 @@ def build_index(entries, cache_dir="", num_workers=8, progress=True):
             continue
         key = _cache_key(entry.rel_path, stat)
         if key in cached:
-            infos[i] = info_from_probe(entry, cached[key])
+            infos[i] = info_from_probe(entry, cached[key], stat.st_size)
             num_cached += 1
         else:
-            to_probe.append((i, key))
+            to_probe.append((i, key, stat.st_size))
     with ThreadPoolExecutor(max(1, num_workers)) as pool, tqdm(
             total=len(to_probe), desc="probing videos", unit="video", disable=not progress or not to_probe) as bar:
-        jobs = [(i, key, pool.submit(probe_video, entries[i].path)) for i, key in to_probe]
-        for i, key, job in jobs:
+        jobs = [(i, key, size, pool.submit(probe_video, entries[i].path)) for i, key, size in to_probe]
+        for i, key, size, job in jobs:
             metadata = job.result()
-            infos[i] = info_from_probe(entries[i], metadata)
+            infos[i] = info_from_probe(entries[i], metadata, size)
             new_entries[key] = {k: metadata.get(k) for k in METADATA_FIELDS if k in metadata}
             bar.update(1)
     if new_entries:

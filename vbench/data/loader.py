@@ -152,6 +152,11 @@ class ClipLoader:
         """(rel_path, reason) of videos this rank failed to decode this epoch."""
         return list(self._bad_found)
 
+    def fingerprint(self):
+        """The split's dataset fingerprint (`vbench.data.fingerprint`), as results.json records it."""
+        from .fingerprint import split_fingerprint
+        return split_fingerprint(self.infos, self.index_excluded, len(self.class_names), self.num_clips)
+
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
         self.dataset.set_epoch(self.epoch)
@@ -281,16 +286,14 @@ def build_loader(cfg, split, training, rank=0, world_size=1, transform=None):
     transform: override the per-clip transform (`TrainClip`, `EvalClip` or `RawClip`; RawClip gives
     the decoded uint8 clips); None follows the config.
     """
-    from .index import build_index
-    from .layouts import read_split
-    entries, class_names = read_split(cfg.DATA.PATH_TO_DATA_DIR, split, layout=cfg.DATA.LAYOUT,
-                                      path_prefix=cfg.DATA.PATH_PREFIX,
-                                      separator=cfg.DATA.PATH_LABEL_SEPARATOR)
-    infos = build_index(entries, cache_dir=cfg.DATA.INDEX_CACHE_DIR,
+    from .clip_list import index_files, read_split_files
+    files = read_split_files(cfg.DATA.PATH_TO_DATA_DIR, split, cfg.DATA.LAYOUT, cfg.DATA.PATH_PREFIX,
+                             cfg.DATA.PATH_LABEL_SEPARATOR, cfg.DATA.CLIP_LIST)
+    infos = index_files(files, cache_dir=cfg.DATA.INDEX_CACHE_DIR,
                         num_workers=cfg.DATA_LOADER.INDEX_WORKERS, progress=rank == 0)
     if not infos:
         raise ValueError(f"split '{split}' of {cfg.DATA.PATH_TO_DATA_DIR} lists no videos.")
-    return loader_from_index(cfg, infos, class_names, training, rank, world_size, transform,
+    return loader_from_index(cfg, infos, files.class_names, training, rank, world_size, transform,
                              name=f"split '{split}' of {cfg.DATA.PATH_TO_DATA_DIR}")
 
 

@@ -1,14 +1,22 @@
-"""Build a Kinetics class subset (kinetics20 by default) from an official Kinetics-400/600/700 download.
+"""Build kinetics20 (the benchmark's exact clip list) or another Kinetics subset from a Kinetics download.
 
-Input: `<src>/annotations/<split>.csv` (or `<src>/<split>.csv`) with the official header
-`label,youtube_id,time_start,time_end,split`, and the clips in `<src>/<split>/<label>/` (label with
-spaces or underscores) or flat in `<src>/<split>/`, named `<youtube_id>_<start:06d>_<end:06d>.mp4`.
-Output: the folder layout `<dst>/<split>/<class>/<clip>` (class names with underscores), plus
-`<dst>/subset.csv` (the chosen clips, annotation format, reusable with --from-list) and a report
-file listing every missing or unreadable clip instead of failing on it.
+Input: the clips in `<src>/<split>/<label>/` (label with spaces or underscores) or flat in
+`<src>/<split>/`, named `<youtube_id>_<start:06d>_<end:06d>.<ext>`; a clip not found under its own
+split's folder is looked for under the other split folders. Output: the folder layout
+`<dst>/<split>/<class>/<clip>` (class names with underscores), `<dst>/subset.csv` (the clips
+written, annotation format, reusable with --from-list) and a report file listing every missing or
+unreadable clip instead of failing on it.
 
-Clips are picked per class in a seeded shuffled order; a missing or unreadable clip is replaced by
-the next candidate. Existing output files are kept, so an interrupted run can be restarted.
+Which clips:
+- by default exactly the clips of the benchmark's list, configs/datasets/kinetics20 (--clip-list
+  names another list folder); a listed clip that is missing or unreadable is reported, never
+  replaced, and the exit status is 1 unless every listed clip was written;
+- --from-list subset.csv: exactly the clips of an earlier run;
+- --classes / --train-per-class / --val-per-class / --seed: a class subset picked per class in a
+  seeded shuffled order from the official annotations (`<src>/annotations/<split>.csv` or
+  `<src>/<split>.csv`, header `label,youtube_id,time_start,time_end,split`); a missing or unreadable
+  clip is replaced by the next candidate.
+Existing output files are kept, so an interrupted run can be restarted.
 """
 import argparse
 import csv
@@ -24,8 +32,9 @@ from fractions import Fraction
 import av
 from tqdm import tqdm
 
+from .clip_list import list_file, read_clip_list
 from .index import probe_video
-from .layouts import (DatasetError, find_kinetics_video, kinetics_annotation_file, kinetics_stem,
+from .layouts import (SPLIT_NAMES, DatasetError, find_kinetics_video, kinetics_annotation_file, kinetics_stem,
                       read_kinetics_csv)
 
 KINETICS20_CLASSES = (
@@ -33,31 +42,49 @@ KINETICS20_CLASSES = (
     "exercising_with_an_exercise_ball", "giving_or_receiving_award", "hurdling", "laughing",
     "moving_furniture", "playing_basketball", "playing_paintball", "push_up", "roller_skating",
     "shredding_paper", "sniffing", "swimming_breast_stroke", "tobogganing", "washing_feet")
-# The reference kinetics20 has ~1,276 train clips (~64 per class) and 5 val clips per class.
-DEFAULT_TRAIN_PER_CLASS = 64
-DEFAULT_VAL_PER_CLASS = 5
+DEFAULT_CLIP_LIST = "configs/datasets/kinetics20"  # the benchmark's clips (DATA.CLIP_LIST of the recipe)
+# A sampled subset (--classes ...): these defaults give about the size of kinetics20.
+SAMPLING_DEFAULTS = {"classes": "kinetics20", "train_per_class": 64, "val_per_class": 5, "seed": 0}
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="tools/prepare_kinetics.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--src", required=True, help="Kinetics download root (annotations + <split>/ folders)")
+    parser.add_argument("--src", required=True, help="Kinetics download root (<split>/ folders, annotations)")
     parser.add_argument("--dst", required=True, help="output dataset folder, e.g. data/kinetics20")
-    parser.add_argument("--classes", default="kinetics20",
-                        help="'kinetics20', a text file with one class per line, or a comma-separated list")
+    parser.add_argument("--clip-list", default=None,
+                        help=f"build exactly the clips of this list folder (<split>.txt); default {DEFAULT_CLIP_LIST}")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to build")
-    parser.add_argument("--train-per-class", type=int, default=DEFAULT_TRAIN_PER_CLASS,
-                        help="train clips per class (0 = every available clip)")
-    parser.add_argument("--val-per-class", type=int, default=DEFAULT_VAL_PER_CLASS,
-                        help="clips per class for every other split (0 = all)")
+    parser.add_argument("--classes", default=None, help="sampled subset: 'kinetics20', a text file with one "
+                                                        "class per line, or a comma-separated list")
+    parser.add_argument("--train-per-class", type=int, default=None,
+                        help="sampled subset: train clips per class (0 = every available clip; default 64)")
+    parser.add_argument("--val-per-class", type=int, default=None,
+                        help="sampled subset: clips per class for every other split (0 = all; default 5)")
     parser.add_argument("--from-list", default="", help="a subset.csv from an earlier run: take exactly these clips")
     parser.add_argument("--mode", choices=("copy", "link", "reencode"), default="copy",
                         help="copy files, hard-link them (falls back to copy across file systems), "
                              "or re-encode to H.264 with the short side scaled to --short-side")
     parser.add_argument("--short-side", type=int, default=256, help="short side for --mode reencode")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="parallel clips")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the per-class clip order")
+    parser.add_argument("--seed", type=int, default=None, help="sampled subset: seed of the per-class clip order")
     parser.add_argument("--report", default="", help="report file (default <dst>/prepare_report.txt)")
-    return parser.parse_args(argv)
+    return choose_clips(parser.parse_args(argv), parser)
+
+
+def choose_clips(args, parser):
+    """Set args.source to "clip list", "from list" or "sampled" (see the module docstring)."""
+    sampling = [f"--{name.replace('_', '-')}" for name in SAMPLING_DEFAULTS if getattr(args, name) is not None]
+    chosen = [name for name, given in (("--clip-list", args.clip_list is not None),
+                                       ("--from-list", bool(args.from_list)), (" / ".join(sampling), sampling))
+              if given]
+    if len(chosen) > 1:
+        parser.error(f"{' and '.join(chosen)} choose the clips in different ways; give one of them.")
+    args.source = "from list" if args.from_list else "sampled" if sampling else "clip list"
+    args.clip_list = args.clip_list or DEFAULT_CLIP_LIST
+    for name, default in SAMPLING_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    return args
 
 
 def folder_name(label):
@@ -105,6 +132,31 @@ def candidates_by_class(src, split, classes, seed):
     for rows_of_class in found.values():
         rng.shuffle(rows_of_class)
     return {name: found[name] for name in resolved}
+
+
+def split_kinetics_stem(stem):
+    """(youtube_id, start, end) of `<youtube_id>_<start>_<end>`; DatasetError for another name."""
+    parts = stem.rsplit("_", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise DatasetError(f"clip '{stem}' is not named <youtube_id>_<start>_<end> like a Kinetics clip.")
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def rows_from_clip_list(folder, split):
+    """{class folder name: rows} of `<folder>/<split>.txt`, in the list's order."""
+    chosen = defaultdict(list)
+    for clip in read_clip_list(list_file(folder, split), split):
+        chosen[clip.class_name].append((clip.class_name, *split_kinetics_stem(clip.clip_id)))
+    return dict(chosen)
+
+
+def find_source(src, split, label, stem, listings):
+    """The clip in `<src>/<split>/`, else in another split folder of `src` (None when absent)."""
+    for folder in dict.fromkeys([split, *SPLIT_NAMES]):
+        path = find_kinetics_video(os.path.join(src, folder), label, stem, listings)
+        if path is not None:
+            return path
+    return None
 
 
 def rows_from_list(list_path, split):
@@ -176,10 +228,18 @@ class Results:
         self.missing, self.unreadable = [], []  # report lines
 
 
+def wanted_rows(args, split):
+    """{class folder name: candidate rows} of `split` for the chosen source."""
+    if args.source == "clip list":
+        return rows_from_clip_list(args.clip_list, split)
+    if args.source == "from list":
+        return rows_from_list(args.from_list, split)
+    return candidates_by_class(args.src, split, args.classes, args.seed)
+
+
 def build_split(args, split, per_class, results):
-    rows = rows_from_list(args.from_list, split) if args.from_list else candidates_by_class(
-        args.src, split, args.classes, args.seed)
-    listings, split_dir = {}, os.path.join(args.src, split)
+    rows = wanted_rows(args, split)
+    listings = {}
     chosen = []  # (class, row, src path, dst path)
     bar = tqdm(total=sum(min(len(r), per_class or len(r)) for r in rows.values()), unit="clip",
                desc=f"{args.mode} {split}")
@@ -199,9 +259,9 @@ def build_split(args, split, per_class, results):
                 while queue and len(batch) < need:
                     label, youtube_id, start, end = row = queue.pop(0)
                     stem = kinetics_stem(youtube_id, start, end)
-                    src_path = find_kinetics_video(split_dir, label, stem, listings)
+                    src_path = find_source(args.src, split, label, stem, listings)
                     if src_path is None:
-                        results.missing.append(f"{split}\t{name}\t{stem}\tmissing under {split_dir}")
+                        results.missing.append(f"{split}\t{name}\t{stem}\tmissing under {args.src}")
                         continue
                     ext = ".mp4" if args.mode == "reencode" else os.path.splitext(src_path)[1]
                     batch.append((name, row, src_path, os.path.join(args.dst, split, name, stem + ext)))
@@ -232,13 +292,30 @@ def write_outputs(args, chosen, results):
     return report
 
 
+def report_incomplete(args, results, report, limit=50):
+    """For an exact clip list: name every clip not written; 1 unless all were written."""
+    lines = results.unreadable + results.missing
+    if not lines:
+        return 0
+    print(f"{len(lines)} listed clips could not be written (split, class, clip, why):")
+    for line in lines[:limit]:
+        print("  " + line.replace("\t", "  "))
+    if len(lines) > limit:
+        print(f"  ... and {len(lines) - limit} more in {report}")
+    print("A benchmark run needs every validation clip and lets at most DATA.MAX_BAD_FRACTION of the "
+          "training list be missing or unreadable (docs/PROTOCOL.md, \"Data\"); find the clips above in "
+          "another Kinetics copy and run this command again (clips already written are kept).")
+    return 1
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     results, chosen = Results(), []
     os.makedirs(args.dst, exist_ok=True)
     try:
         for split in args.splits:
-            per_class = 0 if args.from_list else args.train_per_class if split == "train" else args.val_per_class
+            per_class = args.train_per_class if split == "train" else args.val_per_class
+            per_class = per_class if args.source == "sampled" else 0  # 0: every clip, none replaced
             chosen += build_split(args, split, per_class, results)
     except DatasetError as error:
         print(f"prepare_kinetics: {error}", file=sys.stderr)
@@ -252,6 +329,8 @@ def main(argv=None):
              for (split, name), n in sorted(results.wanted.items()) if results.written[(split, name)] < n]
     if short:
         print(f"classes with fewer clips than asked: {', '.join(short)}")
+    if args.source != "sampled":
+        return report_incomplete(args, results, report)
     empty = [key for key in results.wanted if results.written[key] == 0]
     if empty:
         print(f"prepare_kinetics: {len(empty)} split/class folders got no clip at all (first: "

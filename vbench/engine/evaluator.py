@@ -145,6 +145,6 @@ def run_test(cfg, ctx):
             f"{result['num_videos']} videos; clip top-1 {result['clip_top1']:.2f} over "
             f"{result['num_clips']} clips; {len(result['excluded'])} excluded")
         atomic_write_json(os.path.join(cfg.OUTPUT_DIR, "test_results.json"),
-                          dict(result, checkpoint=path, split=cfg.TEST.SPLIT,
-                               sampling=cfg.TEST.SAMPLING), indent=1)
+                          dict(result, checkpoint=path, split=cfg.TEST.SPLIT, sampling=cfg.TEST.SAMPLING,
+                               dataset={cfg.TEST.SPLIT: loader.fingerprint()}), indent=1)
     return result

@@ -127,7 +127,8 @@ class EvalHook(HookBase):
     """Evaluates every TRAIN.EVAL_PERIOD epochs (and after the last) and checks the target.
 
     The benchmark clock stops at the end of the first evaluation whose metric reaches
-    BENCHMARK.TARGET_TOP1; with STOP_AT_TARGET the run ends there.
+    BENCHMARK.TARGET_TOP1; with STOP_AT_TARGET the run ends there. An evaluation that left out more
+    validation videos than DATA.MAX_VAL_EXCLUDED_FRACTION allows stops the run before it can count.
     """
 
     def __init__(self, evaluator, cfg):
@@ -149,6 +150,7 @@ class EvalHook(HookBase):
         for key in ("clip_top1", "clip_top5", "video_top1", "video_top5", "eval_s"):
             record[key] = result[key]
         record["eval_excluded"] = result["excluded"]
+        t.check_left_out({item["path"]: item["reason"] for item in result["excluded"]}, validation=True)
         if not t.target_reached and target_reached(result, self.cfg):
             self._on_target(result)
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from vbench.config import ConfigError
+from vbench.data.dataset import check_bad_fraction
 from vbench.engine import distributed as du
 from vbench.engine.checkpoint import (Checkpointer, capture_rng_state, model_state,
                                       restore_rng_state, seed_everything)
@@ -22,10 +23,6 @@ from vbench.engine.log import get_logger
 from vbench.engine.meters import TrainMeter, WaitTimer, check_finite
 from vbench.engine.precision import make_autocast, resolve_precision
 from vbench.engine.resources import require_resolved
-
-
-class TooManyBadVideos(RuntimeError):
-    """More training videos were unreadable than DATA.MAX_BAD_FRACTION allows."""
 
 
 def prepare_model(model, cfg, ctx):
@@ -94,7 +91,7 @@ class Trainer:
         self.start_epoch = 0
         self.epoch = 0
         self.iter = 0
-        self.bad_videos = {}  # rel_path -> reason, training videos found unreadable so far
+        self.bad_videos = {}  # rel_path -> reason: training videos left out (index) or failing to decode
         self.target_reached = False
         self.stop_requested = False
         self.failure = None
@@ -125,6 +122,7 @@ class Trainer:
     def train(self):
         """Run the remaining epochs. after_train runs even when training fails."""
         try:
+            self.check_data()
             self._call_hooks("before_train")
             for self.epoch in range(self.start_epoch, self.max_epoch):
                 if self.stop_requested:
@@ -137,6 +135,32 @@ class Trainer:
             raise
         finally:
             self._call_hooks("after_train")
+
+    def check_data(self):
+        """Before any training (the clock has not started): record the dataset fingerprints, and
+        stop when more videos are left out (missing from the clip list, unreadable when indexed)
+        than DATA.MAX_BAD_FRACTION (training) or DATA.MAX_VAL_EXCLUDED_FRACTION (validation) allow.
+        Training videos left out count with later decode failures (`_account_bad_videos`)."""
+        train, val, data = self.train_loader, self.val_loader, self.cfg.DATA
+        self.bad_videos = {**dict(train.index_excluded), **self.bad_videos}
+        if self.results is not None:
+            dataset = {data.TRAIN_SPLIT: train.fingerprint()}
+            dataset.setdefault(data.VAL_SPLIT, val.fingerprint())  # one split for both: the training plan's
+            self.results.set_dataset(dataset)
+            self.results.set_bad_videos(train=sorted(self.bad_videos.items()))
+        self.check_left_out(self.bad_videos)
+        self.check_left_out(dict(val.index_excluded), validation=True)
+
+    def check_left_out(self, left_out, validation=False):
+        """Stop (TooManyBadVideos) when the videos left out ({path: reason}) of the training (or
+        validation) split exceed DATA.MAX_BAD_FRACTION (or DATA.MAX_VAL_EXCLUDED_FRACTION)."""
+        if validation:
+            bound = (self.val_loader.num_videos, self.cfg.DATA.MAX_VAL_EXCLUDED_FRACTION,
+                     "DATA.MAX_VAL_EXCLUDED_FRACTION", "validation videos")
+        else:
+            bound = (self.train_loader.num_videos, self.cfg.DATA.MAX_BAD_FRACTION, "DATA.MAX_BAD_FRACTION",
+                     "training videos")
+        check_bad_fraction(left_out, *bound, data_check_command(self.cfg))
 
     def is_eval_epoch(self):
         done = self.epoch + 1
@@ -211,8 +235,6 @@ class Trainer:
 
     def _account_bad_videos(self, epoch_bad):
         """Merge this epoch's unreadable training videos over processes; warn once per video."""
-        from vbench.data.dataset import check_bad_fraction
-
         merged = {}
         for items in du.all_gather_objects(list(epoch_bad)):
             merged.update({path: reason for path, reason in items})
@@ -220,11 +242,7 @@ class Trainer:
             if path not in self.bad_videos:
                 self.logger.warning(f"unreadable training video skipped: {path} ({reason})")
         self.bad_videos.update(merged)
-        try:
-            check_bad_fraction(list(self.bad_videos), self.train_loader.num_videos,
-                               self.cfg.DATA.MAX_BAD_FRACTION)
-        except RuntimeError as err:
-            raise TooManyBadVideos(str(err)) from None
+        self.check_left_out(self.bad_videos)
         return len(merged)
 
     # ------------------------------------------------------------------ state
@@ -286,6 +304,12 @@ class Trainer:
         if self.cfg.TRAIN.CHECKPOINT_FILE_PATH:
             load_initial_weights(self.bare_model, self.cfg.TRAIN.CHECKPOINT_FILE_PATH, self.cfg)
         return None
+
+
+def data_check_command(cfg):
+    """The `vbench data check` command line for the run's data folder and clip list."""
+    clip_list = f" --clip-list {cfg.DATA.CLIP_LIST}" if cfg.DATA.CLIP_LIST else ""
+    return f"vbench data check {cfg.DATA.PATH_TO_DATA_DIR}{clip_list}"
 
 
 def load_initial_weights(model, path, cfg):

@@ -3,9 +3,10 @@
 Checks the layout and annotation lines, probes every video (through the index cache), decodes one
 clip per video (or a random sample), flags videos too short for one clip, reports the class
 balance and names the stream decoded in files holding several video streams. With a clip list
-(`--clip-list DIR`, or DATA.CLIP_LIST of `--cfg FILE`) it also compares the folder with the list: clips missing, files the list does not name (extra, not used by a run)
-and unreadable clips, per split and per class. Prints a summary table and each split's dataset
-fingerprint (the one a run records in results.json); exits 1 when it finds problems, 0 otherwise.
+(`--clip-list DIR`, or DATA.CLIP_LIST of `--cfg FILE`) it also compares the folder with the list:
+clips missing, files the list does not name (extra, not used by a run) and unreadable clips, per
+split and per class. Prints a summary table and each split's dataset fingerprint (the one a run
+records in results.json); exits 1 when it finds problems, 0 otherwise.
 
 `--cfg FILE` takes the data folder, layout, clip list, splits, clip settings and epoch plans from a
 config, so the fingerprints equal the run's; options given on the command line win.

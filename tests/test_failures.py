@@ -13,6 +13,7 @@ import pytest
 
 from vbench.bench.results import RESULTS_FILE, ResultsWriter, load_results, mark_failed, world_block
 from vbench.config import ConfigError, load_config
+from vbench.engine import failures
 from vbench.engine.failures import ProcessEnd, WorkersFailed, failure_report, rerun_command
 from vbench.engine.launch import USER_ERRORS, launch_workers
 
@@ -119,30 +120,49 @@ def test_mark_failed_changes_only_a_running_results_file(tmp_path):
 
 
 # ------------------------------------------------------------------------------ spawned workers
-def _rank1_fails(cfg, ctx, how):
+def _rank1_raises(cfg, ctx):
     from vbench.engine import distributed as du
 
     if ctx.rank == 1:
-        if how == "raise":
-            raise ConfigError("rank 1 cannot go on")
-        os._exit(3)
-    du.barrier()  # rank 0 waits for rank 1, as in a collective, until the launcher stops it
+        raise ConfigError("rank 1 cannot go on")
+    du.barrier()  # rank 0 waits for rank 1, as in a collective, until it fails or is stopped
 
 
-@pytest.mark.parametrize("how", ["raise", "exit"])
-def test_a_worker_that_raises_or_exits_is_named_and_the_other_is_stopped(tmp_path, how):
+def test_a_worker_that_raises_is_named_before_the_rank_its_failure_broke(tmp_path):
     with pytest.raises(WorkersFailed) as info:
-        launch_workers(report_cfg(tmp_path), _rank1_fails, how)
+        launch_workers(report_cfg(tmp_path), _rank1_raises)
     cause = info.value.ends[0]
-    assert (cause.rank, cause.local_rank) == (1, 1)
-    if how == "raise":
-        assert cause.error == "vbench.config.load.ConfigError: rank 1 cannot go on"
-    else:
-        assert cause.exit_code == 3 and cause.how() == "exited with code 3"
-    assert str(info.value).startswith(f"rank 1 of 2 (pid {cause.pid}) ")
-    # rank 0's barrier lost its peer (it failed later, so it is not the cause) or the launcher stopped it
+    assert (cause.rank, cause.local_rank, cause.exit_code) == (1, 1, 1)
+    assert cause.error == "vbench.config.load.ConfigError: rank 1 cannot go on" and cause.failed_at > 0
+    assert str(info.value) == f"rank 1 of 2 (pid {cause.pid}) failed with {cause.error}"
+    # rank 0's barrier lost its peer: it failed later, so it is not the cause (or the launcher stopped it)
     assert [end.rank for end in info.value.ends[1:]] == [0] or info.value.stopped == 1
     assert not [child for child in psutil.Process().children() if "spawn_main" in " ".join(child.cmdline())]
+
+
+class HangingError(Exception):
+    def __str__(self):  # the worker hangs while its traceback is written, after it noted its failure
+        time.sleep(600)
+        return "never"
+
+
+def _rank1_raises_then_hangs(cfg, ctx):
+    from vbench.engine import distributed as du
+
+    if ctx.rank == 1:
+        raise HangingError()
+    du.barrier()
+
+
+def test_a_worker_that_fails_then_hangs_is_stopped_and_still_named_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(failures, "STOP_GRACE_S", 1.0)
+    with pytest.raises(WorkersFailed) as info:
+        launch_workers(report_cfg(tmp_path), _rank1_raises_then_hangs)
+    cause = info.value.ends[0]
+    assert (cause.rank, cause.hung, cause.exit_code) == (1, True, -signal.SIGTERM)
+    assert cause.how() == ("failed, then did not end within 1 s and was stopped (its error message is lost; "
+                           "it may have hung in a collective or in shutting down)")
+    assert [end.rank for end in info.value.ends[1:]] == [0] or info.value.stopped == 1
 
 
 # ------------------------------------------------------------------------------ real training runs

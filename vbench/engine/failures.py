@@ -1,13 +1,13 @@
 """When a process of a multi-process run fails: find out which one and how, and say so plainly.
 
 `join_workers` waits for the processes `launch_workers` spawned. When one fails, the others get
-STOP_GRACE_S to end by themselves (their error written, results.json closed); torch then stops the
-rest (SIGTERM, then SIGKILL after 30 s), and those are never blamed. Of the processes that ended
-on their own, the cause is the first to fail: each notes the time its Python code failed in
-shared memory (`failure_times`), and one killed outright (no time) comes before all of them, since
-the others' errors are then its consequence (a collective whose peer is gone). `WorkersFailed`
-carries that; `failure_report` turns it into the text the launcher prints: which rank died and
-how, what results.json and the checkpoints hold, and the command that resumes the run.
+STOP_GRACE_S to end by themselves (their error written, results.json closed); the launcher then
+stops the rest (SIGTERM, then SIGKILL after KILL_AFTER_S), and those are never blamed. Of the
+processes that ended on their own, the cause is the first to fail: each notes the time its Python
+code failed in shared memory (`failure_times`), and one killed outright (no time) comes before all
+of them, since the others' errors are then its consequence (a collective whose peer is gone).
+`WorkersFailed` carries that; `failure_report` turns it into the text the launcher prints: which
+rank died and how, what results.json and the checkpoints hold, and the command that resumes the run.
 
 Not covered here: a single-process run is the launcher's own process (a SIGKILL ends it without a
 word), and under torchrun nothing is spawned: its agent reports a failed rank itself.
@@ -22,8 +22,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
-
 from vbench.bench.results import RESULTS_FILE, ResultsError, load_results
 from vbench.engine.checkpoint import Checkpointer, checkpoint_epoch
 
@@ -32,6 +30,7 @@ _OOM_HINT = ("likely killed by the kernel's out-of-memory killer (check `dmesg` 
 _STOP_HINT = "stopped from outside: by hand, a job scheduler (time limit, preemption) or a closed terminal"
 _CRASH_HINT = "a crash in native code (a video decoder, a CUDA or driver library, or torch itself)"
 STOP_GRACE_S = 5.0  # after a process fails, the others' time to end by themselves
+KILL_AFTER_S = 30.0  # then the time they get to end after SIGTERM, before SIGKILL
 SIGNAL_HINTS = {"SIGKILL": _OOM_HINT, "SIGTERM": _STOP_HINT, "SIGINT": _STOP_HINT, "SIGHUP": _STOP_HINT,
                 "SIGSEGV": _CRASH_HINT, "SIGBUS": _CRASH_HINT, "SIGILL": _CRASH_HINT,
                 "SIGFPE": _CRASH_HINT, "SIGABRT": _CRASH_HINT}
@@ -54,6 +53,7 @@ class ProcessEnd:
     exit_code: int  # negative: killed by signal -exit_code (multiprocessing's convention)
     traceback: str = ""  # its Python traceback, when it raised
     failed_at: float = 0.0  # time.monotonic() when its Python code failed; 0.0: killed outright
+    hung: bool = False  # it failed, then did not end by itself and was stopped
 
     @property
     def signal_name(self):
@@ -71,6 +71,9 @@ class ProcessEnd:
         return lines[-1] if lines else ""
 
     def how(self):
+        if self.hung:
+            return (f"failed, then did not end within {STOP_GRACE_S:g} s and was stopped (its "
+                    f"error message is lost; it may have hung in a collective or in shutting down)")
         if self.traceback:
             return f"failed with {self.error}"
         if self.exit_code < 0:
@@ -101,10 +104,30 @@ def failure_times(procs):
 
 
 def _read_traceback(error_file):
-    if not os.access(error_file, os.R_OK):
+    """The traceback torch's process wrapper wrote for a process that raised ("" if none, or if it
+    was stopped while writing it); the file is removed."""
+    if not os.path.exists(error_file):
         return ""
-    with open(error_file, "rb") as f:
-        return pickle.load(f)
+    try:
+        with open(error_file, "rb") as f:
+            return pickle.load(f)
+    except (EOFError, pickle.UnpicklingError):
+        return ""
+    finally:
+        os.remove(error_file)
+
+
+def _stop(processes):
+    """SIGTERM (a worker then ends as on an error), SIGKILL what is still alive KILL_AFTER_S later."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + KILL_AFTER_S
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.exitcode is None:
+            process.kill()
+            process.join()
 
 
 def join_workers(context, failed_at, first_rank, world_size):
@@ -114,28 +137,25 @@ def join_workers(context, failed_at, first_rank, world_size):
     process 0 (SHARD_ID * processes per node).
     """
     processes = context.processes
-    while True:
-        ready = multiprocessing.connection.wait(list(context.sentinels))
-        for sentinel in ready:
-            processes[context.sentinels[sentinel]].join()
-        if any(process.exitcode not in (None, 0) for process in processes):
+    pending = {process.sentinel: process for process in processes}
+    while pending:
+        for sentinel in multiprocessing.connection.wait(list(pending)):
+            pending.pop(sentinel).join()
+        if any(process.exitcode for process in processes):  # None while running, 0 on success
             break
-        if context.join(timeout=0):  # forgets the processes that succeeded
-            return
-    # The others get a moment to end by themselves (their own error written, results.json
-    # closed) before torch stops them: SIGTERM, then SIGKILL after 30 s.
+    else:
+        return
     deadline = time.monotonic() + STOP_GRACE_S
     for process in processes:
         process.join(max(0.0, deadline - time.monotonic()))
-    failed = [i for i, process in enumerate(processes) if process.exitcode not in (None, 0)]
-    stopped = sum(process.exitcode is None for process in processes)
-    try:
-        context.join()
-    except (ProcessExitedException, ProcessRaisedException):
-        pass
+    ended = [i for i, process in enumerate(processes) if process.exitcode]
+    alive = [i for i, process in enumerate(processes) if process.exitcode is None]
+    _stop([processes[i] for i in alive])
+    hung = [i for i in alive if failed_at[i]]  # it failed first, maybe: it is reported too
     ends = [ProcessEnd(first_rank + i, i, processes[i].pid, processes[i].exitcode,
-                       _read_traceback(context.error_files[i]), failed_at[i]) for i in failed]
-    raise WorkersFailed(ends, world_size, stopped)
+                       _read_traceback(context.error_files[i]), failed_at[i], hung=i in hung)
+            for i in ended + hung]
+    raise WorkersFailed(ends, world_size, len(alive) - len(hung))
 
 
 # ---------------------------------------------------------------------------- the report

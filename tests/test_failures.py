@@ -147,14 +147,12 @@ class HangingError(Exception):
 
 
 def _rank1_raises_then_hangs(cfg, ctx):
-    from vbench.engine import distributed as du
-
     if ctx.rank == 1:
         raise HangingError()
-    du.barrier()
+    time.sleep(600)  # rank 0 is busy (not in a collective): only the launcher stops it
 
 
-def test_a_worker_that_fails_then_hangs_is_stopped_and_still_named_first(tmp_path, monkeypatch):
+def test_a_worker_that_fails_then_hangs_is_named_and_a_busy_one_stopped_is_not(tmp_path, monkeypatch):
     monkeypatch.setattr(failures, "STOP_GRACE_S", 1.0)
     with pytest.raises(WorkersFailed) as info:
         launch_workers(report_cfg(tmp_path), _rank1_raises_then_hangs)
@@ -162,7 +160,7 @@ def test_a_worker_that_fails_then_hangs_is_stopped_and_still_named_first(tmp_pat
     assert (cause.rank, cause.hung, cause.exit_code) == (1, True, -signal.SIGTERM)
     assert cause.how() == ("failed, then did not end within 1 s and was stopped (its error message is lost; "
                            "it may have hung in a collective or in shutting down)")
-    assert [end.rank for end in info.value.ends[1:]] == [0] or info.value.stopped == 1
+    assert len(info.value.ends) == 1 and info.value.stopped == 1  # rank 0 is not blamed
 
 
 # ------------------------------------------------------------------------------ real training runs

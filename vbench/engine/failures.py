@@ -1,6 +1,7 @@
 """When a process of a multi-process run fails: find out which one and how, and say so plainly.
 
-`join_workers` waits for the processes `launch_workers` spawned. When one fails, the others get
+`join_workers` waits for the processes `launch_workers` spawned. When one fails (it ends with an
+error, or notes a failure and then hangs, e.g. in a collective or in NCCL's shutdown), the others get
 STOP_GRACE_S to end by themselves (their error written, results.json closed); the launcher then
 stops the rest (SIGTERM, then SIGKILL after KILL_AFTER_S), and those are never blamed. Of the
 processes that ended on their own, the cause is the first to fail: each notes the time its Python
@@ -31,6 +32,7 @@ _STOP_HINT = "stopped from outside: by hand, a job scheduler (time limit, preemp
 _CRASH_HINT = "a crash in native code (a video decoder, a CUDA or driver library, or torch itself)"
 STOP_GRACE_S = 5.0  # after a process fails, the others' time to end by themselves
 KILL_AFTER_S = 30.0  # then the time they get to end after SIGTERM, before SIGKILL
+POLL_S = 1.0  # how often the launcher looks for a process that failed but has not ended
 SIGNAL_HINTS = {"SIGKILL": _OOM_HINT, "SIGTERM": _STOP_HINT, "SIGINT": _STOP_HINT, "SIGHUP": _STOP_HINT,
                 "SIGSEGV": _CRASH_HINT, "SIGBUS": _CRASH_HINT, "SIGILL": _CRASH_HINT,
                 "SIGFPE": _CRASH_HINT, "SIGABRT": _CRASH_HINT}
@@ -139,9 +141,10 @@ def join_workers(context, failed_at, first_rank, world_size):
     processes = context.processes
     pending = {process.sentinel: process for process in processes}
     while pending:
-        for sentinel in multiprocessing.connection.wait(list(pending)):
+        for sentinel in multiprocessing.connection.wait(list(pending), timeout=POLL_S):
             pending.pop(sentinel).join()
-        if any(process.exitcode for process in processes):  # None while running, 0 on success
+        # exitcode: None while running, 0 on success; a failure time: failed, but maybe stuck
+        if any(process.exitcode for process in processes) or any(failed_at):
             break
     else:
         return
@@ -150,8 +153,8 @@ def join_workers(context, failed_at, first_rank, world_size):
         process.join(max(0.0, deadline - time.monotonic()))
     ended = [i for i, process in enumerate(processes) if process.exitcode]
     alive = [i for i, process in enumerate(processes) if process.exitcode is None]
-    _stop([processes[i] for i in alive])
-    hung = [i for i in alive if failed_at[i]]  # it failed first, maybe: it is reported too
+    hung = [i for i in alive if failed_at[i]]  # failed, maybe first, but did not end: reported too
+    _stop([processes[i] for i in alive])  # (which makes them note a failure time)
     ends = [ProcessEnd(first_rank + i, i, processes[i].pid, processes[i].exitcode,
                        _read_traceback(context.error_files[i]), failed_at[i], hung=i in hung)
             for i in ended + hung]

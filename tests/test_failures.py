@@ -180,7 +180,7 @@ def worker_pids(process, count=2, timeout_s=120):
 
 
 def kill_rank_when(process, rank, path, timeout_s=240):
-    """SIGKILL `rank` of the run as soon as `path` exists; returns (launcher output, exit code)."""
+    """SIGKILL `rank` of the run as soon as `path` exists; returns (launcher output, exit code, its pid)."""
     pid = worker_pids(process)[rank]
     deadline = time.monotonic() + timeout_s
     while not os.path.exists(path) and process.poll() is None and time.monotonic() < deadline:

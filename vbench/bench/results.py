@@ -18,6 +18,7 @@ Trainer side (rank 0 only; see also vbench/bench/clock.py):
     # on an exception: writer.finish("failed", clock=clock); raise
 
 Readers: `load_results(run_folder_or_file)` (validated), `validate_results(dict)`.
+The launcher, once every process of a failed run has ended: `mark_failed(path)` ("running" -> "failed").
 """
 import copy
 import datetime
@@ -393,3 +394,20 @@ def load_results(path):
         raise ResultsError(f"'{file}' is not UTF-8 text ({err.reason} at byte {err.start}); "
                            f"the file is damaged or is not a vbench results file.") from None
     return validate_results(data, source=file)
+
+
+def mark_failed(path):
+    """Status "failed" for the results.json at `path` (a file) when it still says "running".
+
+    Only once every process of its run is gone (the launcher: a rank 0 killed outright cannot
+    write its own "failed"). Rewritten atomically; a missing or unreadable file is left as it is.
+    Returns the status the file holds now, or None.
+    """
+    try:
+        data = load_results(path)
+    except ResultsError:
+        return None
+    if data["run"]["status"] == "running":
+        data["run"].update(status="failed", finished_at=now_iso())
+        atomic_write_json(path, data, indent=1)
+    return data["run"]["status"]

@@ -20,6 +20,12 @@ FORMAT_TAG = "vbench_checkpoint"
 _NAME_RE = re.compile(r"checkpoint_epoch_(\d+)\.pyth$")
 
 
+def checkpoint_epoch(path):
+    """The epoch in a checkpoint file name (checkpoint_epoch_00005.pyth: 5), or None for another name."""
+    match = _NAME_RE.search(os.path.basename(path))
+    return int(match.group(1)) if match else None
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, damaged or not a vbench checkpoint."""
 
@@ -103,12 +109,9 @@ class Checkpointer:
 
     def list_checkpoints(self):
         """Checkpoint paths, newest (highest epoch) first."""
-        found = []
-        for path in glob.glob(os.path.join(self.folder, "checkpoint_epoch_*.pyth")):
-            match = _NAME_RE.search(os.path.basename(path))
-            if match:
-                found.append((int(match.group(1)), path))
-        return [path for _, path in sorted(found, reverse=True)]
+        paths = glob.glob(os.path.join(self.folder, "checkpoint_epoch_*.pyth"))
+        return sorted((path for path in paths if checkpoint_epoch(path) is not None),
+                      key=checkpoint_epoch, reverse=True)
 
     def save(self, state, epoch):
         """Write `state` for `epoch` (rank 0 only) and delete all but the newest `keep`."""

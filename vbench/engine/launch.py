@@ -6,7 +6,8 @@ One process per GPU on this node (torch.multiprocessing spawn, NCCL), NUM_CPU_PR
 (gloo) with NUM_GPUS 0, one process per rank across NUM_SHARDS nodes rendezvousing at
 INIT_METHOD (as in SlowFast; single-node runs pick a free local port instead), or, under torchrun,
 exactly the processes torchrun started (RANK / WORLD_SIZE / LOCAL_RANK; nothing is spawned).
-Every check that needs no data runs before any process starts or any work is done.
+Every check that needs no data runs before any process starts or any work is done. When a
+spawned process fails, the launcher says which rank and how, and how to resume (failures.py).
 """
 import os
 import signal
@@ -17,10 +18,12 @@ import time
 
 import torch
 
+from vbench.bench.results import RESULTS_FILE, mark_failed
 from vbench.config import ConfigError, load_config, world_size_of
 from vbench.config.args import parse_cfg_args
 from vbench.engine import distributed as du
 from vbench.engine.checkpoint import CheckpointError
+from vbench.engine.failures import WorkersFailed, failure_report, failure_times, join_workers
 from vbench.engine.lr_policy import LRSchedule
 from vbench.engine.meters import TrainingDiverged
 from vbench.engine.resources import resolve_resources
@@ -146,13 +149,17 @@ def _terminate(signum, frame):
     sys.exit(128 + signum)
 
 
-def _worker(local_rank, job, cfg, procs_per_node, init_method, job_args):
+def _worker(local_rank, job, cfg, procs_per_node, init_method, job_args, failed_at=None):
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
-    ctx = du.init_process(cfg, local_rank, procs_per_node, init_method)
-    configure_torch(cfg, ctx, procs_per_node)
     try:
+        ctx = du.init_process(cfg, local_rank, procs_per_node, init_method)
+        configure_torch(cfg, ctx, procs_per_node)
         job(cfg, ctx, *job_args)
+    except BaseException:
+        if failed_at is not None:  # before shutdown() makes the other processes fail too
+            failed_at[local_rank] = time.monotonic()
+        raise
     finally:
         du.shutdown()
         if in_main_thread:
@@ -160,7 +167,10 @@ def _worker(local_rank, job, cfg, procs_per_node, init_method, job_args):
 
 
 def launch_workers(cfg, job, *job_args):
-    """Run `job(cfg, ctx, *job_args)` in every process of this node (see the module docstring)."""
+    """Run `job(cfg, ctx, *job_args)` in every process of this node (see the module docstring).
+
+    Raises WorkersFailed when a spawned process fails (the others are stopped).
+    """
     if du.launched_by_torchrun():
         _worker(int(os.environ["LOCAL_RANK"]), job, cfg, int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
                 "env://", job_args)
@@ -170,8 +180,11 @@ def launch_workers(cfg, job, *job_args):
     if procs == 1 and cfg.NUM_SHARDS == 1:
         _worker(0, job, cfg, 1, init_method, job_args)
         return
-    torch.multiprocessing.spawn(_worker, args=(job, cfg, procs, init_method, job_args),
-                                nprocs=procs, join=True)
+    failed_at = failure_times(procs)
+    context = torch.multiprocessing.start_processes(
+        _worker, args=(job, cfg, procs, init_method, job_args, failed_at), nprocs=procs, join=False,
+        start_method="spawn")
+    join_workers(context, failed_at, first_rank=cfg.SHARD_ID * procs, world_size=procs * cfg.NUM_SHARDS)
 
 
 def run_job(cfg, ctx, run_info):
@@ -211,7 +224,12 @@ def launch(cfg, config_file=None, command=None, setup_started=None):
     # CLOCK_MONOTONIC is shared by every process of this machine: spawned workers can use it.
     run_info = {"config_file": config_file, "command": list(command or sys.argv),
                 "setup_started": setup_started or time.monotonic(), "resolved": resolved}
-    launch_workers(cfg, run_job, run_info)
+    try:
+        launch_workers(cfg, run_job, run_info)
+    except WorkersFailed:
+        if cfg.TRAIN.ENABLE and cfg.SHARD_ID == 0:  # rank 0 ran here and, like every process, has ended
+            mark_failed(os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE))
+        raise
 
 
 def _main(argv, description, forced_opts=()):
@@ -223,9 +241,8 @@ def _main(argv, description, forced_opts=()):
     except USER_ERRORS as err:
         print(f"vbench: error: {err}", file=sys.stderr)
         return 1
-    except torch.multiprocessing.ProcessRaisedException as err:
-        # A worker failed: the message is the last line of its traceback.
-        print(f"vbench: error in a training process: {str(err).strip().splitlines()[-1]}",
+    except WorkersFailed as failure:
+        print(failure_report(cfg, failure, sys.argv, os.getcwd(), quiet_errors=USER_ERRORS),
               file=sys.stderr)
         return 1
     return 0

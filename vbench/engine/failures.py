@@ -1,0 +1,241 @@
+"""When a process of a multi-process run fails: find out which one and how, and say so plainly.
+
+`join_workers` waits for the processes `launch_workers` spawned. When one fails (it ends with an
+error, or notes a failure and then hangs, e.g. in a collective or in NCCL's shutdown), the others get
+STOP_GRACE_S to end by themselves (their error written, results.json closed); the launcher then
+stops the rest (SIGTERM, then SIGKILL after KILL_AFTER_S), and those are never blamed. Of the
+processes that ended on their own, the cause is the first to fail: each notes the time its Python
+code failed in shared memory (`failure_times`), and one killed outright (no time) comes before all
+of them, since the others' errors are then its consequence (a collective whose peer is gone).
+`WorkersFailed` carries that; `failure_report` turns it into the text the launcher prints: which
+rank died and how, what results.json and the checkpoints hold, and the command that resumes the run.
+
+Not covered here: a single-process run is the launcher's own process (a SIGKILL ends it without a
+word), and under torchrun nothing is spawned: its agent reports a failed rank itself.
+"""
+import multiprocessing.connection
+import os
+import pickle
+import shlex
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+from vbench.bench.results import RESULTS_FILE, ResultsError, load_results
+from vbench.engine.checkpoint import Checkpointer, checkpoint_epoch
+
+_OOM_HINT = ("likely killed by the kernel's out-of-memory killer (check `dmesg` for 'Killed "
+             "process {pid}'), or by hand")
+_STOP_HINT = "stopped from outside: by hand, a job scheduler (time limit, preemption) or a closed terminal"
+_CRASH_HINT = "a crash in native code (a video decoder, a CUDA or driver library, or torch itself)"
+STOP_GRACE_S = 5.0  # after a process fails, the others' time to end by themselves
+KILL_AFTER_S = 30.0  # then the time they get to end after SIGTERM, before SIGKILL
+POLL_S = 1.0  # how often the launcher looks for a process that failed but has not ended
+SIGNAL_HINTS = {"SIGKILL": _OOM_HINT, "SIGTERM": _STOP_HINT, "SIGINT": _STOP_HINT, "SIGHUP": _STOP_HINT,
+                "SIGSEGV": _CRASH_HINT, "SIGBUS": _CRASH_HINT, "SIGILL": _CRASH_HINT,
+                "SIGFPE": _CRASH_HINT, "SIGABRT": _CRASH_HINT}
+
+
+def _signal_name(number):
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+@dataclass(frozen=True)
+class ProcessEnd:
+    """How one spawned process ended on its own."""
+
+    rank: int
+    local_rank: int
+    pid: int
+    exit_code: int  # negative: killed by signal -exit_code (multiprocessing's convention)
+    traceback: str = ""  # its Python traceback, when it raised
+    failed_at: float = 0.0  # time.monotonic() when its Python code failed; 0.0: killed outright
+    hung: bool = False  # it failed, then did not end by itself and was stopped
+
+    @property
+    def signal_name(self):
+        """The signal that ended it: by killing it, or by making it exit with 128 + the signal."""
+        if self.exit_code < 0:
+            return _signal_name(-self.exit_code)
+        if 128 < self.exit_code < 128 + signal.NSIG and not self.traceback:
+            return _signal_name(self.exit_code - 128)
+        return None
+
+    @property
+    def error(self):
+        """The last line of its traceback ("ValueError: ..."), or ""."""
+        lines = self.traceback.strip().splitlines()
+        return lines[-1] if lines else ""
+
+    def how(self):
+        if self.hung:
+            return (f"failed, then did not end within {STOP_GRACE_S:g} s and was stopped (its "
+                    f"error message is lost; it may have hung in a collective or in shutting down)")
+        if self.traceback:
+            return f"failed with {self.error}"
+        if self.exit_code < 0:
+            how = f"was killed by signal {self.signal_name}"
+        elif self.signal_name:
+            how = f"exited with code {self.exit_code} after receiving {self.signal_name}"
+        else:
+            how = f"exited with code {self.exit_code}"
+        hint = SIGNAL_HINTS.get(self.signal_name)
+        return f"{how}: {hint.format(pid=self.pid)}" if hint else how
+
+
+class WorkersFailed(RuntimeError):
+    """Processes of this node failed. `ends`: the ones that ended on their own, the cause first
+    (see the module docstring); `stopped`: how many the launcher stopped."""
+
+    def __init__(self, ends, world_size, stopped):
+        self.ends = sorted(ends, key=lambda end: (end.failed_at, end.rank))
+        self.world_size = world_size
+        self.stopped = stopped
+        first = self.ends[0]
+        super().__init__(f"rank {first.rank} of {world_size} (pid {first.pid}) {first.how()}")
+
+
+def failure_times(procs):
+    """Shared memory in which each spawned process notes when it failed (see `_worker` in launch.py)."""
+    return multiprocessing.get_context("spawn").RawArray("d", procs)
+
+
+def _read_traceback(error_file):
+    """The traceback torch's process wrapper wrote for a process that raised ("" if none, or if it
+    was stopped while writing it); the file is removed."""
+    if not os.path.exists(error_file):
+        return ""
+    try:
+        with open(error_file, "rb") as f:
+            return pickle.load(f)
+    except (EOFError, pickle.UnpicklingError):
+        return ""
+    finally:
+        os.remove(error_file)
+
+
+def _stop(processes):
+    """SIGTERM (a worker then ends as on an error), SIGKILL what is still alive KILL_AFTER_S later."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + KILL_AFTER_S
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+
+
+def join_workers(context, failed_at, first_rank, world_size):
+    """Wait for the processes of a torch `ProcessContext`; raise WorkersFailed when one fails.
+
+    `failed_at`: the `failure_times` the processes got; `first_rank`: the global rank of local
+    process 0 (SHARD_ID * processes per node).
+    """
+    processes = context.processes
+    pending = {process.sentinel: process for process in processes}
+    while pending:
+        for sentinel in multiprocessing.connection.wait(list(pending), timeout=POLL_S):
+            pending.pop(sentinel).join()
+        # exitcode: None while running, 0 on success; a failure time: failed, but maybe stuck
+        if any(process.exitcode for process in processes) or any(failed_at):
+            break
+    else:
+        return
+    deadline = time.monotonic() + STOP_GRACE_S
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    ended = [i for i, process in enumerate(processes) if process.exitcode]
+    alive = [i for i, process in enumerate(processes) if process.exitcode is None]
+    hung = [i for i in alive if failed_at[i]]  # failed, maybe first, but did not end: reported too
+    _stop([processes[i] for i in alive])  # (which makes them note a failure time)
+    ends = [ProcessEnd(first_rank + i, i, processes[i].pid, processes[i].exitcode,
+                       _read_traceback(context.error_files[i]), failed_at[i], hung=i in hung)
+            for i in ended + hung]
+    raise WorkersFailed(ends, world_size, len(alive) - len(hung))
+
+
+# ---------------------------------------------------------------------------- the report
+def _who(end, cfg, world_size):
+    node = f"node SHARD_ID {cfg.SHARD_ID}, local process {end.local_rank}, " if cfg.NUM_SHARDS > 1 else ""
+    return f"rank {end.rank} of {world_size} ({node}pid {end.pid})"
+
+
+def rerun_command(argv, extra=()):
+    """`argv` as a shell command line that runs it again, with `extra` words appended."""
+    program, *rest = argv
+    if program.endswith(".py"):
+        python = shutil.which("python")
+        same = python and os.path.realpath(python) == os.path.realpath(sys.executable)
+        words = ["python" if same else sys.executable, program]
+    else:
+        name = os.path.basename(program)
+        on_path = shutil.which(name)
+        words = [name if on_path and os.path.realpath(on_path) == os.path.realpath(program) else program]
+    return shlex.join(words + list(rest) + list(extra))
+
+
+def _results_line(cfg):
+    if cfg.SHARD_ID != 0:
+        return "results.json is written by rank 0, on the node with SHARD_ID 0."
+    path = os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE)
+    if not os.path.exists(path):
+        return f"no {RESULTS_FILE} was written: the run failed during set-up."
+    try:
+        return f"{path} says \"{load_results(path)['run']['status']}\"."
+    except ResultsError as err:
+        return f"{path} cannot be read: {err}"
+
+
+def _resume_lines(cfg, newest_epoch, argv, cwd):
+    every_node = " on every node (each with its own SHARD_ID)" if cfg.NUM_SHARDS > 1 else ""
+    extra = ()
+    if newest_epoch is None:
+        intro = f"To run it again, rerun the same command{every_node}:"
+    elif cfg.TRAIN.AUTO_RESUME:
+        intro = (f"To resume from epoch {newest_epoch}, rerun the same command{every_node} "
+                 f"(TRAIN.AUTO_RESUME is on: it continues from the newest checkpoint in OUTPUT_DIR):")
+    else:
+        extra = ("TRAIN.AUTO_RESUME", "True")
+        intro = (f"TRAIN.AUTO_RESUME is off; to resume from epoch {newest_epoch}, rerun the command "
+                 f"with TRAIN.AUTO_RESUME True{every_node}:")
+    return [intro, f"  cd {shlex.quote(cwd)} && {rerun_command(argv, extra)}"]
+
+
+def _error_name(cls):
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def failure_report(cfg, failure, argv, cwd, quiet_errors=()):
+    """The text the launcher prints for a WorkersFailed `failure` of the run `argv` started in `cwd`.
+
+    The failing process's traceback comes first unless its error is one of `quiet_errors` (errors
+    whose message says it all, e.g. ConfigError).
+    """
+    first, *others = failure.ends
+    lines = [f"{_who(first, cfg, failure.world_size)} {first.how()}"]
+    lines += [f"then {_who(end, cfg, failure.world_size)} {end.how()}" for end in others]
+    if failure.stopped:
+        lines.append(f"The launcher stopped the other {failure.stopped} process(es) of this node.")
+    newest_epoch = None
+    if cfg.TRAIN.ENABLE:
+        lines.append(_results_line(cfg))
+        checkpoints = Checkpointer(cfg.OUTPUT_DIR, is_main=False).list_checkpoints()
+        if checkpoints:
+            newest_epoch = checkpoint_epoch(checkpoints[0])
+            lines.append(f"Newest checkpoint: {checkpoints[0]} (epoch {newest_epoch} of "
+                         f"{cfg.SOLVER.MAX_EPOCH}).")
+        else:
+            lines.append("No checkpoint was written yet.")
+    lines += _resume_lines(cfg, newest_epoch, argv, cwd)
+    text = "\n".join(["vbench: error: " + lines[0]] + ["  " + line for line in lines[1:]])
+    quiet = {_error_name(cls) for cls in quiet_errors}
+    if first.traceback and first.error.split(":")[0] not in quiet:
+        text = first.traceback.rstrip() + "\n" + text
+    return text

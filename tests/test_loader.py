@@ -223,3 +223,20 @@ def test_rank_with_only_unreadable_videos(data_root, tmp_path):
             batches = epoch_of(loader)
             assert not any(b["valid"].any() for b in batches)
             assert len(loader.excluded) == 2
+
+
+def test_batch_slots_are_reused_once_released_and_never_while_held(data_root):
+    loader = build_loader(make_cfg(data_root, workers=2, batch=1), "train", training=True, transform=RawClip())
+    ledger, slots = loader._ledger, loader.dataset.busy_marks.shape[1]
+    received = []
+    original = ledger.received
+    ledger.received = lambda clips, worker, slot: (received.append((worker, slot)), original(clips, worker, slot))
+    for epoch in (0, 1):  # batches dropped as they go: every one comes in a reused slot
+        loader.set_epoch(epoch)
+        for batch in loader:
+            clip_records([batch])  # each clip shows its planned frames
+    assert ledger.fresh == 0 and len(received) == 2 * loader.num_clips
+    assert None not in {slot for _, slot in received} and len(set(received)) <= 2 * slots
+    kept = epoch_of(loader, 2)  # a consumer holding every batch: slots run out, nothing is overwritten
+    assert ledger.fresh > 0
+    assert collections.Counter(clip_records(kept)) == collections.Counter((c.video, c.frames) for c in loader.plan.clips)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
+from .buffers import BatchBuffers
 from .decoders.base import VideoDecodeError
 
 logger = logging.getLogger(__name__)
@@ -95,12 +96,17 @@ def _rows(frames, rows):
     return frames[rows]
 
 
-def collate(samples, labels, bad_videos):
-    """Samples (ClipRef, clip tensor) -> the batch dict of the loader contract."""
+def collate(samples, labels, bad_videos, buffers=None):
+    """Samples (ClipRef, clip tensor) -> the batch dict of the loader contract, plus "buffer":
+    (worker, slot) naming the reused shared-memory slot holding the clips (slot None: not one)."""
     refs = [ref for ref, _ in samples]
+    clips, slot = torch.empty(0), None
+    if samples and buffers is not None:
+        clips, slot = buffers.stack([clip for _, clip in samples])
+    elif samples:  # in the loading process itself: a plain tensor
+        clips = default_collate([clip for _, clip in samples])
     return {
-        # default_collate stacks straight into shared memory inside a worker: no copy to send it
-        "clips": default_collate([clip for _, clip in samples]) if samples else torch.empty(0),
+        "clips": clips, "buffer": (worker_identity()[0], slot),
         "spatial_idx": torch.tensor([r.spatial_idx for r in refs], dtype=torch.int64),
         "labels": torch.tensor([labels[r.video] for r in refs], dtype=torch.int64),
         "video_ids": torch.tensor([r.video for r in refs], dtype=torch.int64),
@@ -118,11 +124,12 @@ class ClipDataset(IterableDataset):
     transform: `TrainClip`, `EvalClip` or `RawClip`; decoder_factory: picklable callable returning a
     decoder (e.g. `functools.partial(get_decoder, backend="pyav")`), called once per process;
     frame_size: (H, W) every decoded frame is resized to unless already that size (used with GPU
-    transforms so clips of different videos stack; None keeps the decoded size).
+    transforms so clips of different videos stack; None keeps the decoded size); busy_marks: the
+    shared slot marks of `vbench.data.buffers` (None: every batch in fresh memory).
     """
 
     def __init__(self, infos, spec, transform, decoder_factory, shuffle_buffer=0,
-                 max_substitute_tries=10, frame_size=None, decode_per_clip=False):
+                 max_substitute_tries=10, frame_size=None, decode_per_clip=False, busy_marks=None):
         self.infos = list(infos)
         self.labels = [int(info.label) for info in self.infos]
         self.spec = spec
@@ -133,7 +140,9 @@ class ClipDataset(IterableDataset):
         self.frame_size = tuple(frame_size) if frame_size else None
         self.decode_per_clip = bool(decode_per_clip)
         self.epoch = torch.zeros(1, dtype=torch.int64).share_memory_()  # read by persistent workers
+        self.busy_marks = busy_marks
         self._decoder = None
+        self._buffers = None  # this worker's BatchBuffers
         self._known_bad = {}  # video -> reason, remembered by this process across epochs
         self._reported = set()  # videos reported this epoch
 
@@ -160,14 +169,20 @@ class ClipDataset(IterableDataset):
         samples = self._decoded(my_clips, plan, epoch, reports)
         if self.shuffle_buffer > 1 and repeats_a_video(my_clips):
             samples = shuffled(samples, self.shuffle_buffer, rng)
+        buffers = self._worker_buffers(worker)
         batch = []
         for ref, clip in samples:
             batch.append((ref, self.transform(clip, ref, generator)))
             if len(batch) == spec.batch_size:
-                yield collate(batch, self.labels, reports)
+                yield collate(batch, self.labels, reports, buffers)
                 batch, reports[:] = [], []
         if batch or reports:
-            yield collate(batch, self.labels, reports)
+            yield collate(batch, self.labels, reports, buffers)
+
+    def _worker_buffers(self, worker):
+        if self._buffers is None and self.busy_marks is not None and get_worker_info() is not None:
+            self._buffers = BatchBuffers(self.busy_marks, worker)
+        return self._buffers
 
     def _decoded(self, clips, plan, epoch, reports):
         """(ClipRef, uint8 T H W C) for every clip, video by video (clip by clip if
@@ -243,7 +258,7 @@ class ClipDataset(IterableDataset):
 
     def __getstate__(self):  # the decoder holds open resources: each process makes its own
         state = dict(self.__dict__)
-        state["_decoder"] = None
+        state["_decoder"] = state["_buffers"] = None
         return state
 
 

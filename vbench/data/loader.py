@@ -27,7 +27,9 @@ from torch.utils.data import DataLoader
 
 from vbench.config import ConfigError
 
+from .buffers import BufferLedger, busy_marks
 from .dataset import ClipDataset, EvalClip, RawClip, TrainClip
+from .resources import decoder_threads, gpu_transforms, loader_workers
 from .sampling import ClipSettings, PlanSpec
 
 logger = logging.getLogger(__name__)
@@ -117,6 +119,7 @@ class ClipLoader:
 
     def __init__(self, dataset, data_loader, class_names, num_videos, gpu_transform=None):
         self.dataset, self.data_loader = dataset, data_loader
+        self._ledger = BufferLedger(dataset.busy_marks) if dataset.busy_marks is not None else None
         self.class_names, self.num_videos = list(class_names), num_videos
         self.infos, self.spec = dataset.infos, dataset.spec
         self.batch_size = self.spec.batch_size
@@ -166,6 +169,9 @@ class ClipLoader:
         rebatcher = Rebatcher(self.batch_size, self.batches_per_rank, self._blank_clip)
         held = None
         for batch in self.data_loader:
+            worker, slot = batch.pop("buffer")
+            if self._ledger is not None:
+                self._ledger.received(batch["clips"], worker, slot)
             batch["bad_videos"] = self._first_reports(batch["bad_videos"], seen)
             for out in rebatcher.push(batch):
                 if held is not None:
@@ -256,7 +262,7 @@ def modal_frame_size(infos):
 
 
 def _clip_transform(cfg, training):
-    if cfg.DATA.GPU_TRANSFORMS:
+    if gpu_transforms(cfg):
         return RawClip()
     from .transforms import EvalTransform, TrainTransform
     return TrainClip(TrainTransform(cfg)) if training else EvalClip(EvalTransform(cfg))
@@ -284,7 +290,8 @@ def build_loader(cfg, split, training, rank=0, world_size=1, transform=None):
 def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, transform=None,
                       decoder_factory=None, name="the split"):
     """`build_loader` from an index already built (`infos`, index = video id)."""
-    num_workers = cfg.DATA_LOADER.NUM_WORKERS
+    num_workers = loader_workers(cfg)
+    threads = decoder_threads(cfg)
     spec = PlanSpec(ClipSettings.from_cfg(cfg), training,
                     cfg.TRAIN.SAMPLING if training else cfg.TEST.SAMPLING,
                     per_rank_batch_size(cfg, training, world_size), rank, world_size, num_workers,
@@ -298,13 +305,14 @@ def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, t
     if decoder_factory is None:
         from .decoders import get_decoder
         decoder_factory = functools.partial(get_decoder, backend=cfg.DATA.DECODING_BACKEND,
-                                            threads=cfg.DATA.DECODER_THREADS, device=cfg.DATA.DECODER_DEVICE)
-    gpu = bool(cfg.DATA.GPU_TRANSFORMS)
+                                            threads=threads, device=cfg.DATA.DECODER_DEVICE)
+    gpu = gpu_transforms(cfg)
     dataset = ClipDataset(infos, spec, transform or _clip_transform(cfg, training), decoder_factory,
                           shuffle_buffer=cfg.DATA_LOADER.SHUFFLE_BUFFER,
                           max_substitute_tries=cfg.DATA.MAX_SUBSTITUTE_TRIES,
                           frame_size=modal_frame_size(infos) if gpu else None,
-                          decode_per_clip=cfg.DATA.DECODE_PER_CLIP)
+                          decode_per_clip=cfg.DATA.DECODE_PER_CLIP,
+                          busy_marks=busy_marks(num_workers, cfg.DATA_LOADER.PREFETCH_FACTOR))
     extra = {}
     if num_workers > 0:
         extra = {"prefetch_factor": cfg.DATA_LOADER.PREFETCH_FACTOR, "persistent_workers": True,
@@ -318,6 +326,7 @@ def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, t
         from .transforms import GpuTransform
         gpu_transform = GpuTransform(cfg, train=training)
     loader = ClipLoader(dataset, data_loader, class_names, len(infos), gpu_transform)
+    loader.num_workers, loader.decoder_threads = num_workers, threads
     logger.info("%s loader on %s: %d videos, %d clips per epoch (%d short videos padded, %d "
                 "unreadable), %d batches of %d per rank on %d ranks", "train" if training else "eval",
                 name, len(infos), loader.num_clips, loader.short_videos, len(loader.index_excluded),

@@ -260,6 +260,8 @@ def ensure_synthetic(cfg):
     """
     from vbench.config import ConfigError
 
+    from .resources import usable_cores
+
     if not cfg.SYNTH.AUTO_GENERATE:
         return False
     root = cfg.DATA.PATH_TO_DATA_DIR
@@ -277,10 +279,9 @@ def ensure_synthetic(cfg):
         raise ConfigError(f"DATA.PATH_TO_DATA_DIR {root} is not empty but has no train/ folder, so "
                           "the synthetic dataset cannot be generated there; empty it or point "
                           "DATA.PATH_TO_DATA_DIR to a new folder.")
-    workers = max(1, min(cfg.DATA_LOADER.NUM_WORKERS, os.cpu_count() or 1))
-    try:
+    try:  # the other ranks wait at a barrier meanwhile: every core generates
         generate_dataset(root, synth.PRESET, synth.NUM_CLASSES, synth.TRAIN_PER_CLASS,
-                         synth.VAL_PER_CLASS, synth.SEED, workers=workers)
+                         synth.VAL_PER_CLASS, synth.SEED, workers=usable_cores())
     except FileExistsError:
         if not os.path.isdir(os.path.join(root, "train")):
             raise

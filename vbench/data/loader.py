@@ -127,6 +127,7 @@ class ClipLoader:
         self.epoch = 0
         self._bad_found = []  # (rel_path, reason) found while decoding this epoch
         self._distinct = []  # distinct valid videos per batch, this epoch
+        self._work = {}  # worker -> [clips, seconds worked], this epoch
         self._update_plan()
         self._seed_gpu_generator()
 
@@ -164,7 +165,7 @@ class ClipLoader:
         return self.batches_per_rank
 
     def __iter__(self):
-        self._bad_found, self._distinct = [], []
+        self._bad_found, self._distinct, self._work = [], [], {}
         seen = set()
         rebatcher = Rebatcher(self.batch_size, self.batches_per_rank, self._blank_clip)
         held = None
@@ -172,6 +173,9 @@ class ClipLoader:
             worker, slot = batch.pop("buffer")
             if self._ledger is not None:
                 self._ledger.received(batch["clips"], worker, slot)
+            work = self._work.setdefault(worker, [0, 0.0])
+            work[0] += len(batch["labels"])
+            work[1] += batch.pop("load_s")
             batch["bad_videos"] = self._first_reports(batch["bad_videos"], seen)
             for out in rebatcher.push(batch):
                 if held is not None:
@@ -205,6 +209,13 @@ class ClipLoader:
     def _emit(self, batch):
         self._distinct.append(len(set(batch["video_ids"][batch["valid"]].tolist())))
         return batch
+
+    def loader_clips_per_s(self):
+        """Clips per second this rank's workers produced this epoch while working, summed over
+        the workers (the time a worker waited to be asked for a batch is left out): what the loader
+        could deliver if the training loop never made it wait. None before any batch."""
+        rates = [clips / seconds for clips, seconds in self._work.values() if seconds > 0]
+        return sum(rates) if rates else None
 
     def mixing_stats(self):
         """Batches seen so far this epoch and their mean number of distinct (valid) videos."""

@@ -16,7 +16,6 @@ from the split's most common (height, width) to that size (videos already at tha
 340x256 Kinetics clips, are untouched); the GPU does the recipe's scale, crop, flip and normalise.
 """
 import collections
-import ctypes
 import functools
 import logging
 import random
@@ -29,7 +28,7 @@ from vbench.config import ConfigError
 
 from .buffers import BufferLedger, busy_marks
 from .dataset import ClipDataset, EvalClip, RawClip, TrainClip
-from .resources import decoder_threads, gpu_transforms, loader_workers
+from .resources import decoder_threads, gpu_transforms, keep_freed_memory, loader_workers
 from .sampling import ClipSettings, PlanSpec
 
 logger = logging.getLogger(__name__)
@@ -242,18 +241,6 @@ class WorkerInit:
         seed = int(seed_seq.generate_state(1)[0])
         random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
         keep_freed_memory()
-
-
-def keep_freed_memory(limit=32 << 20):
-    """glibc only, best effort: serve allocations up to `limit` bytes from the heap and keep freed
-    memory instead of mmap/munmap per call. The transforms allocate ~10-20 MB per clip; without this
-    every clip page-faults its buffers anew (measured: a third of a worker's CPU time in the kernel)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, limit)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 4 * limit)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def per_rank_batch_size(cfg, training, world_size):

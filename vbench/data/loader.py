@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from vbench.config import ConfigError
 
-from .buffers import BufferLedger, busy_marks
+from .buffers import BufferLedger, ReusedTensors, busy_marks
 from .dataset import ClipDataset, EvalClip, RawClip, TrainClip
 from .resources import decoder_threads, gpu_transforms, keep_freed_memory, loader_workers
 from .sampling import ClipSettings, PlanSpec
@@ -36,11 +36,11 @@ TENSOR_KEYS = ("clips", "spatial_idx", "labels", "video_ids", "valid", "frame_in
 
 
 # ------------------------------------------------------------------------------------ re-batching
-def _concat(batches):
+def _concat(batches, cat=torch.cat):
     if len(batches) == 1:
         return batches[0]
     full = [b for b in batches if len(b["labels"])] or batches[:1]
-    out = {key: torch.cat([b[key] for b in full]) for key in TENSOR_KEYS}
+    out = {key: (cat if key == "clips" else torch.cat)([b[key] for b in full]) for key in TENSOR_KEYS}
     out["bad_videos"] = [item for b in batches for item in b["bad_videos"]]
     return out
 
@@ -57,15 +57,16 @@ class Rebatcher:
     """Turns the workers' batches (full ones and one partial per worker) into exactly
     `num_batches` batches of `batch_size`; missing clips become valid=False duplicates."""
 
-    def __init__(self, batch_size, num_batches, blank_clip):
+    def __init__(self, batch_size, num_batches, blank_clip, merges=None):
         self.batch_size, self.num_batches, self.blank_clip = batch_size, num_batches, blank_clip
         self.pending, self.emitted, self.last = [], 0, None
+        self.merges = merges or ReusedTensors()  # memory for merged batches, kept across epochs
 
     def push(self, batch):
         self.pending.append(batch)
         out = []
         while sum(len(b["labels"]) for b in self.pending) >= self.batch_size:
-            merged = _concat(self.pending)
+            merged = _concat(self.pending, self.merges.cat)
             head = {k: merged[k][:self.batch_size] for k in TENSOR_KEYS}
             head["bad_videos"] = merged["bad_videos"]
             rest = _select(merged, slice(self.batch_size, None))
@@ -81,10 +82,10 @@ class Rebatcher:
         if clips and self.emitted >= self.num_batches:
             raise RuntimeError(f"the loader produced more clips than its {self.num_batches} planned batches")
         if clips:
-            merged = _concat(clips)
+            merged = _concat(clips, self.merges.cat)
             size = len(merged["labels"])
             pad = _select(merged, torch.arange(self.batch_size - size) % size, valid=False)
-            out.append(self._count(_concat([merged, pad])))
+            out.append(self._count(_concat([merged, pad], self.merges.cat)))
         while self.emitted < self.num_batches:
             out.append(self._count(self._padding_batch()))
         if out:
@@ -119,6 +120,7 @@ class ClipLoader:
     def __init__(self, dataset, data_loader, class_names, num_videos, gpu_transform=None):
         self.dataset, self.data_loader = dataset, data_loader
         self._ledger = BufferLedger(dataset.busy_marks) if dataset.busy_marks is not None else None
+        self._merges = ReusedTensors()
         self.class_names, self.num_videos = list(class_names), num_videos
         self.infos, self.spec = dataset.infos, dataset.spec
         self.batch_size = self.spec.batch_size
@@ -166,7 +168,7 @@ class ClipLoader:
     def __iter__(self):
         self._bad_found, self._distinct, self._work = [], [], {}
         seen = set()
-        rebatcher = Rebatcher(self.batch_size, self.batches_per_rank, self._blank_clip)
+        rebatcher = Rebatcher(self.batch_size, self.batches_per_rank, self._blank_clip, self._merges)
         held = None
         for batch in self.data_loader:
             worker, slot = batch.pop("buffer")

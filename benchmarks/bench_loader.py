@@ -296,6 +296,8 @@ def measure(args, name, root, infos, class_names, workers, device):
     for _ in pipeline.epoch(0):
         pass
     pids, main = pipeline.worker_pids(), os.getpid()
+    ledger = getattr(getattr(pipeline, "loader", None), "_ledger", None)  # None: code without slots
+    fresh_before = ledger.fresh if ledger is not None else None
     before, main_before = snapshot(pids), snapshot([main])
     clips, first = 0, None
     with ThreadSampler(pids) as sampler:
@@ -307,7 +309,8 @@ def measure(args, name, root, infos, class_names, workers, device):
     work, own = difference(before, snapshot(pids)), difference(main_before, snapshot([main]))
     loader = getattr(pipeline, "loader", None)
     decoder_threads = getattr(loader, "decoder_threads", cfg.DATA.DECODER_THREADS)
-    del pipeline, loader
+    fresh = None if ledger is None else ledger.fresh - fresh_before
+    del pipeline, loader, ledger
     gc.collect()
     per_clip = lambda value: value / clips  # noqa: E731
     return {"pipeline": name, "workers": workers, "code": args.label or "this",
@@ -322,6 +325,7 @@ def measure(args, name, root, infos, class_names, workers, device):
             "main_minor_faults_per_clip": per_clip(own["minor_faults"]),
             "first_batch_s": first, "epoch_s": seconds, "clips": clips, "videos": len(videos),
             "batch_size": args.batch_size, "decoder_threads": decoder_threads,
+            "batches_in_fresh_memory": fresh,
             "device": device.type}
 
 

@@ -24,14 +24,14 @@ def test_merged_batches_reuse_memory_only_after_release():
 
 def test_worker_slots_are_reused_only_when_marked_free():
     busy = busy_marks(num_workers=2, prefetch_factor=0)
-    buffers = BatchBuffers(busy, worker=1)
+    buffers = BatchBuffers(busy, worker=1, batch_size=2)
     sent = [buffers.stack([torch.full((4,), value, dtype=torch.uint8)] * 2) for value in range(busy.shape[1])]
     assert sorted(slot for _, slot in sent) == list(range(busy.shape[1])) and busy[1].all() and not busy[0].any()
     assert buffers.stack([torch.zeros(4, dtype=torch.uint8)])[1] is None  # all busy: fresh memory
     assert [int(batch[0, 0]) for batch, _ in sent] == list(range(busy.shape[1]))  # nothing overwritten
-    busy[1, 2] = 0  # the main process let go of slot 2
+    busy[1, 2] = 0  # the main process let go of slot 2; a partial batch uses its first rows
     batch, slot = buffers.stack([torch.full((4,), 9, dtype=torch.uint8)])
-    assert slot == 2 and batch.data_ptr() == sent[2][0].data_ptr() and busy[1, 2] == 1
+    assert slot == 2 and batch.data_ptr() == sent[2][0].data_ptr() and busy[1, 2] == 1 and len(batch) == 1
 
 
 def test_ledger_frees_a_slot_once_only_its_own_reference_is_left():

@@ -34,10 +34,10 @@ def _use_count(storage):
 
 
 class BatchBuffers:
-    """One worker's slots: `stack(clips)` -> (batch tensor, slot index or None)."""
+    """One worker's slots of `batch_size` clips: `stack(clips)` -> (batch tensor, slot index or None)."""
 
-    def __init__(self, busy, worker):
-        self.busy, self.worker = busy, worker
+    def __init__(self, busy, worker, batch_size):
+        self.busy, self.worker, self.batch_size = busy, worker, batch_size
         self.slots = [None] * busy.shape[1]
 
     def _free_slot(self, shape, dtype):
@@ -52,7 +52,7 @@ class BatchBuffers:
         first = clips[0]
         if first.device.type != "cpu":  # e.g. clips decoded on a GPU: CUDA IPC, no slots
             return default_collate(clips), None
-        index = self._free_slot((len(clips), *first.shape), first.dtype)
+        index = self._free_slot((max(len(clips), self.batch_size), *first.shape), first.dtype)
         if index is None:
             return default_collate(clips), None
         self.busy[self.worker, index] = 1

@@ -197,7 +197,7 @@ class ClipDataset(IterableDataset):
 
     def _worker_buffers(self, worker):
         if self._buffers is None and self.busy_marks is not None and get_worker_info() is not None:
-            self._buffers = BatchBuffers(self.busy_marks, worker)
+            self._buffers = BatchBuffers(self.busy_marks, worker, self.spec.batch_size)
         return self._buffers
 
     def _decoded(self, clips, plan, epoch, reports):

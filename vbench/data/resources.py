@@ -76,12 +76,14 @@ def loader_decisions(cfg, cores=None):
 
 def keep_freed_memory(limit=32 << 20):
     """In a worker process (loader or synthetic-data generator), glibc only, best effort: serve
-    allocations up to `limit` bytes from the heap and keep freed memory instead of mmap/munmap per
-    call. The transforms allocate ~10-20 MB per clip; without this every clip page-faults its
-    buffers anew (measured: a third of a loader worker's CPU time in the kernel)."""
+    every allocation from the heap and keep up to 4 x `limit` bytes of freed memory instead of
+    mmap/munmap per call. The transforms allocate ~10-20 MB per clip and a decoded video's frames
+    are ~38 MB (past glibc's largest mmap threshold, 32 MB); without this every clip page-faults
+    its buffers anew (measured: a third of a loader worker's CPU time in the kernel)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, limit)  # M_MMAP_THRESHOLD
+        libc.mallopt(-4, 0)  # M_MMAP_MAX: no mmap at all, so blocks past the threshold reuse the heap too
         libc.mallopt(-1, 4 * limit)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass

@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 
+from loader_pipelines import build_pipeline, skip_reason
 from proc_stats import ThreadSampler, difference, snapshot, usable_cores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,146 +138,6 @@ def recipe_cfg(args, root, workers, pipeline, device):
     return load_config(os.path.join(REPO, "configs/Kinetics/X3D_M.yaml"), opts)
 
 
-# ------------------------------------------------------------------------------------ pipelines
-def touch(tensor):
-    """Read one byte of every 4 KiB page (what a model's first layer or a pinned copy would fault in)."""
-    import torch
-    flat = tensor.reshape(-1).view(torch.uint8) if tensor.is_contiguous() else tensor.reshape(-1)
-    return int(flat[::4096].sum()) if flat.numel() else 0
-
-
-class VbenchPipeline:
-    def __init__(self, cfg, infos, class_names, device):
-        from vbench.data.loader import loader_from_index
-        self.loader = loader_from_index(cfg, infos, class_names, training=True)
-        self.device = device
-
-    def epoch(self, epoch):
-        """Valid clips of each batch of epoch `epoch`, consumed as the trainer would."""
-        self.loader.set_epoch(epoch)
-        for batch in self.loader:
-            if self.device.type == "cuda":
-                self.loader.to_device(batch, self.device)
-            else:
-                touch(batch["clips"])
-            yield int(batch["valid"].sum())
-        if self.device.type == "cuda":
-            import torch
-            torch.cuda.synchronize()
-
-    def worker_pids(self):
-        iterator = self.loader.data_loader._iterator  # private, but the only map to the pids
-        return [w.pid for w in iterator._workers] if iterator is not None else []
-
-
-class TorchPipeline:
-    """A plain shuffled torch DataLoader over one of the datasets below (persistent workers)."""
-
-    def __init__(self, dataset, workers, batch_size, device, clips_of=None):
-        import torch
-        from torch.utils.data import DataLoader
-        self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                 persistent_workers=True, pin_memory=device.type == "cuda",
-                                 generator=torch.Generator().manual_seed(0))
-        self.device, self.clips_of = device, clips_of
-
-    def epoch(self, epoch):
-        for batch in self.loader:
-            if self.clips_of is not None:  # decode-only: a video's worth of the plan's clips
-                yield sum(self.clips_of[int(v)] for v in batch)
-                continue
-            clips, labels = batch
-            if self.device.type == "cuda":
-                clips.to(self.device, non_blocking=True)
-            else:
-                touch(clips)
-            yield len(labels)
-
-    def worker_pids(self):
-        iterator = self.loader._iterator
-        return [w.pid for w in iterator._workers] if iterator is not None else []
-
-
-def decode_with_seek(info, frames):
-    """The clip's native frames: seek to the keyframe at or before its first frame, decode to its
-    last, convert every frame of that range to RGB, keep the requested ones."""
-    import av
-    import numpy as np
-    import torch
-    first, last = frames[0], frames[-1]
-    with av.open(info.path) as container:
-        stream = container.streams.video[0]
-        ticks_per_frame = 1 / (info.fps * stream.time_base)
-        start_pts = info.start_pts or 0
-        container.seek(int(start_pts + first * ticks_per_frame), backward=True, any_frame=False,
-                       stream=stream)
-        decoded = {}
-        for frame in container.decode(stream):
-            index = round((frame.pts - start_pts) / ticks_per_frame)
-            if index > last:
-                break
-            if index >= first:
-                decoded[index] = frame.to_ndarray(format="rgb24")
-    return torch.from_numpy(np.stack([decoded[i] for i in frames]))
-
-
-class PerClipDataset:
-    def __init__(self, infos, clips, transform, seed=0):
-        self.infos, self.clips, self.transform, self.seed = infos, clips, transform, seed
-
-    def __len__(self):
-        return len(self.clips)
-
-    def __getitem__(self, i):
-        import torch
-        ref = self.clips[i]
-        info = self.infos[ref.video]
-        frames = decode_with_seek(info, ref.frames)
-        return self.transform(frames, torch.Generator().manual_seed(self.seed + i)), info.label
-
-
-class DecodeAll:
-    def __init__(self, infos):
-        self.infos = infos
-
-    def __len__(self):
-        return len(self.infos)
-
-    def __getitem__(self, i):
-        import av
-        with av.open(self.infos[i].path) as container:
-            stream = container.streams.video[0]
-            for frame in container.decode(stream):
-                frame.to_ndarray(format="rgb24")
-        return i
-
-
-def build_pipeline(name, cfg, infos, class_names, workers, device):
-    if name.startswith("vbench"):
-        return VbenchPipeline(cfg, infos, class_names, device)
-    from vbench.data.sampling import plan_from_cfg
-    plan = plan_from_cfg(infos, cfg, training=True)
-    if name == "per_clip":
-        from vbench.data.transforms import TrainTransform
-        dataset = PerClipDataset(infos, plan.clips, TrainTransform(cfg))
-        return TorchPipeline(dataset, workers, cfg.TRAIN.BATCH_SIZE, device)
-    clips_of = {video: len(group) for video, group in plan.by_video().items()}
-    return TorchPipeline(DecodeAll(infos), workers, 1, device, clips_of)
-
-
-def skip_reason(name, device):
-    if name != "vbench_nvdec":
-        return None
-    if device.type != "cuda":
-        return "no CUDA device"
-    try:
-        from vbench.data.decoders.torchcodec import import_video_decoder
-        import_video_decoder()
-    except (ImportError, RuntimeError) as error:
-        return str(error).splitlines()[0]
-    return None
-
-
 # ------------------------------------------------------------------------------------ measuring
 def configure_main_process(cfg, device):
     """This process's torch threads as the trainer's launch sets them for this config."""
@@ -286,18 +147,10 @@ def configure_main_process(cfg, device):
     configure_torch(cfg, SimpleNamespace(device=device), 1)
 
 
-def measure(args, name, root, infos, class_names, workers, device):
-    """One row: a warm-up epoch, then a timed epoch with the counters of every process."""
-    import torch
-    cfg = recipe_cfg(args, root, workers, name, device)
-    videos = infos[:workers * args.videos_per_worker]
-    configure_main_process(cfg, device)
-    pipeline = build_pipeline(name, cfg, videos, class_names, workers, device)
-    for _ in pipeline.epoch(0):
-        pass
+def timed_epoch(pipeline):
+    """Epoch 1 of a warmed-up pipeline: (clips, seconds to the first batch, seconds, worker counters,
+    this process's counters, most threads seen in one worker)."""
     pids, main = pipeline.worker_pids(), os.getpid()
-    ledger = getattr(getattr(pipeline, "loader", None), "_ledger", None)  # None: code without slots
-    fresh_before = ledger.fresh if ledger is not None else None
     before, main_before = snapshot(pids), snapshot([main])
     clips, first = 0, None
     with ThreadSampler(pids) as sampler:
@@ -307,26 +160,43 @@ def measure(args, name, root, infos, class_names, workers, device):
             clips += count
         seconds = time.perf_counter() - start
     work, own = difference(before, snapshot(pids)), difference(main_before, snapshot([main]))
+    return clips, first, seconds, work, own, sampler.most
+
+
+def measure(args, name, root, infos, class_names, workers, device):
+    """One row: a warm-up epoch (the workers start), then a timed epoch."""
+    import torch
+    cfg = recipe_cfg(args, root, workers, name, device)
+    videos = infos[:workers * args.videos_per_worker]
+    configure_main_process(cfg, device)
+    pipeline = build_pipeline(name, cfg, videos, class_names, workers, device)
+    for _ in pipeline.epoch(0):
+        pass
     loader = getattr(pipeline, "loader", None)
-    decoder_threads = getattr(loader, "decoder_threads", cfg.DATA.DECODER_THREADS)
-    fresh = None if ledger is None else ledger.fresh - fresh_before
+    ledger = getattr(loader, "_ledger", None)  # None: a torch DataLoader, or code without slots
+    fresh = ledger.fresh if ledger is not None else None
+    clips, first, seconds, work, own, threads = timed_epoch(pipeline)
+    extra = {"decoder_threads": getattr(loader, "decoder_threads", cfg.DATA.DECODER_THREADS),
+             "batches_in_fresh_memory": None if ledger is None else ledger.fresh - fresh,
+             "distinct_videos_per_batch": (loader.mixing_stats()["mean_distinct_videos"]
+                                           if hasattr(loader, "mixing_stats") else None)}
     del pipeline, loader, ledger
-    gc.collect()
-    per_clip = lambda value: value / clips  # noqa: E731
+    gc.collect()  # the workers exit before the next setting starts
+
+    def per_clip(*fields, scale=1):
+        return scale * sum(counts[field] for counts in (work, own) for field in fields) / clips
     return {"pipeline": name, "workers": workers, "code": args.label or "this",
             "clips_per_s": clips / seconds, "clips_per_s_per_worker": clips / seconds / workers,
-            "cpu_ms_per_clip": 1000 * per_clip(work["cpu_s"] + own["cpu_s"]),
-            "worker_cpu_ms_per_clip": 1000 * per_clip(work["cpu_s"]),
-            "main_cpu_ms_per_clip": 1000 * per_clip(own["cpu_s"]),
-            "threads_per_worker": sampler.most, "main_threads": torch.get_num_threads(),
-            "voluntary_cs_per_clip": per_clip(work["voluntary_cs"] + own["voluntary_cs"]),
-            "involuntary_cs_per_clip": per_clip(work["involuntary_cs"] + own["involuntary_cs"]),
-            "minor_faults_per_clip": per_clip(work["minor_faults"] + own["minor_faults"]),
-            "main_minor_faults_per_clip": per_clip(own["minor_faults"]),
+            "cpu_ms_per_clip": per_clip("cpu_s", scale=1000),
+            "worker_cpu_ms_per_clip": 1000 * work["cpu_s"] / clips,
+            "main_cpu_ms_per_clip": 1000 * own["cpu_s"] / clips,
+            "threads_per_worker": threads, "main_threads": torch.get_num_threads(),
+            "voluntary_cs_per_clip": per_clip("voluntary_cs"),
+            "involuntary_cs_per_clip": per_clip("involuntary_cs"),
+            "minor_faults_per_clip": per_clip("minor_faults"),
+            "main_minor_faults_per_clip": own["minor_faults"] / clips,
             "first_batch_s": first, "epoch_s": seconds, "clips": clips, "videos": len(videos),
-            "batch_size": args.batch_size, "decoder_threads": decoder_threads,
-            "batches_in_fresh_memory": fresh,
-            "device": device.type}
+            "batch_size": args.batch_size, "device": device.type, **extra}
 
 
 def compare_rows(args, root, workers, pipelines):
@@ -392,7 +262,8 @@ def print_table(rows):
                          for _, key, w, d in COLUMNS)
         print(f"{row['code'][:10]:<10} {row['pipeline']:<22} {row['workers']:>7} {cells}")
     print("(CPU ms/clip: workers + this process, user + system; (main): this process alone; "
-          "threads/w: most threads seen in one worker; counts per clip are workers + this process)")
+          "threads/w: most threads seen in one worker; dec thr: decoder threads per worker, 0 = "
+          "FFmpeg's default, cores + 1; counts per clip are workers + this process)")
     for code in dict.fromkeys(r["code"] for r in rows):
         for pipeline in dict.fromkeys(r["pipeline"] for r in rows):
             same = sorted((r for r in rows if r["code"] == code and r["pipeline"] == pipeline),

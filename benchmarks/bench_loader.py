@@ -135,7 +135,7 @@ def recipe_cfg(args, root, workers, pipeline, device):
         opts += ["DATA.DECODING_BACKEND", "torchcodec", "DATA.DECODER_DEVICE", "cuda"]
     if pipeline.startswith("vbench"):
         opts += list(args.opts)
-    return load_config(os.path.join(REPO, "configs/Kinetics/X3D_M.yaml"), opts)
+    return load_config(os.path.join(args.code or REPO, "configs/Kinetics/X3D_M.yaml"), opts)
 
 
 # ------------------------------------------------------------------------------------ measuring
@@ -274,6 +274,35 @@ def print_table(rows):
                       f"{ratio:.2f}x clips/s (ideal {high['workers'] / low['workers']:.2f}x)")
 
 
+def sweep(args, root, infos, class_names, device, started):
+    """Every (repeat, worker count, pipeline) row that fits in the budget; a setting that fails is
+    reported and skipped, so one broken pipeline does not cost a whole device run."""
+    rows, last_s = [], {}
+    for _ in range(args.repeats):
+        for workers in args.worker_counts:
+            for name in args.pipeline_names:
+                reason = skip_reason(name, device)
+                estimate = 1.3 * last_s.get(name, 0)  # this pipeline's previous setting, a bit more
+                if not reason and args.budget and time.perf_counter() - started + estimate > args.budget:
+                    reason = f"over the {args.budget:.0f} s budget"
+                if reason:
+                    print(f"skipped {name} with {workers} workers: {reason}")
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    rows.append(measure(args, name, root, infos, class_names, workers, device))
+                except Exception as error:  # noqa: BLE001 -- report it and measure the rest
+                    print(f"{name} with {workers} workers failed: {type(error).__name__}: {error}")
+                    continue
+                last_s[name] = time.perf_counter() - t0
+                print(f"[{time.perf_counter() - started:.0f} s] {name}, {workers} workers: "
+                      f"{rows[-1]['clips_per_s']:.1f} clips/s, {rows[-1]['cpu_ms_per_clip']:.1f} "
+                      f"CPU ms/clip", flush=True)
+            if args.compare_with:
+                rows += compare_rows(args, root, workers, args.pipeline_names)
+    return rows
+
+
 def main(argv=None):
     args = parse_args(argv)
     sys.path.insert(0, os.path.abspath(args.code or REPO))
@@ -290,24 +319,7 @@ def main(argv=None):
         print(f"machine: {machine_line()}; load average {load_before:.2f}")
         print(f"data: {root}, {args.videos_per_worker} videos per worker, batch {args.batch_size}; "
               f"budget {f'{args.budget:.0f} s' if args.budget else 'none'}")
-    rows, last_s = [], {}
-    for repeat in range(args.repeats):
-        for workers in args.worker_counts:
-            for name in args.pipeline_names:
-                reason = skip_reason(name, device)
-                estimate = last_s.get(name, 0) * 1.3
-                if reason or (args.budget and time.perf_counter() - started + estimate > args.budget):
-                    print(f"skipped {name} with {workers} workers: {reason or 'over the time budget'}")
-                    continue
-                t0 = time.perf_counter()
-                rows.append(measure(args, name, root, infos, class_names, workers, device))
-                last_s[name] = time.perf_counter() - t0
-                print(f"[{time.perf_counter() - started:.0f} s] {name}, {workers} workers: "
-                      f"{rows[-1]['clips_per_s']:.1f} clips/s, {rows[-1]['cpu_ms_per_clip']:.1f} "
-                      f"CPU ms/clip", flush=True)
-            if args.compare_with:
-                rows += compare_rows(args, root, workers, args.pipeline_names)
-    rows = summarise(rows)
+    rows = summarise(sweep(args, root, infos, class_names, device, started))
     load_after = os.getloadavg()[0]
     if not args.quiet_table:
         print_table(rows)

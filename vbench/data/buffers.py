@@ -1,4 +1,5 @@
-"""Batch buffers a loader worker reuses instead of faulting in fresh shared memory for every batch.
+"""Batch memory the loader reuses instead of faulting in fresh pages for every batch: the workers'
+shared-memory slots, and the main process's blocks for merged batches (`ReusedTensors`).
 
 A worker used to collate each batch into new shared memory (torch's `default_collate` inside a
 worker): a batch of 8 float clips is 77 MB, 19k page faults in the worker (each zero-fills a page)
@@ -11,11 +12,13 @@ every tensor that views it:
 - The main process (`BufferLedger`) keeps the storage of every slot it received and clears the
   mark once that storage has no other user: no batch, view, Rebatcher remnant or trainer
   reference is left (the storage's use count, checked at every new batch). Keeping it also keeps
-  the slot mapped in the main process for its next batch. A batch the pin-memory
-  thread copied into pinned memory frees its slot as soon as it arrives.
+  the slot mapped in the main process for its next batch. A batch the pin-memory thread copied
+  into pinned memory frees its slot as soon as it arrives.
 - A worker that finds no free slot collates into fresh shared memory, as before: a consumer that
   keeps many batches (`list(loader)`) costs page faults, never overwritten clips.
 """
+import math
+
 import torch
 from torch.utils.data import default_collate
 
@@ -30,7 +33,10 @@ def busy_marks(num_workers, prefetch_factor):
 
 
 def _use_count(storage):
-    return torch._C._storage_Use_Count(storage._cdata)
+    """References to `storage` (its use count; a private torch function, present since torch 1.x).
+    Where a torch lacks it, 2: nothing is ever reused, every batch goes to fresh memory."""
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    return count(storage._cdata) if count is not None else 2
 
 
 class BatchBuffers:
@@ -101,10 +107,10 @@ class ReusedTensors:
 
     def cat(self, tensors):
         first = tensors[0]
-        if first.device.type != "cpu":
-            return torch.cat(tensors)
         shape = (sum(len(t) for t in tensors), *first.shape[1:])
-        nbytes = first.element_size() * shape[0] * first[0].numel()
+        if first.device.type != "cpu" or not shape[0]:
+            return torch.cat(tensors)
+        nbytes = first.element_size() * math.prod(shape)
         storage = next((s for s in self.storages if s.nbytes() >= nbytes and _use_count(s) <= 1), None)
         if storage is None:
             if len(self.storages) >= self.limit:

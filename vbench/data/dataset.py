@@ -5,8 +5,9 @@ a shared counter so persistent workers follow `set_epoch`), takes its slot, and 
 videos decodes the union of the native frames all its clips need in ONE decoder call, then slices
 the clips out. When a video gives several training clips, they pass through a seeded shuffle
 buffer (raw uint8 clips; the transform runs when a clip leaves the buffer) so a batch mixes
-videos. The worker collates whole batches itself; its last batch may be partial and the loader
-merges those (`vbench.data.loader`).
+videos. The worker collates whole batches itself, into shared-memory slots it reuses
+(`vbench.data.buffers`), and stamps each with "load_s", the seconds it worked on it; its last batch
+may be partial and the loader merges those (`vbench.data.loader`).
 
 Unreadable videos (the decoder raises `VideoDecodeError`): training reports each one in the next
 batch's "bad_videos" and substitutes the same number of clips from other videos, tried in a seeded

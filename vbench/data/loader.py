@@ -5,11 +5,13 @@ Batches are dicts: "clips" (float B C T H W, or uint8 B T H W C with DATA.GPU_TR
 "frame_indices" (int64 B x T: the native frames of each clip, for checks) and "bad_videos"
 ((rel_path, reason) found while making the batch, each reported once per epoch).
 
-Workers yield whole batches collated in the worker; only each worker's last, partial batch per
-epoch is merged in the main process (`Rebatcher`), which also pads the rank's last batch with
-valid=False duplicates when unreadable evaluation videos were dropped, so every rank yields exactly
-`len(loader)` batches (DDP needs the same count on every rank). Workers are persistent: they read
-the epoch from a shared counter that `set_epoch` writes, and rebuild the plan themselves.
+Workers yield whole batches collated in the worker (into reused shared memory, `buffers.py`);
+only each worker's last, partial batch per epoch is merged in the main process (`Rebatcher`),
+which also pads the rank's last batch with valid=False duplicates when unreadable evaluation
+videos were dropped, so every rank yields exactly `len(loader)` batches (DDP needs the same count
+on every rank). Workers are persistent: they read the epoch from a shared counter that
+`set_epoch` writes, and rebuild the plan themselves. `loader_clips_per_s` adds up what the
+workers produced per second of their own work this epoch (the trainer reports it per rank).
 
 GPU transforms: clips of different videos must stack, so the CPU resizes frames whose size differs
 from the split's most common (height, width) to that size (videos already at that size, e.g. all

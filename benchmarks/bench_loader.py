@@ -22,10 +22,16 @@ clip (user + system of the workers and of this process, which is robust to other
 machine), the most threads seen in a worker process, voluntary / involuntary context switches and
 minor page faults per clip, and the time to the epoch's first batch.
 
-    python benchmarks/bench_loader.py --workers 1,2                  # the 2-core VM: ~2 min
-    python benchmarks/bench_loader.py --workers 1,2,4,8,15 --quick --json benchmarks/results/loader_h100.json
+    python benchmarks/bench_loader.py --workers 1,2                  # the 2-core VM: ~1-2 min
+    python benchmarks/bench_loader.py --workers 15,8,4,2,1 --quick \
+        --pipelines vbench_gpu_transforms,vbench,vbench_nvdec --json $OUT/bench_loader_h100.json
     python benchmarks/bench_loader.py --workers 2 --pipelines vbench,per_clip,decode_only --repeats 3
     python benchmarks/bench_loader.py --workers 1,2 --compare-with /tmp/vbench-old   # an older checkout, same run
+
+The second is the GPU-machine call (~2 min, the videos generated on every core included): with a
+--budget (--quick: 110 s), a setting is skipped when the time so far plus 1.3x that pipeline's
+previous setting would pass it, so list the worker counts that matter most first. A setting that
+fails is reported and the rest still run. The data is generated once under --cache and reused.
 
 KEY VALUE overrides after the flags go to the vbench pipelines' config (e.g. DATA.DECODER_THREADS 1).
 """

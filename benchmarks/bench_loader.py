@@ -131,8 +131,10 @@ def load_index(args, root):
 
 
 def recipe_cfg(args, root, workers, pipeline, device):
-    from vbench.config import load_config
-    opts = ["NUM_GPUS", "1" if device.type == "cuda" else "0", "DATA.PATH_TO_DATA_DIR", root,
+    from vbench.config import get_cfg, load_config
+    # a checkout whose track configs name the kinetics20 clip list: generated videos are not on it
+    opts = ["DATA.CLIP_LIST", ""] if "CLIP_LIST" in get_cfg().DATA else []
+    opts += ["NUM_GPUS", "1" if device.type == "cuda" else "0", "DATA.PATH_TO_DATA_DIR", root,
             "DATA.LAYOUT", "auto", "DATA.INDEX_CACHE_DIR", os.path.join(args.cache, "index"),
             "DATA.DECODING_BACKEND", args.backend, "TRAIN.BATCH_SIZE", str(args.batch_size),
             "DATA_LOADER.NUM_WORKERS", str(workers), "DATA_LOADER.INDEX_WORKERS", "1",

@@ -155,10 +155,14 @@ def test_auto_keys_take_auto_or_their_type(tmp_path):
         load_config(None, ["MODEL.CHANNELS_LAST", "sometimes"])
 
 
+CONCRETE_LOADER = ["DATA_LOADER.NUM_WORKERS", "2", "DATA.DECODER_THREADS", "1", "DATA.GPU_TRANSFORMS", "False"]
+
+
 def test_resolve_resources_replaces_every_auto_and_reports_it():
     from vbench.engine.resources import require_resolved, resolve_resources
 
-    cfg = load_config(None, ["NUM_GPUS", "0", "TRAIN.PRECISION", "auto", "MODEL.CHANNELS_LAST", "auto"])
+    cfg = load_config(None, ["NUM_GPUS", "0", "TRAIN.PRECISION", "auto", "MODEL.CHANNELS_LAST", "auto",
+                             *CONCRETE_LOADER])
     with pytest.raises(ConfigError, match="MODEL.CHANNELS_LAST"):
         require_resolved(cfg)
     resolved_cfg, resolved = resolve_resources(cfg)
@@ -166,5 +170,5 @@ def test_resolve_resources_replaces_every_auto_and_reports_it():
     assert resolved_cfg.TRAIN.PRECISION == "fp32" and resolved_cfg.MODEL.CHANNELS_LAST is False
     assert resolved_cfg.is_frozen() and cfg.MODEL.CHANNELS_LAST == "auto"  # the input is untouched
     require_resolved(resolved_cfg)
-    concrete = load_config(None, ["NUM_GPUS", "0"])
+    concrete = load_config(None, ["NUM_GPUS", "0", *CONCRETE_LOADER])
     assert resolve_resources(concrete) == (concrete, {})

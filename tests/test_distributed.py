@@ -44,6 +44,9 @@ class GlobalBatchShard:
     def to_device(self, batch, device):
         return batch["clips"].to(device), batch["labels"].to(device)
 
+    def loader_clips_per_s(self):
+        return 100.0 + self.rank  # a figure per rank, to see the epoch-end gather keep rank order
+
 
 def tiny_model():
     torch.manual_seed(0)
@@ -60,7 +63,9 @@ def _train_job(cfg, ctx, out_path):
     trainer.train()
     if ctx.is_main:
         torch.save({"params": {k: v.detach().clone() for k, v in trainer.bare_model.state_dict().items()},
-                    "loss": trainer.record["loss"], "ddp": hasattr(trainer.model, "no_sync")}, out_path)
+                    "loss": trainer.record["loss"], "ddp": hasattr(trainer.model, "no_sync"),
+                    "loader": trainer.record["loader_clips_per_s_by_rank"],
+                    "waits": trainer.record["data_wait_by_rank"]}, out_path)
 
 
 def _cfg(tmp_path, procs, accum=1):
@@ -79,6 +84,8 @@ def test_two_gloo_processes_match_one_process_and_accumulation(tmp_path):
         runs[procs, accum] = torch.load(out)
     single = runs[1, 1]
     assert runs[2, 1]["ddp"] and not single["ddp"]
+    assert runs[2, 1]["loader"] == [100.0, 101.0] and single["loader"] == [100.0]
+    assert len(runs[2, 1]["waits"]) == 2 and all(0 <= w <= 1 for w in runs[2, 1]["waits"])
     initial = tiny_model().state_dict()
     for key, value in single["params"].items():
         assert not torch.allclose(value, initial[key]) or "bias" in key  # training moved the weights

@@ -11,8 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from videos import read_frame_number, write_numbered_video  # noqa: E402
 from vbench.config import get_cfg  # noqa: E402
 from vbench.data import build_loader, check_bad_fraction
-from vbench.data.dataset import TooManyBadVideos
-from vbench.data.dataset import RawClip, repeats_a_video
+from vbench.data.dataset import RawClip, TooManyBadVideos, repeats_a_video, shuffled
 from vbench.data.index import build_index
 from vbench.data.layouts import read_split
 from vbench.data.loader import loader_from_index
@@ -224,3 +223,40 @@ def test_rank_with_only_unreadable_videos(data_root, tmp_path):
             batches = epoch_of(loader)
             assert not any(b["valid"].any() for b in batches)
             assert len(loader.excluded) == 2
+
+
+def test_batch_slots_are_reused_once_released_and_never_while_held(data_root):
+    loader = build_loader(make_cfg(data_root, workers=2, batch=1), "train", training=True, transform=RawClip())
+    ledger, slots = loader._ledger, loader.dataset.busy_marks.shape[1]
+    received = []
+    original = ledger.received
+    ledger.received = lambda clips, worker, slot: (received.append((worker, slot)), original(clips, worker, slot))
+    for epoch in (0, 1):  # batches dropped as they go: every one comes in a reused slot
+        loader.set_epoch(epoch)
+        for batch in loader:
+            clip_records([batch])  # each clip shows its planned frames
+    assert ledger.fresh == 0 and len(received) == 2 * loader.num_clips
+    assert None not in {slot for _, slot in received} and len(set(received)) <= 2 * slots
+    kept = epoch_of(loader, 2)  # a consumer holding every batch: slots run out, nothing is overwritten
+    assert ledger.fresh > 0
+    assert collections.Counter(clip_records(kept)) == collections.Counter((c.video, c.frames) for c in loader.plan.clips)
+
+
+def test_shuffle_buffer_starts_at_a_quarter_and_never_holds_more_than_its_size():
+    import numpy as np
+    taken = []
+
+    def source():
+        for item in range(200):
+            taken.append(item)
+            yield item
+
+    out, held = [], []
+    for item in shuffled(source(), 64, np.random.default_rng(0)):
+        if not out:
+            assert len(taken) == 16  # a quarter of the buffer decoded before the first output
+        out.append(item)
+        held.append(len(taken) - len(out))
+    assert sorted(out) == list(range(200)) and out != list(range(200))
+    assert max(held) == 63  # one slot is always the item just taken in
+    assert out == list(shuffled(iter(range(200)), 64, np.random.default_rng(0)))  # seeded

@@ -73,3 +73,20 @@ def test_single_run_report_command(two_runs, capsys):
 def test_report_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert vbench_main(["report", str(tmp_path / "absent")]) == 2
     assert "absent" in capsys.readouterr().err
+
+
+def _rows(waits, loader_rates, trained):
+    return {"epochs": [{"data_wait_fraction": waits[0], "data_wait_by_rank": waits,
+                        "loader_clips_per_s_by_rank": loader_rates, "clips_per_s": trained}]}
+
+
+def test_bottleneck_verdict_reads_the_worst_rank_and_the_loader_rate():
+    from vbench.bench.report import bottleneck_verdict
+
+    assert bottleneck_verdict(_rows([0.1, 0.15], [50.0, 50.0], 80.0)).startswith("compute-bound")
+    busy = bottleneck_verdict(_rows([0.1, 0.5], [30.0, 30.0], 55.0))  # rank 1 waited: all waited
+    assert busy.startswith("input-bound") and "50.0%" in busy and "busy nearly all the time (60.0" in busy
+    idle = bottleneck_verdict(_rows([0.6], [200.0], 48.0))
+    assert "could deliver 200.0 clips/s" in idle and "not their speed" in idle
+    old = bottleneck_verdict({"epochs": [{"data_wait_fraction": 0.6, "clips_per_s": 48.0}]})
+    assert old.startswith("input-bound: the training loop waited for data 60.0%") and "Try more" in old

@@ -268,7 +268,10 @@ def test_end_to_end_synthetic_run_reaches_its_target_and_tests_multi_view(tiny_c
     output = run_net(tiny_cfg_file, tmp_path, "TRAIN.PRECISION", "auto", "MODEL.CHANNELS_LAST", "auto")
     results = load_results(str(tmp_path))  # validates the schema
     validate_results(results)
-    assert results["resolved"] == {"TRAIN.PRECISION": "fp32", "MODEL.CHANNELS_LAST": False}
+    resolved = results["resolved"]  # decoder threads 0: the cores over the (in-process) loader
+    assert resolved == {"TRAIN.PRECISION": "fp32", "MODEL.CHANNELS_LAST": False,
+                        "DATA.DECODER_THREADS": resolved["DATA.DECODER_THREADS"]}
+    assert resolved["DATA.DECODER_THREADS"] >= 1 == results["config"]["DATA_LOADER"]["NUM_WORKERS"] + 1
     assert results["config"]["MODEL"]["CHANNELS_LAST"] is False  # the config the run used
     assert results["run"]["status"] == "reached" and results["benchmark"]["reached"]
     assert results["benchmark"]["time_to_target_s"] > 0 and results["world"]["device"] == "cpu"
@@ -277,6 +280,11 @@ def test_end_to_end_synthetic_run_reaches_its_target_and_tests_multi_view(tiny_c
     stats = [json.loads(line.split("json_stats: ", 1)[1])
              for line in (tmp_path / "json_stats.log").read_text().splitlines()]
     assert {"train_iter", "train_epoch", "val_epoch"} <= {s["_type"] for s in stats}
+    for row in results["epochs"]:  # one rank: its wait share and its loader's rate while working
+        assert row["data_wait_by_rank"] == [row["data_wait_fraction"]]
+        assert len(row["loader_clips_per_s_by_rank"]) == 1 and row["loader_clips_per_s_by_rank"][0] > 0
+    epoch_stats = [s for s in stats if s["_type"] == "train_epoch"]
+    assert epoch_stats[-1]["loader_clips_per_s_by_rank"] == results["epochs"][-1]["loader_clips_per_s_by_rank"]
 
     code = test_main(["--cfg", tiny_cfg_file, "OUTPUT_DIR", str(tmp_path), "TEST.SAMPLING", "uniform",
                       "TEST.NUM_ENSEMBLE_VIEWS", "2", "TEST.NUM_SPATIAL_CROPS", "3"])

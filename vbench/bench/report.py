@@ -11,24 +11,47 @@ from .reference import ScoreError
 from .results import ResultsError, load_results
 
 INPUT_BOUND_SHARE = 0.20  # data-wait share above which a run is called input-bound
+LOADER_BUSY_RATIO = 1.25  # loader rate (while working) under this x the trained rate: workers are the limit
+
+
+INPUT_ADVICE = ("more loader workers (DATA_LOADER.NUM_WORKERS), GPU transforms (DATA.GPU_TRANSFORMS "
+                "True), the torchcodec backend (DATA.DECODING_BACKEND torchcodec), or pre-resized "
+                "videos (tools/prepare_kinetics.py --short-side 256)")
+
+
+def _loader_rate(row):
+    """The run's loader clips/s while working (all ranks), or None when a rank has no figure."""
+    rates = row.get("loader_clips_per_s_by_rank")
+    return sum(rates) if rates and None not in rates else None
 
 
 def bottleneck_verdict(results):
-    """'input-bound' or 'compute-bound', with the measured data-wait share and what to try."""
-    shares = [r["data_wait_fraction"] for r in results.get("epochs") or []
-              if r.get("data_wait_fraction") is not None]
-    if not shares:
+    """'input-bound' or 'compute-bound' from the data-wait share of the rank that waited most
+    (in DDP every rank waits for the slowest), and where an input-bound run loses its time: the
+    loader workers' own rate while working against the rate the run trained at."""
+    rows = [r for r in results.get("epochs") or [] if r.get("data_wait_fraction") is not None]
+    if not rows:
         return "unknown: no epoch rows with a data-wait share"
-    share = statistics.mean(shares)
-    if share > INPUT_BOUND_SHARE:
-        return (f"input-bound: the training loop waited for data {100 * share:.1f}% of the time "
-                f"(mean over {len(shares)} epochs). Try more loader workers "
-                f"(DATA_LOADER.NUM_WORKERS), GPU transforms (DATA.GPU_TRANSFORMS True), the "
-                f"torchcodec backend (DATA.DECODING_BACKEND torchcodec), or pre-resized videos "
-                f"(tools/prepare_kinetics.py --short-side 256).")
-    return (f"compute-bound: data wait is {100 * share:.1f}% of training time (<= "
-            f"{100 * INPUT_BOUND_SHARE:.0f}%); speed comes from the model step (precision, "
-            f"channels_last, compile, more GPUs).")
+    share = statistics.mean(max(r.get("data_wait_by_rank") or [r["data_wait_fraction"]]) for r in rows)
+    where = f"(mean over {len(rows)} epochs, the rank that waited most)"
+    if share <= INPUT_BOUND_SHARE:
+        return (f"compute-bound: data wait is {100 * share:.1f}% of training time {where}, <= "
+                f"{100 * INPUT_BOUND_SHARE:.0f}%; speed comes from the model step (precision, "
+                f"channels_last, compile, more GPUs).")
+    verdict = f"input-bound: the training loop waited for data {100 * share:.1f}% of the time {where}. "
+    paired = [(_loader_rate(r), r.get("clips_per_s")) for r in rows]
+    paired = [(loader, trained) for loader, trained in paired if loader is not None and trained]
+    if not paired:
+        return verdict + f"Try {INPUT_ADVICE}."
+    loader, trained = (statistics.mean(values) for values in zip(*paired))
+    if loader < LOADER_BUSY_RATIO * trained:
+        return verdict + (f"The loader workers were busy nearly all the time ({loader:.1f} clips/s "
+                          f"while working, {trained:.1f} trained): try {INPUT_ADVICE}.")
+    return verdict + (
+        f"The loader workers could deliver {loader:.1f} clips/s, the run trained at {trained:.1f}: "
+        f"the wait comes from when they work, not their speed: the start of each epoch (shuffle "
+        f"buffers filling), workers that finish unevenly, or the training process's own CPU work "
+        f"(re-batching, pinned copies).")
 
 
 def _cell(value, digits=2):

@@ -275,6 +275,9 @@ ROW_SPEC = {
     "data_wait_fraction": (*NUMBER, NULL), "clips_per_s": (*NUMBER, NULL), "loss": (*NUMBER, NULL),
     "lr": NUMBER, "clip_top1": (*NUMBER, NULL), "clip_top5": (*NUMBER, NULL),
     "video_top1": (*NUMBER, NULL), "video_top5": (*NUMBER, NULL), "bad_videos": int,
+    # per rank, in rank order: share of the epoch spent waiting for data; clips/s the rank's
+    # loader workers produced while working (null: no loader figure)
+    "data_wait_by_rank?": ListOf(NUMBER), "loader_clips_per_s_by_rank?": ListOf((*NUMBER, NULL)),
 }
 PATH_REASON = {"path": str, "reason": str}
 FINGERPRINT_SPEC = {  # vbench.data.fingerprint

@@ -45,8 +45,10 @@ def _check_positive(cfg):
                 "DATA.TEST_CROP_SIZE", "MODEL.NUM_CLASSES", "SOLVER.MAX_EPOCH", "NUM_SHARDS",
                 "TRAIN.EVAL_PERIOD", "TRAIN.CHECKPOINT_PERIOD", "LOG_PERIOD", "NUM_CPU_PROCS"):
         _require(_get(cfg, key) > 0, f"config key '{key}' must be positive, got {_get(cfg, key)}.")
-    for key in ("NUM_GPUS", "DATA_LOADER.NUM_WORKERS", "DATA.FRAME_RATE", "SOLVER.WARMUP_EPOCHS"):
-        _require(_get(cfg, key) >= 0, f"config key '{key}' must be >= 0, got {_get(cfg, key)}.")
+    for key in ("NUM_GPUS", "DATA_LOADER.NUM_WORKERS", "DATA.DECODER_THREADS", "DATA.FRAME_RATE",
+                "SOLVER.WARMUP_EPOCHS"):
+        value = _get(cfg, key)
+        _require(value == AUTO or value >= 0, f"config key '{key}' must be >= 0, got {value}.")
     _require(0 <= cfg.SHARD_ID < cfg.NUM_SHARDS,
              f"SHARD_ID {cfg.SHARD_ID} must be in [0, NUM_SHARDS={cfg.NUM_SHARDS}).")
 

@@ -10,7 +10,7 @@ _C = CfgNode()
 AUTO = "auto"
 # Keys that take either a value of the given type or "auto"; each "auto" is decided per machine at
 # launch, in one place (vbench/engine/resources.py), and recorded under "resolved" in results.json.
-AUTO_KEYS = {"MODEL.CHANNELS_LAST": bool}
+AUTO_KEYS = {"MODEL.CHANNELS_LAST": bool, "DATA.GPU_TRANSFORMS": bool, "DATA_LOADER.NUM_WORKERS": int}
 
 # ---------------------------------------------------------------- run and resources
 _C.NUM_GPUS = 1  # GPUs per node (one process each); 0 trains on the CPU in one process.
@@ -77,10 +77,10 @@ _C.DATA.MEAN = [0.45, 0.45, 0.45]  # per-channel mean after scaling pixels to [0
 _C.DATA.STD = [0.225, 0.225, 0.225]  # per-channel std.
 _C.DATA.INPUT_CHANNEL_NUM = [3]  # input channels per pathway (SlowFast).
 _C.DATA.DECODING_BACKEND = "pyav"  # "pyav" or "torchcodec".
-_C.DATA.DECODER_THREADS = 0  # decoder threads per worker; 0 lets the backend choose.
+_C.DATA.DECODER_THREADS = 0  # decoder threads per loader worker; 0: the process's cores over its workers, at least 1.
 _C.DATA.DECODE_PER_CLIP = False  # decode each clip alone (a seek each), as the reference did; for baselines.
 _C.DATA.DECODER_DEVICE = "cpu"  # "cpu" or "cuda" (torchcodec only).
-_C.DATA.GPU_TRANSFORMS = False  # resize/crop/normalise on the GPU; uint8 clips cross PCIe.
+_C.DATA.GPU_TRANSFORMS = False  # resize/crop/normalise on the GPU (uint8 clips cross PCIe): True, False or "auto" (on with GPUs).
 _C.DATA.CLIP_LIST = ""  # folder of <split>.txt clip lists: a split is exactly these clips (configs/datasets/).
 _C.DATA.MAX_BAD_FRACTION = 0.01  # stop when more than this fraction of training videos is missing or unreadable.
 _C.DATA.MAX_VAL_EXCLUDED_FRACTION = 0.0  # stop when more of DATA.VAL_SPLIT is left out; 0: every video is evaluated.
@@ -97,7 +97,7 @@ _C.SYNTH.SEED = 0  # generator seed (the dataset is a pure function of the seed 
 
 # ---------------------------------------------------------------- data loader
 _C.DATA_LOADER = CfgNode()
-_C.DATA_LOADER.NUM_WORKERS = 8  # loader worker processes per training process.
+_C.DATA_LOADER.NUM_WORKERS = 8  # loader worker processes per training process, or "auto" (GPU: its cores - 1; CPU: half).
 _C.DATA_LOADER.PIN_MEMORY = True  # pin host memory for faster GPU copies.
 _C.DATA_LOADER.PREFETCH_FACTOR = 2  # batches prefetched per worker.
 _C.DATA_LOADER.SHUFFLE_BUFFER = 64  # clips mixed per worker when a video gives several clips in a row.

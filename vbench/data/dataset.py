@@ -5,8 +5,9 @@ a shared counter so persistent workers follow `set_epoch`), takes its slot, and 
 videos decodes the union of the native frames all its clips need in ONE decoder call, then slices
 the clips out. When a video gives several training clips, they pass through a seeded shuffle
 buffer (raw uint8 clips; the transform runs when a clip leaves the buffer) so a batch mixes
-videos. The worker collates whole batches itself; its last batch may be partial and the loader
-merges those (`vbench.data.loader`).
+videos. The worker collates whole batches itself, into shared-memory slots it reuses
+(`vbench.data.buffers`), and stamps each with "load_s", the seconds it worked on it; its last batch
+may be partial and the loader merges those (`vbench.data.loader`).
 
 Unreadable videos (the decoder raises `VideoDecodeError`): training reports each one in the next
 batch's "bad_videos" and substitutes the same number of clips from other videos, tried in a seeded
@@ -15,12 +16,14 @@ video's clips (the loader pads the batch with valid=False slots) and reports it.
 """
 import logging
 import random
+import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
+from .buffers import BatchBuffers
 from .decoders.base import VideoDecodeError
 from .layouts import DatasetError
 
@@ -69,15 +72,21 @@ def worker_identity():
 
 
 def shuffled(items, size, rng):
-    """Yield `items` through a buffer of `size`: each output is a random buffered item."""
-    buffer = []
+    """Yield `items` through a buffer of up to `size`: each output is a random buffered item.
+
+    Outputs start once a quarter of the buffer is filled, one per two items taken in until it is
+    full (then one per item): the first batch of an epoch waits for a quarter of the decodes (with
+    64 clips and batches of 8: 30 clips instead of 72, in a simulation of 9-clip videos) and the
+    batches after the first few mix as many videos as a full buffer gives."""
+    buffer, taken, start = [], 0, max(1, size // 4)
     for item in items:
-        if len(buffer) < size:
-            buffer.append(item)
+        buffer.append(item)
+        taken += 1
+        if len(buffer) < start or (len(buffer) < size and taken % 2):
             continue
-        i = int(rng.integers(size))
-        yield buffer[i]
-        buffer[i] = item
+        i = int(rng.integers(len(buffer)))
+        buffer[i], buffer[-1] = buffer[-1], buffer[i]
+        yield buffer.pop()
     for i in rng.permutation(len(buffer)):
         yield buffer[i]
 
@@ -96,12 +105,17 @@ def _rows(frames, rows):
     return frames[rows]
 
 
-def collate(samples, labels, bad_videos):
-    """Samples (ClipRef, clip tensor) -> the batch dict of the loader contract."""
+def collate(samples, labels, bad_videos, buffers=None):
+    """Samples (ClipRef, clip tensor) -> the batch dict of the loader contract, plus "buffer":
+    (worker, slot) naming the reused shared-memory slot holding the clips (slot None: not one)."""
     refs = [ref for ref, _ in samples]
+    clips, slot = torch.empty(0), None
+    if samples and buffers is not None:
+        clips, slot = buffers.stack([clip for _, clip in samples])
+    elif samples:  # in the loading process itself: a plain tensor
+        clips = default_collate([clip for _, clip in samples])
     return {
-        # default_collate stacks straight into shared memory inside a worker: no copy to send it
-        "clips": default_collate([clip for _, clip in samples]) if samples else torch.empty(0),
+        "clips": clips, "buffer": (worker_identity()[0], slot),
         "spatial_idx": torch.tensor([r.spatial_idx for r in refs], dtype=torch.int64),
         "labels": torch.tensor([labels[r.video] for r in refs], dtype=torch.int64),
         "video_ids": torch.tensor([r.video for r in refs], dtype=torch.int64),
@@ -119,11 +133,12 @@ class ClipDataset(IterableDataset):
     transform: `TrainClip`, `EvalClip` or `RawClip`; decoder_factory: picklable callable returning a
     decoder (e.g. `functools.partial(get_decoder, backend="pyav")`), called once per process;
     frame_size: (H, W) every decoded frame is resized to unless already that size (used with GPU
-    transforms so clips of different videos stack; None keeps the decoded size).
+    transforms so clips of different videos stack; None keeps the decoded size); busy_marks: the
+    shared slot marks of `vbench.data.buffers` (None: every batch in fresh memory).
     """
 
     def __init__(self, infos, spec, transform, decoder_factory, shuffle_buffer=0,
-                 max_substitute_tries=10, frame_size=None, decode_per_clip=False):
+                 max_substitute_tries=10, frame_size=None, decode_per_clip=False, busy_marks=None):
         self.infos = list(infos)
         self.labels = [int(info.label) for info in self.infos]
         self.spec = spec
@@ -134,7 +149,9 @@ class ClipDataset(IterableDataset):
         self.frame_size = tuple(frame_size) if frame_size else None
         self.decode_per_clip = bool(decode_per_clip)
         self.epoch = torch.zeros(1, dtype=torch.int64).share_memory_()  # read by persistent workers
+        self.busy_marks = busy_marks
         self._decoder = None
+        self._buffers = None  # this worker's BatchBuffers
         self._known_bad = {}  # video -> reason, remembered by this process across epochs
         self._reported = set()  # videos reported this epoch
 
@@ -143,6 +160,7 @@ class ClipDataset(IterableDataset):
 
     # -------------------------------------------------------------------------------- iteration
     def __iter__(self):
+        started = time.perf_counter()
         epoch = int(self.epoch[0])
         worker, num_workers = worker_identity()
         spec = self.spec
@@ -161,14 +179,28 @@ class ClipDataset(IterableDataset):
         samples = self._decoded(my_clips, plan, epoch, reports)
         if self.shuffle_buffer > 1 and repeats_a_video(my_clips):
             samples = shuffled(samples, self.shuffle_buffer, rng)
+        buffers = self._worker_buffers(worker)
         batch = []
         for ref, clip in samples:
             batch.append((ref, self.transform(clip, ref, generator)))
             if len(batch) == spec.batch_size:
-                yield collate(batch, self.labels, reports)
+                yield self._collate(batch, reports, buffers, started)
                 batch, reports[:] = [], []
+                started = time.perf_counter()
         if batch or reports:
-            yield collate(batch, self.labels, reports)
+            yield self._collate(batch, reports, buffers, started)
+
+    def _collate(self, samples, reports, buffers, started):
+        """The batch, with "load_s": the seconds this process worked on it (not those it waited
+        for the loader to ask for it)."""
+        batch = collate(samples, self.labels, reports, buffers)
+        batch["load_s"] = time.perf_counter() - started
+        return batch
+
+    def _worker_buffers(self, worker):
+        if self._buffers is None and self.busy_marks is not None and get_worker_info() is not None:
+            self._buffers = BatchBuffers(self.busy_marks, worker, self.spec.batch_size)
+        return self._buffers
 
     def _decoded(self, clips, plan, epoch, reports):
         """(ClipRef, uint8 T H W C) for every clip, video by video (clip by clip if
@@ -244,7 +276,7 @@ class ClipDataset(IterableDataset):
 
     def __getstate__(self):  # the decoder holds open resources: each process makes its own
         state = dict(self.__dict__)
-        state["_decoder"] = None
+        state["_decoder"] = state["_buffers"] = None
         return state
 
 

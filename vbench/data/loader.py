@@ -5,11 +5,13 @@ Batches are dicts: "clips" (float B C T H W, or uint8 B T H W C with DATA.GPU_TR
 "frame_indices" (int64 B x T: the native frames of each clip, for checks) and "bad_videos"
 ((rel_path, reason) found while making the batch, each reported once per epoch).
 
-Workers yield whole batches collated in the worker; only each worker's last, partial batch per
-epoch is merged in the main process (`Rebatcher`), which also pads the rank's last batch with
-valid=False duplicates when unreadable evaluation videos were dropped, so every rank yields exactly
-`len(loader)` batches (DDP needs the same count on every rank). Workers are persistent: they read
-the epoch from a shared counter that `set_epoch` writes, and rebuild the plan themselves.
+Workers yield whole batches collated in the worker (into reused shared memory, `buffers.py`);
+only each worker's last, partial batch per epoch is merged in the main process (`Rebatcher`),
+which also pads the rank's last batch with valid=False duplicates when unreadable evaluation
+videos were dropped, so every rank yields exactly `len(loader)` batches (DDP needs the same count
+on every rank). Workers are persistent: they read the epoch from a shared counter that
+`set_epoch` writes, and rebuild the plan themselves. `loader_clips_per_s` adds up what the
+workers produced per second of their own work this epoch (the trainer reports it per rank).
 
 GPU decoding (DATA.DECODER_DEVICE cuda, torchcodec on NVDEC): workers are spawned (CUDA cannot
 run in forked processes), each decodes on this process's GPU and hands its batches over through
@@ -21,7 +23,6 @@ from the split's most common (height, width) to that size (videos already at tha
 340x256 Kinetics clips, are untouched); the GPU does the recipe's scale, crop, flip and normalise.
 """
 import collections
-import ctypes
 import functools
 import logging
 import random
@@ -32,7 +33,9 @@ from torch.utils.data import DataLoader
 
 from vbench.config import ConfigError
 
+from .buffers import BufferLedger, ReusedTensors, busy_marks
 from .dataset import ClipDataset, EvalClip, RawClip, TrainClip
+from .resources import decoder_threads, gpu_transforms, keep_freed_memory, loader_workers
 from .sampling import ClipSettings, PlanSpec
 
 logger = logging.getLogger(__name__)
@@ -40,11 +43,11 @@ TENSOR_KEYS = ("clips", "spatial_idx", "labels", "video_ids", "valid", "frame_in
 
 
 # ------------------------------------------------------------------------------------ re-batching
-def _concat(batches):
+def _concat(batches, cat=torch.cat):
     if len(batches) == 1:
         return batches[0]
     full = [b for b in batches if len(b["labels"])] or batches[:1]
-    out = {key: torch.cat([b[key] for b in full]) for key in TENSOR_KEYS}
+    out = {key: (cat if key == "clips" else torch.cat)([b[key] for b in full]) for key in TENSOR_KEYS}
     out["bad_videos"] = [item for b in batches for item in b["bad_videos"]]
     return out
 
@@ -61,15 +64,16 @@ class Rebatcher:
     """Turns the workers' batches (full ones and one partial per worker) into exactly
     `num_batches` batches of `batch_size`; missing clips become valid=False duplicates."""
 
-    def __init__(self, batch_size, num_batches, blank_clip):
+    def __init__(self, batch_size, num_batches, blank_clip, merges=None):
         self.batch_size, self.num_batches, self.blank_clip = batch_size, num_batches, blank_clip
         self.pending, self.emitted, self.last = [], 0, None
+        self.merges = merges or ReusedTensors()  # memory for merged batches, kept across epochs
 
     def push(self, batch):
         self.pending.append(batch)
         out = []
         while sum(len(b["labels"]) for b in self.pending) >= self.batch_size:
-            merged = _concat(self.pending)
+            merged = _concat(self.pending, self.merges.cat)
             head = {k: merged[k][:self.batch_size] for k in TENSOR_KEYS}
             head["bad_videos"] = merged["bad_videos"]
             rest = _select(merged, slice(self.batch_size, None))
@@ -85,10 +89,10 @@ class Rebatcher:
         if clips and self.emitted >= self.num_batches:
             raise RuntimeError(f"the loader produced more clips than its {self.num_batches} planned batches")
         if clips:
-            merged = _concat(clips)
+            merged = _concat(clips, self.merges.cat)
             size = len(merged["labels"])
             pad = _select(merged, torch.arange(self.batch_size - size) % size, valid=False)
-            out.append(self._count(_concat([merged, pad])))
+            out.append(self._count(_concat([merged, pad], self.merges.cat)))
         while self.emitted < self.num_batches:
             out.append(self._count(self._padding_batch()))
         if out:
@@ -122,6 +126,8 @@ class ClipLoader:
 
     def __init__(self, dataset, data_loader, class_names, num_videos, gpu_transform=None):
         self.dataset, self.data_loader = dataset, data_loader
+        self._ledger = BufferLedger(dataset.busy_marks) if dataset.busy_marks is not None else None
+        self._merges = ReusedTensors()
         self.class_names, self.num_videos = list(class_names), num_videos
         self.infos, self.spec = dataset.infos, dataset.spec
         self.batch_size = self.spec.batch_size
@@ -129,6 +135,7 @@ class ClipLoader:
         self.epoch = 0
         self._bad_found = []  # (rel_path, reason) found while decoding this epoch
         self._distinct = []  # distinct valid videos per batch, this epoch
+        self._work = {}  # worker -> [clips, seconds worked], this epoch
         self._update_plan()
         self._seed_gpu_generator()
 
@@ -171,11 +178,17 @@ class ClipLoader:
         return self.batches_per_rank
 
     def __iter__(self):
-        self._bad_found, self._distinct = [], []
+        self._bad_found, self._distinct, self._work = [], [], {}
         seen = set()
-        rebatcher = Rebatcher(self.batch_size, self.batches_per_rank, self._blank_clip)
+        rebatcher = Rebatcher(self.batch_size, self.batches_per_rank, self._blank_clip, self._merges)
         held = None
         for batch in self.data_loader:
+            worker, slot = batch.pop("buffer")
+            if self._ledger is not None:
+                self._ledger.received(batch["clips"], worker, slot)
+            work = self._work.setdefault(worker, [0, 0.0])
+            work[0] += len(batch["labels"])
+            work[1] += batch.pop("load_s")
             batch["bad_videos"] = self._first_reports(batch["bad_videos"], seen)
             for out in rebatcher.push(batch):
                 if held is not None:
@@ -210,6 +223,13 @@ class ClipLoader:
         self._distinct.append(len(set(batch["video_ids"][batch["valid"]].tolist())))
         return batch
 
+    def loader_clips_per_s(self):
+        """Clips per second this rank's workers produced this epoch while working, summed over
+        the workers (the time a worker waited to be asked for a batch is left out): what the loader
+        could deliver if the training loop never made it wait. None before any batch."""
+        rates = [clips / seconds for clips, seconds in self._work.values() if seconds > 0]
+        return sum(rates) if rates else None
+
     def mixing_stats(self):
         """Batches seen so far this epoch and their mean number of distinct (valid) videos."""
         n = len(self._distinct)
@@ -237,18 +257,6 @@ class WorkerInit:
         keep_freed_memory()
 
 
-def keep_freed_memory(limit=32 << 20):
-    """glibc only, best effort: serve allocations up to `limit` bytes from the heap and keep freed
-    memory instead of mmap/munmap per call. The transforms allocate ~10-20 MB per clip; without this
-    every clip page-faults its buffers anew (measured: a third of a worker's CPU time in the kernel)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, limit)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 4 * limit)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def per_rank_batch_size(cfg, training, world_size):
     key = "TRAIN.BATCH_SIZE" if training else "TEST.BATCH_SIZE"
     total = cfg.TRAIN.BATCH_SIZE if training else cfg.TEST.BATCH_SIZE
@@ -274,7 +282,7 @@ def decoder_device(cfg):
 
 
 def _clip_transform(cfg, training):
-    if cfg.DATA.GPU_TRANSFORMS:
+    if gpu_transforms(cfg):
         return RawClip()
     from .transforms import EvalTransform, TrainTransform
     return TrainClip(TrainTransform(cfg)) if training else EvalClip(EvalTransform(cfg))
@@ -300,7 +308,8 @@ def build_loader(cfg, split, training, rank=0, world_size=1, transform=None):
 def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, transform=None,
                       decoder_factory=None, name="the split"):
     """`build_loader` from an index already built (`infos`, index = video id)."""
-    num_workers = cfg.DATA_LOADER.NUM_WORKERS
+    num_workers = loader_workers(cfg)
+    threads = decoder_threads(cfg)
     spec = PlanSpec(ClipSettings.from_cfg(cfg), training,
                     cfg.TRAIN.SAMPLING if training else cfg.TEST.SAMPLING,
                     per_rank_batch_size(cfg, training, world_size), rank, world_size, num_workers,
@@ -315,13 +324,14 @@ def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, t
     if decoder_factory is None:
         from .decoders import get_decoder
         decoder_factory = functools.partial(get_decoder, backend=cfg.DATA.DECODING_BACKEND,
-                                            threads=cfg.DATA.DECODER_THREADS, device=device)
-    gpu = bool(cfg.DATA.GPU_TRANSFORMS)
+                                            threads=threads, device=device)
+    gpu = gpu_transforms(cfg)
     dataset = ClipDataset(infos, spec, transform or _clip_transform(cfg, training), decoder_factory,
                           shuffle_buffer=cfg.DATA_LOADER.SHUFFLE_BUFFER,
                           max_substitute_tries=cfg.DATA.MAX_SUBSTITUTE_TRIES,
                           frame_size=modal_frame_size(infos) if gpu else None,
-                          decode_per_clip=cfg.DATA.DECODE_PER_CLIP)
+                          decode_per_clip=cfg.DATA.DECODE_PER_CLIP,
+                          busy_marks=busy_marks(num_workers, cfg.DATA_LOADER.PREFETCH_FACTOR))
     extra = {}
     if num_workers > 0:
         extra = {"prefetch_factor": cfg.DATA_LOADER.PREFETCH_FACTOR, "persistent_workers": True,
@@ -337,6 +347,7 @@ def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, t
         from .transforms import GpuTransform
         gpu_transform = GpuTransform(cfg, train=training)
     loader = ClipLoader(dataset, data_loader, class_names, len(infos), gpu_transform)
+    loader.num_workers, loader.decoder_threads = num_workers, threads
     logger.info("%s loader on %s: %d videos, %d clips per epoch (%d short videos padded, %d "
                 "unreadable), %d batches of %d per rank on %d ranks", "train" if training else "eval",
                 name, len(infos), loader.num_clips, loader.short_videos, len(loader.index_excluded),

@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 
-from .synthetic_patterns import FLIP_SAFE_CLASSES, PATTERNS, PRESETS, Preset, render_video
+from .resources import keep_freed_memory, usable_cores
+from .synthetic_patterns import FLIP_SAFE_CLASSES, PATTERNS, PRESETS, Preset, render_frames
 
 FORMAT_VERSION = 1  # bump when the frames a seed produces change
 MARKER_FILE = "synthetic.json"
@@ -53,7 +54,8 @@ def video_seed(seed, split, pattern, index):
 
 
 def encode_video(path, frames, preset):
-    """Write uint8 (T, H, W, 3) RGB frames as H.264 yuv420p, bit-exact for the same frames."""
+    """Write uint8 H x W x 3 RGB frames (an array or an iterable) as H.264 yuv420p, bit-exact for
+    the same frames. One encoder thread: generation runs one encoder per core."""
     import av  # imported here so the drawing code works without PyAV
 
     with av.open(path, "w") as container:
@@ -79,8 +81,7 @@ def encode_video(path, frames, preset):
 
 def _make_video(job):
     path, preset, pattern, seed_sequence = job
-    frames = render_video(preset, pattern, np.random.default_rng(seed_sequence))
-    encode_video(path, frames, preset)
+    encode_video(path, render_frames(preset, pattern, np.random.default_rng(seed_sequence)), preset)
     return os.path.getsize(path)
 
 
@@ -99,11 +100,12 @@ def _plan(tmp_root, preset, names, per_split, seed):
     return jobs, lines
 
 
-def _default_sigterm():
+def _init_worker():
     # A forked worker inherits the trainer's Python SIGTERM handler (vbench.engine.launch). With it,
     # Pool.terminate sometimes left a worker alive, blocked on the pool's queue lock, and waited
     # for it forever (seen in about 1 of 3 generations inside the trainer).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    keep_freed_memory()  # the per-frame canvases: ~18k page faults per kinetics-like video without
 
 
 def worker_pool(workers):
@@ -111,7 +113,7 @@ def worker_pool(workers):
     through vbench.data); they only use NumPy and PyAV, so a parent's threads or CUDA context do
     not matter."""
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method).Pool(workers, initializer=_default_sigterm)
+    return multiprocessing.get_context(method).Pool(workers, initializer=_init_worker)
 
 
 def _run_jobs(jobs, workers, progress):
@@ -277,10 +279,9 @@ def ensure_synthetic(cfg):
         raise ConfigError(f"DATA.PATH_TO_DATA_DIR {root} is not empty but has no train/ folder, so "
                           "the synthetic dataset cannot be generated there; empty it or point "
                           "DATA.PATH_TO_DATA_DIR to a new folder.")
-    workers = max(1, min(cfg.DATA_LOADER.NUM_WORKERS, os.cpu_count() or 1))
-    try:
+    try:  # the other ranks wait at a barrier meanwhile: every core generates
         generate_dataset(root, synth.PRESET, synth.NUM_CLASSES, synth.TRAIN_PER_CLASS,
-                         synth.VAL_PER_CLASS, synth.SEED, workers=workers)
+                         synth.VAL_PER_CLASS, synth.SEED, workers=usable_cores())
     except FileExistsError:
         if not os.path.isdir(os.path.join(root, "train")):
             raise
@@ -303,8 +304,9 @@ def main(argv=None):
     parser.add_argument("--train-per-class", type=int, default=16)
     parser.add_argument("--val-per-class", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                        help="processes encoding videos")
+    parser.add_argument("--workers", type=int, default=usable_cores(),
+                        help="processes rendering and encoding videos, one encoder thread each "
+                             "(default: every core)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     args = parser.parse_args(argv)
     try:

@@ -249,6 +249,15 @@ class _NoiseBank:
 
 def render_video(preset, pattern, rng):
     """The frames of one video of class `pattern`: uint8 array (T, H, W, 3)."""
+    frames = np.empty((preset.num_frames, preset.height, preset.width, 3), np.uint8)
+    for index, frame in enumerate(render_frames(preset, pattern, rng)):
+        frames[index] = frame
+    return frames
+
+
+def render_frames(preset, pattern, rng):
+    """`render_video`'s frames one at a time (uint8 H x W x 3, each a fresh array), drawing from
+    `rng` in the same order: an encoder fed from here never holds the whole video in memory."""
     if pattern not in _MOTION:
         raise ValueError(f"unknown synthetic pattern {pattern!r}; choose from {list(PATTERNS)}")
     height, width = preset.height, preset.width
@@ -259,7 +268,6 @@ def render_video(preset, pattern, rng):
     level = camera.level if preset.camera else level
     shapes = _sample_shapes(rng, preset, pattern, level)
     noise = _NoiseBank(rng, height, width, preset.noise_sigma)
-    frames = np.empty((preset.num_frames, height, width, 3), np.uint8)
     for index in range(preset.num_frames):
         seconds = index / preset.fps
         if preset.camera:
@@ -272,5 +280,4 @@ def render_video(preset, pattern, rng):
             draw_shape(canvas, shape, (x - shake_x, y - shake_y, angle, radius, alpha))
         canvas += noise.sample(rng)
         np.clip(canvas, 0, 255, out=canvas)
-        frames[index] = np.rint(canvas)
-    return frames
+        yield np.rint(canvas).astype(np.uint8)

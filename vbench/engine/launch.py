@@ -21,6 +21,7 @@ import torch
 from vbench.bench.results import RESULTS_FILE, mark_failed
 from vbench.config import ConfigError, load_config, world_size_of
 from vbench.config.args import parse_cfg_args
+from vbench.data.resources import loader_workers, usable_cores
 from vbench.engine import distributed as du
 from vbench.engine.checkpoint import CheckpointError
 from vbench.engine.failures import WorkersFailed, failure_report, failure_times, join_workers
@@ -122,22 +123,21 @@ def preflight(cfg, world_size=None):
 
 # ---------------------------------------------------------------------------- processes
 def cpu_compute_threads(cfg, procs_per_node):
-    """Threads for CPU training: this process's share of the cores minus its loader workers.
+    """Torch's CPU threads in a training process: its share of the cores minus its loader workers.
 
     More threads than free cores makes OpenMP spin-wait whenever a loader worker (or another
-    process) takes a core; on a busy 2-core machine 2 threads were 7x slower than 1. OMP_NUM_THREADS
-    set by the user wins.
+    process) takes a core; on a busy 2-core machine 2 threads were 7x slower than 1. On a GPU the
+    process's CPU work (pinned copies, re-batching) runs on these threads too, beside workers that
+    hold the other cores. OMP_NUM_THREADS set by the user wins.
     """
     if "OMP_NUM_THREADS" in os.environ:
         return torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // procs_per_node - cfg.DATA_LOADER.NUM_WORKERS)
+    return max(1, usable_cores() // procs_per_node - loader_workers(cfg))
 
 
 def configure_torch(cfg, ctx, procs_per_node):
     """Threads, determinism and cuDNN autotuning for this process."""
-    if ctx.device.type == "cpu":
-        torch.set_num_threads(cpu_compute_threads(cfg, procs_per_node))
+    torch.set_num_threads(cpu_compute_threads(cfg, procs_per_node))
     if cfg.DETERMINISTIC:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)

@@ -8,6 +8,7 @@ still holds "auto" (a Trainer built by hand) is refused by `require_resolved`.
 import torch
 
 from vbench.config import AUTO, AUTO_KEYS, ConfigError, replace_values
+from vbench.data.resources import loader_decisions
 from vbench.engine.precision import resolve_precision
 
 
@@ -29,6 +30,7 @@ def resource_decisions(cfg):
         decisions["TRAIN.PRECISION"] = resolve_precision(AUTO, device)
     if cfg.MODEL.CHANNELS_LAST == AUTO:
         decisions["MODEL.CHANNELS_LAST"] = False
+    decisions.update(loader_decisions(cfg))  # workers, decoder threads, GPU transforms
     return decisions
 
 

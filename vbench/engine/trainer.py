@@ -226,12 +226,27 @@ class Trainer:
         train_s = self.wait_timer.total_s
         stats = self.meter.read_epoch()
         check_finite(stats["loss"], f"epoch {self.epoch + 1}")
-        clips = du.all_reduce_sum(torch.tensor([float(self.meter.epoch_samples)])).item()
+        wait = self.wait_timer.wait_fraction
+        clips, waits, loader_rates = self._gather_epoch_counts(wait)
         self.record.update(
-            train_s=train_s, data_wait_fraction=self.wait_timer.wait_fraction,
-            clips_per_s=clips / train_s if train_s > 0 else 0.0, loss=stats["loss"],
+            train_s=train_s, data_wait_fraction=wait,
+            clips_per_s=clips / train_s if train_s > 0 else 0.0, data_wait_by_rank=waits,
+            loader_clips_per_s_by_rank=loader_rates, loss=stats["loss"],
             train_top1=stats["top1"], train_top5=stats["top5"], lr=self.current_lr(),
             bad_videos=self._account_bad_videos(epoch_bad))
+
+    def _gather_epoch_counts(self, wait):
+        """(clips over all ranks, data-wait share per rank, loader clips/s per rank) in one
+        all-reduce: each rank writes its own slots of a zeroed vector."""
+        world, rank = self.ctx.world_size, self.ctx.rank
+        rate = getattr(self.train_loader, "loader_clips_per_s", lambda: None)()
+        counts = torch.zeros(1 + 2 * world, dtype=torch.float64, device=self.ctx.device)
+        counts[0] = float(self.meter.epoch_samples)
+        counts[1 + rank] = wait
+        counts[1 + world + rank] = float("nan") if rate is None else rate
+        values = du.all_reduce_sum(counts).tolist()
+        rates = [value if math.isfinite(value) else None for value in values[1 + world:]]
+        return values[0], values[1:1 + world], rates
 
     def _account_bad_videos(self, epoch_bad):
         """Merge this epoch's unreadable training videos over processes; warn once per video."""

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+
 def touch(tensor):
     """Read one byte of every 4 KiB page (what a model's first layer or a pinned copy would fault in)."""
     flat = tensor.reshape(-1).view(torch.uint8) if tensor.is_contiguous() else tensor.reshape(-1)
@@ -61,10 +62,21 @@ class TorchPipeline:
         return [w.pid for w in iterator._workers] if iterator is not None else []
 
 
+def rgb_converter():
+    """vbench's frame -> RGB conversion (`to_rgb24`), or PyAV's default in a checkout older than it."""
+    try:
+        from vbench.data.decoders.pyav import to_rgb24
+    except ImportError:
+        return lambda frame: frame.to_ndarray(format="rgb24")
+    return to_rgb24
+
+
 def decode_with_seek(info, frames):
     """The clip's native frames: seek to the keyframe at or before its first frame, decode to its
-    last, convert every frame of that range to RGB, keep the requested ones."""
+    last, convert every frame of that range to RGB, keep the requested ones. The conversion is
+    vbench's (`to_rgb24`), so the ratio to the vbench loader measures the decoding strategy."""
     first, last = frames[0], frames[-1]
+    to_rgb24 = rgb_converter()
     with av.open(info.path) as container:
         stream = container.streams.video[0]
         ticks_per_frame = 1 / (info.fps * stream.time_base)
@@ -77,7 +89,7 @@ def decode_with_seek(info, frames):
             if index > last:
                 break
             if index >= first:
-                decoded[index] = frame.to_ndarray(format="rgb24")
+                decoded[index] = to_rgb24(frame)
     return torch.from_numpy(np.stack([decoded[i] for i in frames]))
 
 
@@ -103,10 +115,11 @@ class DecodeAll:
         return len(self.infos)
 
     def __getitem__(self, i):
+        to_rgb24 = rgb_converter()
         with av.open(self.infos[i].path) as container:
             stream = container.streams.video[0]
             for frame in container.decode(stream):
-                frame.to_ndarray(format="rgb24")
+                to_rgb24(frame)
         return i
 
 

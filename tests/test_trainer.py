@@ -260,7 +260,8 @@ def test_end_to_end_synthetic_run_reaches_its_target_and_tests_multi_view(tiny_c
     output = run_net(tiny_cfg_file, tmp_path, "TRAIN.PRECISION", "auto", "MODEL.CHANNELS_LAST", "auto")
     results = load_results(str(tmp_path))  # validates the schema
     validate_results(results)
-    assert results["resolved"] == {"TRAIN.PRECISION": "fp32", "MODEL.CHANNELS_LAST": False}
+    assert results["resolved"] == {"TRAIN.PRECISION": "fp32", "MODEL.CHANNELS_LAST": False,
+                                   "MODEL.DEPTHWISE_CONV": "default"}
     assert results["config"]["MODEL"]["CHANNELS_LAST"] is False  # the config the run used
     assert results["run"]["status"] == "reached" and results["benchmark"]["reached"]
     assert results["benchmark"]["time_to_target_s"] > 0 and results["world"]["device"] == "cpu"

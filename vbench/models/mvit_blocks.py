@@ -64,19 +64,22 @@ def _pool_channels_last(pool, grid):
 def pool_tokens(x, pool, thw, has_cls, norm=None):
     """Pool the T x H x W token grid of `x` (B x heads x N x C); the class token passes through.
 
-    Returns the pooled tokens (same layout) and the new (T, H, W).
+    Returns the pooled tokens (same layout) and the new (T, H, W). Either path makes one layout
+    copy of the tokens on the way in and none on the way out (the concatenation with the class
+    token, or the norm, writes the result).
     """
     if has_cls:
         cls_token, x = x[:, :, :1], x[:, :, 1:]
     batch, heads, _, channels = x.shape
-    grid = x.reshape(batch * heads, *thw, channels)
     if x.device.type in CHANNELS_LAST_POOL_DEVICES and (
             x.dtype == torch.float32 or torch.is_autocast_enabled(x.device.type)):
-        grid = _pool_channels_last(pool, grid)
+        grid = _pool_channels_last(pool, x.reshape(batch * heads, *thw, channels))
         new_thw = tuple(grid.shape[2:])
         x = grid.permute(0, 2, 3, 4, 1).reshape(batch, heads, -1, channels)
     else:
-        grid = pool(grid.permute(0, 4, 1, 2, 3).contiguous())
+        # One copy, straight into the contiguous N x C x T x H x W grid that PyTorch's native
+        # depthwise and pooling kernels take (a strided view would be copied inside them).
+        grid = pool(x.transpose(2, 3).reshape(batch * heads, channels, *thw).contiguous())
         new_thw = tuple(grid.shape[2:])
         x = grid.reshape(batch, heads, channels, -1).transpose(2, 3)
     if has_cls:

@@ -111,18 +111,24 @@ def make_pool(mode, kernel, stride, channels, norm_eps):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: zero a whole sample's residual branch with probability `drop_prob`."""
+    """Stochastic depth: zero a whole sample's residual branch with probability `drop_prob`.
+
+    The keep probability is a (non-persistent) buffer rather than a Python float, so that
+    torch.compile does not specialise on it: blocks that differ only in their rate share one
+    compiled graph (regional compilation, vbench/models/compile.py).
+    """
 
     def __init__(self, drop_prob=0.0):
         super().__init__()
         self.drop_prob = drop_prob
+        self.enabled = drop_prob > 0.0
+        self.register_buffer("keep_prob", torch.tensor(1.0 - drop_prob), persistent=False)
 
     def forward(self, x):
-        if self.drop_prob == 0.0 or not self.training:
+        if not (self.enabled and self.training):
             return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask.div_(keep)
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(self.keep_prob)
+        return x * mask.div_(self.keep_prob)
 
     def extra_repr(self):
         return f"drop_prob={self.drop_prob:.3f}"

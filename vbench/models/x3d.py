@@ -228,6 +228,8 @@ class X3DHead(nn.Module):
 class X3D(nn.Module):
     """X3D network. Defaults are X3D-M; `head_pool_size` is (T, ceil(H/32), ceil(W/32))."""
 
+    repeated_blocks = (X3DBlock,)  # what MODEL.COMPILE compiles (vbench/models/compile.py)
+
     def __init__(self, num_classes=400, width_factor=2.0, depth_factor=2.2,
                  bottleneck_factor=2.25, dim_c1=12, dim_c5=2048, scale_res2=False, bn_lin5=False,
                  channelwise_3x3x3=True, dropout_rate=0.5, head_pool_size=(16, 7, 7),

@@ -208,15 +208,17 @@ class Matrix:
         limit = min(self.args.compile_timeout if cell.compile else self.args.cell_timeout, self.left())
         if limit < 5:
             return self.skip(cell, "time budget spent")
+        result = None
         try:
             with time_limit(limit):
                 result = measure(cell, self.args, batch, num_classes)
         except Exception as err:  # noqa: BLE001 - one failing cell must not end the matrix
-            return self.skip(cell, f"{type(err).__name__}: {str(err).strip().splitlines()[0][:160]}")
-        finally:
-            gc.collect()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:160]}"
+        gc.collect()  # the failed cell's model, activations and traceback are gone by now
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if result is None:
+            return self.skip(cell, reason)
         tflops = result["clips_per_s"] * gflops / 1e3 if gflops else None
         result["mfu"] = tflops / self.peak if tflops and self.peak else None
         result["auto"] = cell == auto_cell(cell.model, self.device)

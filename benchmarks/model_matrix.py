@@ -279,6 +279,9 @@ class Matrix:
                  f"TrainingPath({best['precision']!r}, {best['channels_last']})")
         if model == "x3d_m":
             entry += f"; DEPTHWISE_PATHS[{(self.device.type, best['channels_last'])}] = {best['variant']!r}"
+        elif best["variant"] == "pool_channels_last":
+            entry += (f"; and {self.device.type!r} in mvit_blocks.CHANNELS_LAST_POOL_DEVICES "
+                      f"(not a rule entry yet)")
         if best["compile"]:
             entry += "; and MODEL.COMPILE True"
         print(f"  the rule that picks it (vbench/engine/precision.py): {entry}")

@@ -137,7 +137,7 @@ _C.MODEL.DROPOUT_RATE = 0.5  # dropout before the final projection.
 _C.MODEL.WEIGHTS = ""  # local weights file (vbench, PyTorchVideo, SlowFast or torchvision format).
 _C.MODEL.WEIGHTS_FORMAT = "auto"  # "auto", "vbench", "pytorchvideo", "slowfast", "torchvision".
 _C.MODEL.CHANNELS_LAST = False  # channels_last_3d memory format: True, False or "auto".
-_C.MODEL.COMPILE = False  # torch.compile each repeated block of the model once per block class (regional).
+_C.MODEL.COMPILE = False  # torch.compile the repeated blocks in place (regional; vbench/models/compile.py).
 _C.MODEL.DEPTHWISE_CONV = "auto"  # X3D depthwise conv: "auto", "default", "contiguous", "contiguous_fp32".
 
 # ---------------------------------------------------------------- X3D

@@ -48,16 +48,17 @@ def round_width(width, multiplier, divisor=1):
 # backward; benchmarks/bench_model.py) and the tokens need no transpose copy on either side;
 # under CPU autocast the pooling runs in float32, faster than oneDNN's bf16 depthwise backward.
 # On CUDA a channels-last depthwise Conv3d goes to cuDNN instead of the native depthwise kernel
-# that PyTorchVideo uses: unmeasured, so CUDA keeps the reference's contiguous layout.
+# that PyTorchVideo uses, so CUDA keeps the reference's contiguous layout (the "pool_channels_last"
+# cell of bench_model.py --matrix measures the other way).
 CHANNELS_LAST_POOL_DEVICES = ("cpu",)
 
 
 def _pool_channels_last(pool, grid):
-    """`pool` over a channels-last view of an N x T x H x W x C grid; float32 under autocast."""
+    """`pool` over a channels-last view of an N x T x H x W x C grid; float32 under CPU autocast."""
     grid = grid.contiguous().permute(0, 4, 1, 2, 3)
-    if not torch.is_autocast_enabled(grid.device.type):
+    if grid.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
         return pool(grid)
-    with torch.autocast(grid.device.type, enabled=False):
+    with torch.autocast("cpu", enabled=False):
         return pool(grid.float()).to(grid.dtype)
 
 

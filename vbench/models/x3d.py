@@ -71,9 +71,7 @@ def depthwise_conv(conv, x, impl="default"):
     """
     if impl == "default":
         return _default_depthwise(conv, x) if x.device.type == "cpu" else conv(x)
-    if impl not in DEPTHWISE_IMPLS:
-        raise ValueError(f"unknown depthwise conv implementation {impl!r}; choose from "
-                         f"{DEPTHWISE_IMPLS} (MODEL.DEPTHWISE_CONV)")
+    _check_impl(impl)
     channels_last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
     if impl == "contiguous_fp32" and torch.is_autocast_enabled(x.device.type):
         with torch.autocast(x.device.type, enabled=False):
@@ -81,6 +79,12 @@ def depthwise_conv(conv, x, impl="default"):
     else:
         y = _conv_contiguous(conv, x, conv.weight)
     return y.contiguous(memory_format=torch.channels_last_3d) if channels_last else y
+
+
+def _check_impl(impl):
+    if impl not in DEPTHWISE_IMPLS:
+        raise ValueError(f"unknown depthwise conv implementation {impl!r}; choose from "
+                         f"{DEPTHWISE_IMPLS} (MODEL.DEPTHWISE_CONV)")
 
 
 def _conv_contiguous(conv, x, weight):
@@ -117,8 +121,7 @@ def _default_depthwise(conv, x):
 
 def set_depthwise_impl(model, impl):
     """Make every X3D stem and block of `model` compute its depthwise conv by `impl`."""
-    if impl not in DEPTHWISE_IMPLS:
-        raise ValueError(f"unknown depthwise conv implementation {impl!r}; choose from {DEPTHWISE_IMPLS}")
+    _check_impl(impl)
     for module in model.modules():
         if isinstance(module, (X3DStem, X3DBlock)):
             module.depthwise_impl = impl

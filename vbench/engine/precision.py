@@ -28,6 +28,8 @@ FASTEST_PATHS = {
     # H100 80GB, torch 2.11 + cuDNN 9.19, batch 16 x 16 x 224^2 (2026-11-27): bf16 + channels_last
     # 77.6 clips/s against fp32 contiguous 54.6. X3D-M has no entry: fp32 contiguous 120.9 clips/s
     # was faster than bf16 + channels_last (21.6), and the other combinations are unmeasured.
+    # The class also holds Ampere and Ada GPUs, unmeasured: bf16 tensor cores there too, and
+    # MViT's fp32 matmuls do not use TF32 (PyTorch's default), so bf16 cannot lose to them.
     ("mvit", "cuda_bf16"): TrainingPath("bf16", True),
 }
 

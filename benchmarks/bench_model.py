@@ -55,19 +55,34 @@ def parse_args(argv):
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format")
-    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both models (matrix: the fastest vbench cell, regional)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--models", default="x3d_m,mvit_b_16x4",
                         help=f"comma-separated, from {', '.join(CONFIGS)}")
+    matrix = parser.add_argument_group("matrix mode (benchmarks/model_matrix.py)")
+    matrix.add_argument("--matrix", action="store_true",
+                        help="every precision / layout / variant cell, vbench and the PyTorchVideo baseline")
+    matrix.add_argument("--json", default="", help="write the cells to this JSON file as they finish")
+    matrix.add_argument("--profile", action="store_true", help="top ops of each cell, forward and backward")
+    matrix.add_argument("--budget", type=float, default=230, help="no cell starts after this many seconds")
+    matrix.add_argument("--cell-seconds", type=float, default=5, help="timed seconds per cell (>= 2 rounds)")
+    matrix.add_argument("--cell-timeout", type=float, default=60, help="seconds before a cell is given up")
+    matrix.add_argument("--compile-timeout", type=float, default=120, help="the same for compiled cells")
+    matrix.add_argument("--peak-tflops", type=float, default=None,
+                        help="device peak for the MFU (default: bench_train.PEAK_TFLOPS by GPU name)")
     return parser.parse_args(argv)
 
 
-def vbench_model(name, args):
+def clip_opts(args):
+    """Config overrides for --frames x --crop^2 clips."""
     crop = args.crop
-    cfg = load_config(str(CONFIGS[name]), [
-        "DATA.NUM_FRAMES", args.frames, "DATA.TRAIN_CROP_SIZE", crop, "DATA.TEST_CROP_SIZE", crop,
-        "DATA.TRAIN_MIN_MAX_SCALE", [max(256, crop), max(320, crop)],
-    ])
+    return ["DATA.NUM_FRAMES", args.frames, "DATA.TRAIN_CROP_SIZE", crop, "DATA.TEST_CROP_SIZE", crop,
+            "DATA.TRAIN_MIN_MAX_SCALE", [max(256, crop), max(320, crop)]]
+
+
+def vbench_model(name, args, opts=()):
+    cfg = load_config(str(CONFIGS[name]), clip_opts(args) + list(opts))
     return build_model(cfg), cfg.MODEL.NUM_CLASSES
 
 
@@ -86,19 +101,24 @@ def reference_model(name, args, num_classes):
 
 
 class Runner:
-    """One model with its optimizer; `time_steps(n)` returns the seconds n training steps take."""
+    """One model with its optimizer; `time_steps(n)` returns the seconds n training steps take.
 
-    def __init__(self, model, args, clips, labels):
-        device = torch.device(args.device)
-        memory_format = torch.channels_last_3d if args.channels_last else torch.contiguous_format
+    `compile_model(model)` returns what the forward pass calls (torch.compile, or vbench's
+    regional compilation in the matrix)."""
+
+    def __init__(self, model, device, clips, labels, precision="fp32", channels_last=False,
+                 compile_model=None):
+        device = torch.device(device)
+        memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.model = model.to(device, memory_format=memory_format).train()
         self.params = sum(p.numel() for p in self.model.parameters())
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.94,
                                          nesterov=True, weight_decay=5e-4)
-        self.forward = torch.compile(self.model) if args.compile else self.model
-        self.clips, self.labels, self.device = clips, labels, device
+        self.forward = compile_model(self.model) if compile_model else self.model
+        self.clips = clips.to(device).contiguous(memory_format=memory_format)
+        self.labels, self.device = labels.to(device), device
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
-                         if args.precision == "bf16" else nullcontext())
+                         if precision == "bf16" else nullcontext())
         self.clip_rates, self.cpu_clip_rates = [], []
 
     def step(self):
@@ -122,16 +142,20 @@ class Runner:
         return time.perf_counter() - start, time.process_time() - start_cpu
 
 
+def random_batch(args, num_classes):
+    clips = torch.randn(args.batch, 3, args.frames, args.crop, args.crop)
+    return clips, torch.randint(num_classes, (args.batch,))
+
+
 def benchmark(name, args):
     torch.manual_seed(0)
     vbench, num_classes = vbench_model(name, args)
     reference = reference_model(name, args, num_classes)
-    memory_format = torch.channels_last_3d if args.channels_last else torch.contiguous_format
-    clips = torch.randn(args.batch, 3, args.frames, args.crop, args.crop, device=args.device)
-    clips = clips.contiguous(memory_format=memory_format)
-    labels = torch.randint(num_classes, (args.batch,), device=args.device)
-    runners = {"vbench": Runner(vbench, args, clips, labels),
-               "reference": Runner(reference, args, clips, labels)}
+    clips, labels = random_batch(args, num_classes)
+    setting = dict(precision=args.precision, channels_last=args.channels_last,
+                   compile_model=torch.compile if args.compile else None)
+    runners = {"vbench": Runner(vbench, args.device, clips, labels, **setting),
+               "reference": Runner(reference, args.device, clips, labels, **setting)}
     for runner in runners.values():
         runner.time_steps(args.warmup)
     order = list(runners.values())
@@ -188,6 +212,11 @@ def main(argv=None):
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         sys.exit(f"unknown --models {unknown}; choose from {list(CONFIGS)}")
+    torch.backends.cudnn.benchmark = True  # as the trainer (vbench/engine/launch.py configure_torch)
+    if args.matrix:
+        from model_matrix import run_matrix
+
+        return run_matrix(args, names)
     print(f"device {args.device} ({machine()}), batch {args.batch}, clip {args.frames} x "
           f"{args.crop}^2, {args.precision}, channels_last {args.channels_last}, compile "
           f"{args.compile}, threads {torch.get_num_threads()}; {args.warmup} warm-up steps, "

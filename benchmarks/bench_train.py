@@ -74,13 +74,18 @@ def train_gflops_per_clip(cfg_file, opts):
     return None if row.gflops_per_view is None else 6 * row.gflops_per_view
 
 
+def gpu_peak_tflops(gpu_model):
+    """Dense bf16/fp16 peak of the GPU named `gpu_model` (PEAK_TFLOPS), or None."""
+    return next((peak for name, peak in PEAK_TFLOPS if name in gpu_model), None)
+
+
 def peak_tflops(results, given):
     if given:
         return given
     gpu = results["hardware"].get("gpu")
     if not gpu or results["world"]["precision"] not in ("bf16", "fp16"):
         return None
-    return next((peak for name, peak in PEAK_TFLOPS if name in gpu["model"]), None)
+    return gpu_peak_tflops(gpu["model"])
 
 
 def measure(track, args, opts):

@@ -166,9 +166,10 @@ def test_resolve_resources_replaces_every_auto_and_reports_it():
     with pytest.raises(ConfigError, match="MODEL.CHANNELS_LAST"):
         require_resolved(cfg)
     resolved_cfg, resolved = resolve_resources(cfg)
-    assert resolved == {"TRAIN.PRECISION": "fp32", "MODEL.CHANNELS_LAST": False}
+    assert resolved == {"TRAIN.PRECISION": "fp32", "MODEL.CHANNELS_LAST": False,
+                        "MODEL.DEPTHWISE_CONV": "default"}
     assert resolved_cfg.TRAIN.PRECISION == "fp32" and resolved_cfg.MODEL.CHANNELS_LAST is False
     assert resolved_cfg.is_frozen() and cfg.MODEL.CHANNELS_LAST == "auto"  # the input is untouched
     require_resolved(resolved_cfg)
-    concrete = load_config(None, ["NUM_GPUS", "0", *CONCRETE_LOADER])
+    concrete = load_config(None, ["NUM_GPUS", "0", "MODEL.DEPTHWISE_CONV", "default", *CONCRETE_LOADER])
     assert resolve_resources(concrete) == (concrete, {})

@@ -1,18 +1,23 @@
 """The benchmark models' fast paths on CPU, tiny models: bf16 autocast training steps,
 channels_last_3d equal to contiguous, a single torch.compile graph (traced with the "eager"
-backend, no code generation), and the CPU-only layout tricks of x3d.py / mvit_blocks.py
-giving the same numbers as the plain modules they replace."""
+backend, no code generation), the X3D depthwise conv implementations and the layout paths of
+mvit_blocks.py giving the same numbers as the plain modules they replace, and the copies the MViT
+pooling makes. The CUDA-only checks (the kernels PyTorch picks, fused SDPA in bf16) skip without
+a GPU."""
 import copy
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from vbench.config import get_cfg
 from vbench.models import get_builder
 from vbench.models import mvit_blocks
-from vbench.models.x3d import depthwise_conv
+from vbench.models.mvit import MVIT_B_16X4, block_specs
+from vbench.models.x3d import DEPTHWISE_IMPLS, depthwise_conv, set_depthwise_impl
 
 TINY_MVIT = ["MVIT.DEPTH", 3, "MVIT.EMBED_DIM", 16, "MVIT.NUM_HEADS", 1,
              "MVIT.DIM_MUL", [[1, 2.0]], "MVIT.HEAD_MUL", [[1, 2.0]],
@@ -104,27 +109,57 @@ def test_traces_as_one_graph_without_breaks(name, bf16):
     torch._dynamo.reset()
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl", DEPTHWISE_IMPLS)
 @pytest.mark.parametrize("kernel, stride, padding", [
-    ((5, 1, 1), (1, 1, 1), (2, 0, 0)),  # X3D stem: runs as a Conv2d on CPU
-    ((3, 3, 3), (1, 2, 2), (1, 1, 1)),  # X3D block: channels-last Conv3d on CPU
+    ((5, 1, 1), (1, 1, 1), (2, 0, 0)),  # X3D stem: runs as a Conv2d on CPU ("default")
+    ((3, 3, 3), (1, 2, 2), (1, 1, 1)),  # X3D block: channels-last Conv3d on CPU ("default")
 ])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last_3d])
-def test_x3d_depthwise_conv_equals_conv3d(kernel, stride, padding, memory_format):
+def test_x3d_depthwise_conv_equals_conv3d(kernel, stride, padding, memory_format, impl, device):
     torch.manual_seed(0)
-    conv = nn.Conv3d(6, 6, kernel, stride=stride, padding=padding, groups=6, bias=False)
-    x = torch.randn(2, 6, 5, 7, 9).contiguous(memory_format=memory_format).requires_grad_(True)
+    conv = nn.Conv3d(6, 6, kernel, stride=stride, padding=padding, groups=6, bias=False).to(device)
+    conv = conv.to(memory_format=memory_format)  # a channels_last model's weights are channels-last
+    x = torch.randn(2, 6, 5, 7, 9, device=device).contiguous(memory_format=memory_format)
+    x.requires_grad_(True)
     expected = conv(x)
     (grad_x, grad_w) = torch.autograd.grad(expected.square().sum(), (x, conv.weight))
-    actual = depthwise_conv(conv, x)
+    actual = depthwise_conv(conv, x, impl)
     assert actual.is_contiguous(memory_format=memory_format)  # the caller's layout is kept
     (act_grad_x, act_grad_w) = torch.autograd.grad(actual.square().sum(), (x, conv.weight))
-    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(act_grad_x, grad_x, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(act_grad_w, grad_w, rtol=1e-5, atol=1e-5)
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # computed in float32, given back in bf16
-        actual = depthwise_conv(conv, x.bfloat16())
+    torch.testing.assert_close(act_grad_w, grad_w, rtol=1e-5, atol=1e-4)
+    with torch.autocast(device, dtype=torch.bfloat16):  # in the autocast dtype or float32
+        actual = depthwise_conv(conv, x.bfloat16(), impl)
     assert actual.dtype == torch.bfloat16
-    torch.testing.assert_close(actual.float(), expected, rtol=0.02, atol=0.02)
+    torch.testing.assert_close(actual.float(), expected, rtol=0.03, atol=0.03)
+
+
+def test_x3d_depthwise_impl_comes_from_the_config_and_keeps_the_model_equal():
+    cfg = get_cfg()
+    cfg.merge_from_list(TINY_X3D + ["MODEL.NUM_CLASSES", 5, "MODEL.DEPTHWISE_CONV", "contiguous_fp32"])
+    model = get_builder("x3d")(cfg)
+    impls = {m.depthwise_impl for m in model.modules() if hasattr(m, "depthwise_impl")}
+    assert impls == {"contiguous_fp32"}
+    plain = _tiny("x3d").eval().to(memory_format=torch.channels_last_3d)
+    clip = _clip("x3d").contiguous(memory_format=torch.channels_last_3d)
+    expected = plain(clip)
+    expected.sum().backward()
+    for impl in DEPTHWISE_IMPLS:
+        twin = copy.deepcopy(plain)
+        set_depthwise_impl(twin, impl)
+        actual = twin(clip)
+        actual.sum().backward()
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+        for (name, grad), twin_grad in zip(_grads(plain).items(), _grads(twin).values()):
+            torch.testing.assert_close(twin_grad, grad, rtol=1e-3, atol=1e-4 * grad.abs().max().item())
+    with pytest.raises(ValueError, match="MODEL.DEPTHWISE_CONV"):
+        depthwise_conv(model.stem.conv_t, clip, "cudnn")
 
 
 @pytest.mark.parametrize("mode", ["conv", "max"])
@@ -148,3 +183,65 @@ def test_mvit_channels_last_pooling_equals_contiguous(monkeypatch, mode, has_cls
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # pooled in float32
         bf16_out = mvit_blocks.pool_tokens(tokens.bfloat16(), pool, thw, has_cls, norm)[0]
     torch.testing.assert_close(bf16_out.float(), out, rtol=0.05, atol=0.05)
+
+
+class CopyCounter(TorchDispatchMode):
+    """Counts the tensor copies (clone / copy_ / _to_copy) and the inputs of pooling kernels."""
+
+    def __init__(self):
+        super().__init__()
+        self.copies, self.pool_inputs = 0, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        self.copies += name in ("clone", "copy_", "_to_copy")
+        if name in ("convolution", "max_pool3d_with_indices"):
+            self.pool_inputs.append(args[0])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("mode", ["conv", "max"])
+@pytest.mark.parametrize("has_cls", [True, False])
+@pytest.mark.parametrize("devices", [("cpu",), ()])  # the CPU channels-last path; the CUDA path
+def test_mvit_pooling_copies_the_tokens_once(monkeypatch, mode, has_cls, devices):
+    # q as MultiScaleAttention makes it: a strided slice of the fused qkv projection, 2 heads.
+    monkeypatch.setattr(mvit_blocks, "CHANNELS_LAST_POOL_DEVICES", devices)
+    pool, norm = mvit_blocks.make_pool(mode, (3, 3, 3), (1, 2, 2), 8, 1e-5)
+    qkv = torch.randn(2, int(has_cls) + 60, 3, 2, 8)
+    q = qkv.unbind(2)[0].transpose(1, 2)
+    with CopyCounter() as counter:
+        mvit_blocks.pool_tokens(q, pool, (3, 4, 5), has_cls, norm)
+    assert counter.copies == 1  # (the class token's concatenation writes the result)
+    layout = torch.channels_last_3d if devices else torch.contiguous_format
+    assert [t.is_contiguous(memory_format=layout) for t in counter.pool_inputs] == [True]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("block", [0, 1])  # head dim 96: one head, then two with pooled queries
+def test_mvit_b_attention_runs_on_flash_or_efficient_sdpa_in_bf16(block):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    spec = block_specs(MVIT_B_16X4)[block]
+    attn = mvit_blocks.MultiScaleAttention(spec).cuda()
+    assert attn.head_dim == 96
+    thw = (8, 28, 28)
+    x = torch.randn(2, 1 + math.prod(thw), spec.dim, device="cuda", requires_grad=True)
+    # Raises "No available kernel" if neither fused kernel takes these inputs (no math fallback).
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out, out_thw = attn(x, thw)
+        out.float().square().mean().backward()
+    assert out.dtype == torch.bfloat16 and out.shape[-1] == spec.dim
+    assert out_thw == (thw if block == 0 else (8, 14, 14))
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_contiguous_depthwise_conv_takes_the_native_cuda_kernel(dtype):
+    # What MODEL.DEPTHWISE_CONV "contiguous" relies on (aten/src/ATen/native/Convolution.cpp).
+    conv = nn.Conv3d(54, 54, 3, padding=1, groups=54, bias=False).to("cuda", dtype)
+    x = torch.randn(2, 54, 4, 14, 14, device="cuda", dtype=dtype)
+    backend = torch._C._select_conv_backend(x, conv.weight, None, conv.stride, conv.padding,
+                                            conv.dilation, False, [0, 0, 0], conv.groups, None)
+    assert backend == torch._C._ConvBackend.CudaDepthwise3d

@@ -270,6 +270,7 @@ def test_end_to_end_synthetic_run_reaches_its_target_and_tests_multi_view(tiny_c
     validate_results(results)
     resolved = results["resolved"]  # decoder threads 0: the cores over the (in-process) loader
     assert resolved == {"TRAIN.PRECISION": "fp32", "MODEL.CHANNELS_LAST": False,
+                        "MODEL.DEPTHWISE_CONV": "default",
                         "DATA.DECODER_THREADS": resolved["DATA.DECODER_THREADS"]}
     assert resolved["DATA.DECODER_THREADS"] >= 1 == results["config"]["DATA_LOADER"]["NUM_WORKERS"] + 1
     assert results["config"]["MODEL"]["CHANNELS_LAST"] is False  # the config the run used

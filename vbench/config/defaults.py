@@ -35,7 +35,7 @@ _C.TRAIN.CHECKPOINT_PERIOD = 1  # epochs between checkpoints.
 _C.TRAIN.CHECKPOINT_KEEP = 2  # newest checkpoints kept on disk.
 _C.TRAIN.AUTO_RESUME = True  # resume from the newest loadable checkpoint in OUTPUT_DIR.
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""  # initial weights/checkpoint to load when not resuming.
-_C.TRAIN.PRECISION = "fp32"  # "fp32", "fp16", "bf16" or "auto" (bf16 if supported, else fp16 on GPU, fp32 on CPU).
+_C.TRAIN.PRECISION = "fp32"  # "fp32", "fp16", "bf16" or "auto" (the fastest measured: vbench/engine/precision.py).
 _C.TRAIN.SAMPLING = "windows"  # train clip plan: "windows", "random_clips" or "random".
 _C.TRAIN.CLIPS_PER_VIDEO = 1  # clips per video per epoch for "random_clips".
 _C.TRAIN.PRECISE_BN = False  # recompute BN statistics before each evaluation (fvcore precise BN).
@@ -139,7 +139,8 @@ _C.MODEL.DROPOUT_RATE = 0.5  # dropout before the final projection.
 _C.MODEL.WEIGHTS = ""  # local weights file (vbench, PyTorchVideo, SlowFast or torchvision format).
 _C.MODEL.WEIGHTS_FORMAT = "auto"  # "auto", "vbench", "pytorchvideo", "slowfast", "torchvision".
 _C.MODEL.CHANNELS_LAST = False  # channels_last_3d memory format: True, False or "auto".
-_C.MODEL.COMPILE = False  # torch.compile the model.
+_C.MODEL.COMPILE = False  # torch.compile the repeated blocks in place (regional; vbench/models/compile.py).
+_C.MODEL.DEPTHWISE_CONV = "auto"  # X3D depthwise conv: "auto", "default", "contiguous", "contiguous_fp32".
 
 # ---------------------------------------------------------------- X3D
 _C.X3D = CfgNode()

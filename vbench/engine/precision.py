@@ -1,19 +1,70 @@
-"""Numerics of a run: the precision "auto" resolves to, and the autocast context for it.
+"""Numerics and layout of a run: what "auto" resolves to, and the autocast context for a precision.
 
-The trainer and the evaluator both take these from here.
+THE rule for TRAIN.PRECISION, MODEL.CHANNELS_LAST and MODEL.DEPTHWISE_CONV "auto" is the two tables
+below; vbench/engine/resources.py applies them at launch. Each entry is a measurement in
+docs/BENCHMARKS.md ("Models"); a (model family, device class) without an entry trains in fp32,
+contiguous, the path every figure there is compared against, so "auto" is never slower than it.
+To update the rule, run the matrix of benchmarks/bench_model.py (`--matrix --json FILE`) on the
+machine class: it prints the fastest cell per model and the entry that encodes it.
+
+The trainer and the evaluator take the autocast context from `make_autocast`.
 """
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 
 
-def resolve_precision(requested, device):
-    """fp32 | fp16 | bf16 for "auto": bf16 where supported, fp16 on older GPUs, fp32 on the CPU."""
+@dataclass(frozen=True)
+class TrainingPath:
+    precision: str = "fp32"  # TRAIN.PRECISION
+    channels_last: bool = False  # MODEL.CHANNELS_LAST
+
+
+FP32_CONTIGUOUS = TrainingPath()
+
+# (model family, device class) -> the fastest measured path (docs/BENCHMARKS.md, "Models").
+FASTEST_PATHS = {
+    # H100 80GB, torch 2.11 + cuDNN 9.19, batch 16 x 16 x 224^2 (2026-11-27): bf16 + channels_last
+    # 77.6 clips/s against fp32 contiguous 54.6. X3D-M has no entry: fp32 contiguous 120.9 clips/s
+    # was faster than bf16 + channels_last (21.6), and the other combinations are unmeasured.
+    # The class also holds Ampere and Ada GPUs, unmeasured: bf16 tensor cores there too, and
+    # MViT's fp32 matmuls do not use TF32 (PyTorch's default), so bf16 cannot lose to them.
+    ("mvit", "cuda_bf16"): TrainingPath("bf16", True),
+}
+
+# MODEL.DEPTHWISE_CONV "auto" (X3D) per (device type, channels_last); otherwise "default".
+# A channels_last_3d depthwise conv goes to cuDNN on CUDA; both runs on the H100 that took that
+# path were 5.6x slower than fp32 contiguous, which runs PyTorch's native depthwise kernel.
+# "contiguous" keeps the native kernel inside a channels_last model (bench_model.py's matrix
+# measures both).
+DEPTHWISE_PATHS = {
+    ("cuda", True): "contiguous",
+}
+
+
+def device_class(device, capability_of=torch.cuda.get_device_capability):
+    """"cpu", "cuda_bf16" (compute capability 8.0 or newer: bf16 tensor cores) or "cuda"."""
+    if device.type != "cuda":
+        return device.type
+    return "cuda_bf16" if capability_of(device) >= (8, 0) else "cuda"
+
+
+def fastest_path(family, device, capability_of=torch.cuda.get_device_capability):
+    """The `TrainingPath` "auto" resolves to for a model family on `device`."""
+    return FASTEST_PATHS.get((family, device_class(device, capability_of)), FP32_CONTIGUOUS)
+
+
+def fastest_depthwise(device, channels_last):
+    """MODEL.DEPTHWISE_CONV for "auto": see DEPTHWISE_PATHS."""
+    return DEPTHWISE_PATHS.get((device.type, bool(channels_last)), "default")
+
+
+def resolve_precision(requested, device, family=None, capability_of=torch.cuda.get_device_capability):
+    """fp32 | fp16 | bf16; "auto" gives `fastest_path(family, device)`'s precision."""
     if requested != "auto":
         return requested
-    if device.type != "cuda":
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return fastest_path(family, device, capability_of).precision
 
 
 def make_autocast(precision, device):

@@ -9,7 +9,8 @@ import torch
 
 from vbench.config import AUTO, AUTO_KEYS, ConfigError, replace_values
 from vbench.data.resources import loader_decisions
-from vbench.engine.precision import resolve_precision
+from vbench.engine.precision import fastest_depthwise, fastest_path
+from vbench.models import get_builder
 
 
 def run_device(cfg):
@@ -22,14 +23,25 @@ def _value(cfg, key):
     return cfg
 
 
-def resource_decisions(cfg):
-    """{key: value} for every "auto" in `cfg`, as this machine resolves it."""
+def model_family(cfg):
+    return get_builder(cfg.MODEL.MODEL_NAME).model_family
+
+
+def resource_decisions(cfg, capability_of=torch.cuda.get_device_capability):
+    """{key: value} for every "auto" in `cfg`, as this machine (its GPUs' `capability_of`)
+    resolves it."""
     device = run_device(cfg)
     decisions = {}
+    family = model_family(cfg)
+    # Precision and memory format: the fastest measured path (the rule: engine/precision.py).
+    path = fastest_path(family, device, capability_of)
     if cfg.TRAIN.PRECISION == AUTO:
-        decisions["TRAIN.PRECISION"] = resolve_precision(AUTO, device)
+        decisions["TRAIN.PRECISION"] = path.precision
     if cfg.MODEL.CHANNELS_LAST == AUTO:
-        decisions["MODEL.CHANNELS_LAST"] = False
+        decisions["MODEL.CHANNELS_LAST"] = path.channels_last
+    if cfg.MODEL.DEPTHWISE_CONV == AUTO and family == "x3d":
+        channels_last = decisions.get("MODEL.CHANNELS_LAST", cfg.MODEL.CHANNELS_LAST)
+        decisions["MODEL.DEPTHWISE_CONV"] = fastest_depthwise(device, channels_last)
     decisions.update(loader_decisions(cfg))  # workers, decoder threads, GPU transforms
     return decisions
 

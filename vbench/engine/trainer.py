@@ -23,13 +23,16 @@ from vbench.engine.log import get_logger
 from vbench.engine.meters import TrainMeter, WaitTimer, check_finite
 from vbench.engine.precision import make_autocast, resolve_precision
 from vbench.engine.resources import require_resolved
+from vbench.models.compile import compile_blocks
 
 
 def prepare_model(model, cfg, ctx):
     """Move to the device; SyncBN, channels_last_3d, torch.compile and DDP as configured.
 
     Returns (train_model, eval_model, bare_model): train_model is DDP-wrapped when the world has
-    more than one process; eval_model skips DDP (evaluation needs no gradient sync).
+    more than one process; eval_model skips DDP (evaluation needs no gradient sync). MODEL.COMPILE
+    compiles the model's repeated blocks in place (vbench/models/compile.py), so the evaluation
+    model runs the same compiled blocks.
     """
     if cfg.BN.NORM_TYPE == "sync_batchnorm" and ctx.world_size > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -38,7 +41,7 @@ def prepare_model(model, cfg, ctx):
         model = model.to(memory_format=torch.channels_last_3d)
     bare = model
     if cfg.MODEL.COMPILE:
-        model = torch.compile(model)
+        model = compile_blocks(model)
     eval_model = model
     if ctx.world_size > 1:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None

@@ -55,6 +55,8 @@ class MViT(nn.Module):
             the classifier.
     """
 
+    repeated_blocks = (MultiScaleBlock,)  # what MODEL.COMPILE compiles (vbench/models/compile.py)
+
     def __init__(self, specs, input_size=(16, 224, 224), in_chans=3, num_classes=400,
                  patch_kernel=(3, 7, 7), patch_stride=(2, 4, 4), patch_padding=(1, 3, 3),
                  mlp_ratio=4.0, qkv_bias=True, mode="conv", pool_first=False, cls_embed_on=True,

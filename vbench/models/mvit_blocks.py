@@ -48,35 +48,39 @@ def round_width(width, multiplier, divisor=1):
 # backward; benchmarks/bench_model.py) and the tokens need no transpose copy on either side;
 # under CPU autocast the pooling runs in float32, faster than oneDNN's bf16 depthwise backward.
 # On CUDA a channels-last depthwise Conv3d goes to cuDNN instead of the native depthwise kernel
-# that PyTorchVideo uses: unmeasured, so CUDA keeps the reference's contiguous layout.
+# that PyTorchVideo uses, so CUDA keeps the reference's contiguous layout (the "pool_channels_last"
+# cell of bench_model.py --matrix measures the other way).
 CHANNELS_LAST_POOL_DEVICES = ("cpu",)
 
 
 def _pool_channels_last(pool, grid):
-    """`pool` over a channels-last view of an N x T x H x W x C grid; float32 under autocast."""
+    """`pool` over a channels-last view of an N x T x H x W x C grid; float32 under CPU autocast."""
     grid = grid.contiguous().permute(0, 4, 1, 2, 3)
-    if not torch.is_autocast_enabled(grid.device.type):
+    if grid.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
         return pool(grid)
-    with torch.autocast(grid.device.type, enabled=False):
+    with torch.autocast("cpu", enabled=False):
         return pool(grid.float()).to(grid.dtype)
 
 
 def pool_tokens(x, pool, thw, has_cls, norm=None):
     """Pool the T x H x W token grid of `x` (B x heads x N x C); the class token passes through.
 
-    Returns the pooled tokens (same layout) and the new (T, H, W).
+    Returns the pooled tokens (same layout) and the new (T, H, W). Either path makes one layout
+    copy of the tokens on the way in and none on the way out (the concatenation with the class
+    token, or the norm, writes the result).
     """
     if has_cls:
         cls_token, x = x[:, :, :1], x[:, :, 1:]
     batch, heads, _, channels = x.shape
-    grid = x.reshape(batch * heads, *thw, channels)
     if x.device.type in CHANNELS_LAST_POOL_DEVICES and (
             x.dtype == torch.float32 or torch.is_autocast_enabled(x.device.type)):
-        grid = _pool_channels_last(pool, grid)
+        grid = _pool_channels_last(pool, x.reshape(batch * heads, *thw, channels))
         new_thw = tuple(grid.shape[2:])
         x = grid.permute(0, 2, 3, 4, 1).reshape(batch, heads, -1, channels)
     else:
-        grid = pool(grid.permute(0, 4, 1, 2, 3).contiguous())
+        # One copy, straight into the contiguous N x C x T x H x W grid that PyTorch's native
+        # depthwise and pooling kernels take (a strided view would be copied inside them).
+        grid = pool(x.transpose(2, 3).reshape(batch * heads, channels, *thw).contiguous())
         new_thw = tuple(grid.shape[2:])
         x = grid.reshape(batch, heads, channels, -1).transpose(2, 3)
     if has_cls:
@@ -108,18 +112,24 @@ def make_pool(mode, kernel, stride, channels, norm_eps):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: zero a whole sample's residual branch with probability `drop_prob`."""
+    """Stochastic depth: zero a whole sample's residual branch with probability `drop_prob`.
+
+    The keep probability is a (non-persistent) buffer rather than a Python float, so that
+    torch.compile does not specialise on it: blocks that differ only in their rate share one
+    compiled graph (regional compilation, vbench/models/compile.py).
+    """
 
     def __init__(self, drop_prob=0.0):
         super().__init__()
         self.drop_prob = drop_prob
+        self.enabled = drop_prob > 0.0
+        self.register_buffer("keep_prob", torch.tensor(1.0 - drop_prob), persistent=False)
 
     def forward(self, x):
-        if self.drop_prob == 0.0 or not self.training:
+        if not (self.enabled and self.training):
             return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask.div_(keep)
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(self.keep_prob)
+        return x * mask.div_(self.keep_prob)
 
     def extra_repr(self):
         return f"drop_prob={self.drop_prob:.3f}"

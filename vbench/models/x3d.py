@@ -53,22 +53,56 @@ def round_repeats(repeats, multiplier):
     return int(math.ceil(multiplier * repeats)) if multiplier else repeats
 
 
-def depthwise_conv(conv, x):
-    """`conv(x)` for a depthwise Conv3d; on CPU, computed faster in a channels-last layout.
+# Implementations of the depthwise Conv3d (MODEL.DEPTHWISE_CONV); all compute the same function.
+# On CUDA, PyTorch (aten/src/ATen/native/Convolution.cpp) sends a 5-D depthwise conv to cuDNN when
+# its input OR weight is channels_last_3d, and to its own conv_depthwise3d kernels (PR #40801)
+# when both are contiguous, in float32 and bf16 alike; docs/BENCHMARKS.md "Models" has the story.
+DEPTHWISE_IMPLS = ("default", "contiguous", "contiguous_fp32")
 
-    oneDNN's depthwise Conv3d is 2-3x faster (forward and backward) on channels_last_3d input,
-    which pays for the layout copies around it (the 1x1x1 convs and BNs stay contiguous, where
-    they are faster). A k x 1 x 1 kernel runs as the same k x 1 Conv2d over H*W: PyTorch sends a
-    single-threaded Conv3d with a 1 x 1 spatial kernel to a reference path up to 10x slower.
-    Under CPU autocast the conv runs in float32 (returned in x's dtype): oneDNN's bf16 depthwise
-    backward is slower than its float32 one. Not on CUDA, where cuDNN's channels-last depthwise
-    kernels are unmeasured.
+
+def depthwise_conv(conv, x, impl="default"):
+    """`conv(x)` for a depthwise Conv3d, computed by one of DEPTHWISE_IMPLS:
+
+    default: on CPU, the oneDNN channels-last path below; elsewhere `conv(x)` as given (on CUDA:
+        cuDNN for a channels_last_3d model, PyTorch's native depthwise kernel for a contiguous one).
+    contiguous: input and weight made contiguous, so that CUDA runs PyTorch's native depthwise
+        kernel whatever the model's layout; the result comes back in x's layout.
+    contiguous_fp32: the same in float32 under autocast (the result in x's dtype).
     """
-    if x.device.type != "cpu":
-        return conv(x)
+    if impl == "default":
+        return _default_depthwise(conv, x) if x.device.type == "cpu" else conv(x)
+    _check_impl(impl)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+    if impl == "contiguous_fp32" and torch.is_autocast_enabled(x.device.type):
+        with torch.autocast(x.device.type, enabled=False):
+            y = _conv_contiguous(conv, x.float(), conv.weight.float()).to(x.dtype)
+    else:
+        y = _conv_contiguous(conv, x, conv.weight)
+    return y.contiguous(memory_format=torch.channels_last_3d) if channels_last else y
+
+
+def _check_impl(impl):
+    if impl not in DEPTHWISE_IMPLS:
+        raise ValueError(f"unknown depthwise conv implementation {impl!r}; choose from "
+                         f"{DEPTHWISE_IMPLS} (MODEL.DEPTHWISE_CONV)")
+
+
+def _conv_contiguous(conv, x, weight):
+    return F.conv3d(x.contiguous(), weight.contiguous(), conv.bias, conv.stride, conv.padding,
+                    conv.dilation, conv.groups)
+
+
+def _default_depthwise(conv, x):
+    """The CPU path: oneDNN's depthwise Conv3d is 2-3x faster (forward and backward) on
+    channels_last_3d input, which pays for the layout copies around it (the 1x1x1 convs and BNs
+    stay contiguous, where they are faster). A k x 1 x 1 kernel runs as the same k x 1 Conv2d
+    over H*W: PyTorch sends a single-threaded Conv3d with a 1 x 1 spatial kernel to a reference
+    path up to 10x slower. Under CPU autocast the conv runs in float32 (returned in x's dtype):
+    oneDNN's bf16 depthwise backward is slower than its float32 one.
+    """
     if torch.is_autocast_enabled("cpu"):
         with torch.autocast("cpu", enabled=False):
-            return depthwise_conv(conv, x.float()).to(x.dtype)
+            return _default_depthwise(conv, x.float()).to(x.dtype)
     if x.dtype != torch.float32 or conv.weight.dtype != torch.float32:
         return conv(x)  # a bf16 model: these layouts were measured in float32 only
     restore = not x.is_contiguous(memory_format=torch.channels_last_3d)
@@ -83,6 +117,14 @@ def depthwise_conv(conv, x):
     else:
         y = conv(x)
     return y.contiguous() if restore else y
+
+
+def set_depthwise_impl(model, impl):
+    """Make every X3D stem and block of `model` compute its depthwise conv by `impl`."""
+    _check_impl(impl)
+    for module in model.modules():
+        if isinstance(module, (X3DStem, X3DBlock)):
+            module.depthwise_impl = impl
 
 
 class SqueezeExcite(nn.Module):
@@ -109,9 +151,10 @@ class X3DStem(nn.Module):
                                 bias=False)
         self.bn = norm(out_channels)
         self.act = nn.ReLU(inplace=True)
+        self.depthwise_impl = "default"
 
     def forward(self, x):
-        return self.act(self.bn(depthwise_conv(self.conv_t, self.conv_xy(x))))
+        return self.act(self.bn(depthwise_conv(self.conv_t, self.conv_xy(x), self.depthwise_impl)))
 
 
 class Shortcut(nn.Module):
@@ -146,11 +189,15 @@ class X3DBlock(nn.Module):
         self.conv_c = nn.Conv3d(inner_channels, out_channels, 1, bias=False)
         self.bn_c = norm(out_channels)
         self.act = nn.ReLU(inplace=True)
+        self.depthwise_impl = "default"
 
     def forward(self, x):
         shortcut = x if self.shortcut is None else self.shortcut(x)
         x = self.act_a(self.bn_a(self.conv_a(x)))
-        conv_b = depthwise_conv(self.conv_b, x) if self.conv_b.groups > 1 else self.conv_b(x)
+        if self.conv_b.groups > 1:
+            conv_b = depthwise_conv(self.conv_b, x, self.depthwise_impl)
+        else:
+            conv_b = self.conv_b(x)
         x = self.act_b(self.se(self.bn_b(conv_b)))
         x = self.bn_c(self.conv_c(x))
         return self.act(x + shortcut)
@@ -184,10 +231,12 @@ class X3DHead(nn.Module):
 class X3D(nn.Module):
     """X3D network. Defaults are X3D-M; `head_pool_size` is (T, ceil(H/32), ceil(W/32))."""
 
+    repeated_blocks = (X3DBlock,)  # what MODEL.COMPILE compiles (vbench/models/compile.py)
+
     def __init__(self, num_classes=400, width_factor=2.0, depth_factor=2.2,
                  bottleneck_factor=2.25, dim_c1=12, dim_c5=2048, scale_res2=False, bn_lin5=False,
                  channelwise_3x3x3=True, dropout_rate=0.5, head_pool_size=(16, 7, 7),
-                 in_channels=3, bn_eps=1e-5, bn_momentum=0.1):
+                 in_channels=3, bn_eps=1e-5, bn_momentum=0.1, depthwise_impl="default"):
         super().__init__()
 
         def norm(channels):
@@ -216,6 +265,7 @@ class X3D(nn.Module):
         self.head = X3DHead(in_ch, inner_ch, dim_c5, num_classes, head_pool_size,
                             dropout_rate, bn_lin5, norm)
         self.num_classes = num_classes
+        set_depthwise_impl(self, depthwise_impl)
         self.init_weights()
 
     def init_weights(self, fc_std=0.01):
@@ -246,9 +296,12 @@ def head_pool_size(num_frames, crop_size):
 
 
 def _common_kwargs(cfg):
+    # MODEL.DEPTHWISE_CONV "auto" is resolved at launch (vbench/engine/resources.py); a model
+    # built from an unresolved config takes the default implementation.
+    impl = cfg.MODEL.DEPTHWISE_CONV
     return dict(num_classes=cfg.MODEL.NUM_CLASSES, dropout_rate=cfg.MODEL.DROPOUT_RATE,
                 in_channels=cfg.DATA.INPUT_CHANNEL_NUM[0], bn_eps=cfg.BN.EPSILON,
-                bn_momentum=cfg.BN.MOMENTUM)
+                bn_momentum=cfg.BN.MOMENTUM, depthwise_impl="default" if impl == "auto" else impl)
 
 
 @register_model("x3d", family="x3d", input_size=(16, 224, 224))

@@ -1,0 +1,78 @@
+"""The rule behind TRAIN.PRECISION / MODEL.CHANNELS_LAST / MODEL.DEPTHWISE_CONV "auto"
+(vbench/engine/precision.py), per model family and device class; GPUs are described by an
+injected compute-capability function, so every class is checked on the CPU."""
+import os
+
+import pytest
+import torch
+
+from vbench.config import load_config
+from vbench.engine.precision import (FASTEST_PATHS, FP32_CONTIGUOUS, TrainingPath, device_class,
+                                     fastest_depthwise, fastest_path, resolve_precision)
+from vbench.engine.resources import resource_decisions
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "Kinetics")
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+HOPPER, AMPERE, VOLTA = (9, 0), (8, 0), (7, 0)
+
+
+def gpu(capability):
+    return lambda device: capability
+
+
+@pytest.mark.parametrize("device, capability, expected", [
+    (CPU, None, "cpu"), (CUDA, HOPPER, "cuda_bf16"), (CUDA, AMPERE, "cuda_bf16"), (CUDA, VOLTA, "cuda"),
+])
+def test_device_classes(device, capability, expected):
+    assert device_class(device, gpu(capability)) == expected
+
+
+@pytest.mark.parametrize("family, device, capability, expected", [
+    ("x3d", CUDA, HOPPER, FP32_CONTIGUOUS),  # H100: fp32 contiguous 120.9 clips/s, bf16 + CL 21.6
+    ("mvit", CUDA, HOPPER, TrainingPath("bf16", True)),  # H100: 77.6 against fp32 54.6
+    ("mvit", CUDA, VOLTA, FP32_CONTIGUOUS),  # no bf16 there, nothing measured
+    ("mvit", CPU, None, FP32_CONTIGUOUS),
+    ("x3d", CPU, None, FP32_CONTIGUOUS),
+    ("torchvision", CUDA, HOPPER, FP32_CONTIGUOUS),  # unmeasured family
+    (None, CUDA, HOPPER, FP32_CONTIGUOUS),  # a Trainer built by hand does not name its family
+])
+def test_auto_takes_the_fastest_measured_path_else_fp32_contiguous(family, device, capability, expected):
+    assert fastest_path(family, device, gpu(capability)) == expected
+    assert resolve_precision("auto", device, family, gpu(capability)) == expected.precision
+    assert resolve_precision("fp16", device, family, gpu(capability)) == "fp16"  # explicit wins
+
+
+def test_every_entry_is_a_precision_the_device_class_has():
+    for (family, device_cls), path in FASTEST_PATHS.items():
+        assert path.precision in ("fp32", "fp16", "bf16") and isinstance(path.channels_last, bool)
+        assert path.precision != "bf16" or device_cls in ("cpu", "cuda_bf16"), (family, device_cls)
+
+
+def test_depthwise_conv_keeps_the_native_cuda_kernel_in_channels_last_models():
+    assert fastest_depthwise(CUDA, True) == "contiguous"
+    assert fastest_depthwise(CUDA, False) == "default"
+    assert fastest_depthwise(CPU, True) == fastest_depthwise(CPU, False) == "default"
+
+
+def _cfg(name, *opts):
+    return load_config(os.path.join(CONFIGS, name), ["NUM_GPUS", "1", *opts])
+
+
+def test_launch_decisions_on_a_faked_hopper_gpu():
+    auto = ["TRAIN.PRECISION", "auto", "MODEL.CHANNELS_LAST", "auto", "MODEL.DEPTHWISE_CONV", "auto"]
+    assert resource_decisions(_cfg("X3D_M.yaml", *auto), gpu(HOPPER)) == {
+        "TRAIN.PRECISION": "fp32", "MODEL.CHANNELS_LAST": False, "MODEL.DEPTHWISE_CONV": "default"}
+    # MViT has no depthwise choice to make (the key is for X3D) and takes bf16 + channels_last.
+    assert resource_decisions(_cfg("MVIT_B_16x4.yaml", *auto), gpu(HOPPER)) == {
+        "TRAIN.PRECISION": "bf16", "MODEL.CHANNELS_LAST": True}
+    assert resource_decisions(_cfg("MVIT_B_16x4.yaml", *auto), gpu(VOLTA)) == {
+        "TRAIN.PRECISION": "fp32", "MODEL.CHANNELS_LAST": False}
+    # A user who asks for channels_last X3D keeps the native depthwise kernel.
+    forced = _cfg("X3D_M.yaml", "TRAIN.PRECISION", "bf16", "MODEL.CHANNELS_LAST", "True")
+    assert resource_decisions(forced, gpu(HOPPER)) == {"MODEL.DEPTHWISE_CONV": "contiguous"}
+
+
+def test_benchmark_configs_leave_precision_layout_and_depthwise_conv_to_the_rule():
+    for name in ("X3D_M.yaml", "MVIT_B_16x4.yaml"):
+        cfg = load_config(os.path.join(CONFIGS, name))
+        assert (cfg.TRAIN.PRECISION, cfg.MODEL.CHANNELS_LAST, cfg.MODEL.DEPTHWISE_CONV) == ("auto",) * 3

@@ -86,6 +86,7 @@ class FixedBatches:
         self.clips = torch.randn(GLOBAL_BATCH * STEPS, *CLIP[1:], generator=g)
         self.rank, self.share = rank, GLOBAL_BATCH // world
         self.num_videos, self.class_names = len(self.labels), [str(i) for i in range(CLASSES)]
+        self.index_excluded = []  # (path, reason) of videos left out when indexing: none
 
     def set_epoch(self, epoch):
         pass

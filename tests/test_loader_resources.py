@@ -45,7 +45,7 @@ def test_torchrun_local_world_divides_the_cores(monkeypatch):
 def test_gpu_transforms_auto_is_on_with_gpus_and_recorded_at_launch(gpus):
     cfg = cfg_with("NUM_GPUS", str(gpus), "DATA.GPU_TRANSFORMS", "auto")
     assert gpu_transforms(cfg) is bool(gpus)
-    resolved_cfg, resolved = resolve_resources(cfg)
+    resolved_cfg, resolved = resolve_resources(cfg, capability_of=lambda device: (9, 0))  # no GPU here
     assert resolved["DATA.GPU_TRANSFORMS"] is bool(gpus) and resolved_cfg.DATA.GPU_TRANSFORMS is bool(gpus)
     assert resolved["DATA.DECODER_THREADS"] == resolved_cfg.DATA.DECODER_THREADS >= 1
 

@@ -58,18 +58,24 @@ def _cfg(name, *opts):
     return load_config(os.path.join(CONFIGS, name), ["NUM_GPUS", "1", *opts])
 
 
+def model_decisions(cfg, capability_of):
+    """The precision and layout decisions (the loader's are tested in test_loader_resources.py)."""
+    decisions = resource_decisions(cfg, capability_of)
+    return {key: value for key, value in decisions.items() if key.split(".")[0] in ("TRAIN", "MODEL")}
+
+
 def test_launch_decisions_on_a_faked_hopper_gpu():
     auto = ["TRAIN.PRECISION", "auto", "MODEL.CHANNELS_LAST", "auto", "MODEL.DEPTHWISE_CONV", "auto"]
-    assert resource_decisions(_cfg("X3D_M.yaml", *auto), gpu(HOPPER)) == {
+    assert model_decisions(_cfg("X3D_M.yaml", *auto), gpu(HOPPER)) == {
         "TRAIN.PRECISION": "fp32", "MODEL.CHANNELS_LAST": False, "MODEL.DEPTHWISE_CONV": "default"}
     # MViT has no depthwise choice to make (the key is for X3D) and takes bf16 + channels_last.
-    assert resource_decisions(_cfg("MVIT_B_16x4.yaml", *auto), gpu(HOPPER)) == {
+    assert model_decisions(_cfg("MVIT_B_16x4.yaml", *auto), gpu(HOPPER)) == {
         "TRAIN.PRECISION": "bf16", "MODEL.CHANNELS_LAST": True}
-    assert resource_decisions(_cfg("MVIT_B_16x4.yaml", *auto), gpu(VOLTA)) == {
+    assert model_decisions(_cfg("MVIT_B_16x4.yaml", *auto), gpu(VOLTA)) == {
         "TRAIN.PRECISION": "fp32", "MODEL.CHANNELS_LAST": False}
     # A user who asks for channels_last X3D keeps the native depthwise kernel.
     forced = _cfg("X3D_M.yaml", "TRAIN.PRECISION", "bf16", "MODEL.CHANNELS_LAST", "True")
-    assert resource_decisions(forced, gpu(HOPPER)) == {"MODEL.DEPTHWISE_CONV": "contiguous"}
+    assert model_decisions(forced, gpu(HOPPER)) == {"MODEL.DEPTHWISE_CONV": "contiguous"}
 
 
 def test_benchmark_configs_leave_precision_layout_and_depthwise_conv_to_the_rule():

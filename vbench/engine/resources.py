@@ -46,9 +46,9 @@ def resource_decisions(cfg, capability_of=torch.cuda.get_device_capability):
     return decisions
 
 
-def resolve_resources(cfg):
+def resolve_resources(cfg, capability_of=torch.cuda.get_device_capability):
     """(cfg with every "auto" replaced, {key: value resolved}); see the module docstring."""
-    decisions = resource_decisions(cfg)
+    decisions = resource_decisions(cfg, capability_of)
     return (replace_values(cfg, decisions) if decisions else cfg), decisions
 
 

@@ -89,6 +89,11 @@ def test_report_shows_a_traceback_for_a_bug_but_only_the_message_for_a_user_erro
     user = WorkersFailed([ProcessEnd(0, 0, 9, 1, traceback_of("vbench.config.load.ConfigError: fix KEY"))], 2, 1)
     text = failure_report(report_cfg(tmp_path), user, ARGV, "/w", quiet_errors=USER_ERRORS)
     assert text.startswith("vbench: error: rank 0 of 2 (pid 9) failed with vbench.config.load.ConfigError: fix KEY")
+    # a subclass of a user error, with a message of several lines: the whole message, no traceback
+    many = "vbench.data.dataset.TooManyBadVideos: 2 of 3 training videos are left out\n  a.mp4: empty\n  b.mp4: text"
+    bad = WorkersFailed([ProcessEnd(1, 1, 9, 1, traceback_of(many))], 2, 1)
+    text = failure_report(report_cfg(tmp_path), bad, ARGV, "/w", quiet_errors=USER_ERRORS)
+    assert text.startswith("vbench: error: rank 1 of 2 (pid 9) failed with " + many + "\n")
 
 
 def test_report_of_a_test_only_run_says_nothing_about_training(tmp_path):

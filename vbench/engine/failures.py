@@ -13,6 +13,7 @@ rank died and how, what results.json and the checkpoints hold, and the command t
 Not covered here: a single-process run is the launcher's own process (a SIGKILL ends it without a
 word), and under torchrun nothing is spawned: its agent reports a failed rank itself.
 """
+import importlib
 import multiprocessing.connection
 import os
 import pickle
@@ -68,9 +69,15 @@ class ProcessEnd:
 
     @property
     def error(self):
-        """The last line of its traceback ("ValueError: ..."), or ""."""
+        """The exception its traceback ends with ("ValueError: ...", every line of the message), or ""."""
         lines = self.traceback.strip().splitlines()
-        return lines[-1] if lines else ""
+        start = 0
+        for i, line in enumerate(lines):
+            if line.startswith("  File "):  # a frame: its source and caret lines follow, indented
+                start = i + 1
+                while start < len(lines) and lines[start].startswith("    "):
+                    start += 1
+        return "\n".join(lines[start:])
 
     def how(self):
         if self.hung:
@@ -208,8 +215,14 @@ def _resume_lines(cfg, newest_epoch, argv, cwd):
     return [intro, f"  cd {shlex.quote(cwd)} && {rerun_command(argv, extra)}"]
 
 
-def _error_name(cls):
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+def _error_class(name):
+    """The exception class a traceback names ("KeyError", "vbench.config.load.ConfigError"), or None."""
+    module, _, qualname = name.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module or "builtins"), qualname)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return found if isinstance(found, type) else None
 
 
 def failure_report(cfg, failure, argv, cwd, quiet_errors=()):
@@ -235,7 +248,7 @@ def failure_report(cfg, failure, argv, cwd, quiet_errors=()):
             lines.append("No checkpoint was written yet.")
     lines += _resume_lines(cfg, newest_epoch, argv, cwd)
     text = "\n".join(["vbench: error: " + lines[0]] + ["  " + line for line in lines[1:]])
-    quiet = {_error_name(cls) for cls in quiet_errors}
-    if first.traceback and first.error.split(":")[0] not in quiet:
+    error_class = _error_class(first.error.split(":")[0])
+    if first.traceback and not (error_class and issubclass(error_class, tuple(quiet_errors))):
         text = first.traceback.rstrip() + "\n" + text
     return text

@@ -31,16 +31,15 @@ import tempfile
 
 import vbench
 
+from .results_schema import ROW_SPEC, SCHEMA_VERSION, STATUSES, ResultsError, check_spec, validate_results
 from .sysinfo import collect_sysinfo
 
-SCHEMA_VERSION = 1
+__all__ = ["RESULTS_FILE", "ResultsError", "ResultsWriter", "SCHEMA_VERSION", "atomic_write_json",
+           "config_hash", "load_results", "mark_failed", "target_reached", "validate_results",
+           "world_block"]
+
 RESULTS_FILE = "results.json"
-STATUSES = ("running", "reached", "finished", "failed")
 METRIC_KEYS = {"clip": "clip_top1", "video": "video_top1"}
-
-
-class ResultsError(ValueError):
-    """A results file is missing, not JSON, or does not follow the schema; the message names it."""
 
 
 # ---------------------------------------------------------------------- helpers
@@ -186,7 +185,7 @@ class ResultsWriter:
         """Record one epoch (1-based "epoch"; a re-run epoch after a resume replaces the old row)."""
         row = _plain(row)
         problems = []
-        _check(row, ROW_SPEC, "epoch row", problems)
+        check_spec(row, ROW_SPEC, "epoch row", problems)
         if problems:
             raise ValueError("; ".join(problems))
         epochs = [r for r in self.data["epochs"] if r["epoch"] != row["epoch"]]
@@ -234,150 +233,6 @@ class ResultsWriter:
         for key in ("reached", "time_to_target_s", "epochs_to_target"):
             self.data["benchmark"][key] = state["benchmark"][key]
         self.write()
-
-
-# ---------------------------------------------------------------------- schema
-NUMBER = (int, float)
-NULL = type(None)
-
-
-class Nullable:
-    def __init__(self, spec):
-        self.spec = spec
-
-
-class ListOf:
-    def __init__(self, spec):
-        self.spec = spec
-
-
-class Choice:
-    def __init__(self, *values):
-        self.values = values
-
-
-class MapOf:
-    """An object whose keys are free (e.g. split names) and whose values all follow `spec`."""
-
-    def __init__(self, spec):
-        self.spec = spec
-
-
-class Pair:
-    """A list of exactly two items, following `first` and `second`."""
-
-    def __init__(self, first, second):
-        self.specs = (first, second)
-
-
-ROW_SPEC = {
-    "epoch": int, "clock_s": NUMBER, "train_s": NUMBER, "eval_s": (*NUMBER, NULL),
-    "data_wait_fraction": (*NUMBER, NULL), "clips_per_s": (*NUMBER, NULL), "loss": (*NUMBER, NULL),
-    "lr": NUMBER, "clip_top1": (*NUMBER, NULL), "clip_top5": (*NUMBER, NULL),
-    "video_top1": (*NUMBER, NULL), "video_top5": (*NUMBER, NULL), "bad_videos": int,
-    # per rank, in rank order: share of the epoch spent waiting for data; clips/s the rank's
-    # loader workers produced while working (null: no loader figure)
-    "data_wait_by_rank?": ListOf(NUMBER), "loader_clips_per_s_by_rank?": ListOf((*NUMBER, NULL)),
-}
-PATH_REASON = {"path": str, "reason": str}
-FINGERPRINT_SPEC = {  # vbench.data.fingerprint
-    "videos_listed": int, "videos_readable": int, "excluded": ListOf(Pair(str, str)), "clips_per_epoch": int,
-    "bytes": int, "classes": int, "sha256": str, "listed_sha256": str,
-}
-# Keys ending in "?" are optional (additions after the first published schema).
-RESULTS_SPEC = {
-    "schema_version": int, "vbench_version": str, "git_commit": (str, NULL), "git_dirty?": (bool, NULL),
-    "run": {"output_dir": str, "config_file": (str, NULL), "command": ListOf(str), "started_at": str,
-            "finished_at": (str, NULL), "status": Choice(*STATUSES)},
-    "config": dict, "config_hash": str,
-    "benchmark": {"track": Choice("", "cnn", "transformer"), "metric": Choice("clip", "video"),
-                  "target_top1": NUMBER, "reached": bool, "time_to_target_s": (*NUMBER, NULL),
-                  "epochs_to_target": (int, NULL), "setup_s": NUMBER, "stop_at_target": bool,
-                  "total_time_s": NUMBER, "resumes?": int, "resume_added_s?": NUMBER,
-                  "clock_warnings?": ListOf(str)},
-    "world": {"num_gpus": int, "num_devices": int, "world_size": int, "num_shards": int,
-              "device": Choice("cuda", "cpu"), "precision": Choice("fp32", "fp16", "bf16")},
-    "resolved?": dict,
-    "hardware": {
-        "gpu": Nullable({"model": str, "count": int, "memory_gib": (*NUMBER, NULL), "driver": (str, NULL),
-                         "cuda": (str, NULL), "cudnn": (str, NULL)}),
-        "cpu": {"model": str, "physical_cores": (int, NULL), "logical_cores": int},
-        "ram_gib": NUMBER,
-        "storage": Nullable({"data_path": str, "filesystem": (str, NULL), "device": (str, NULL),
-                             "rotational": (bool, NULL)})},
-    "software": {"python": str, "torch": str, "torchvision": (str, NULL), "av": (str, NULL),
-                 "torchcodec": (str, NULL), "numpy": (str, NULL), "platform": str},
-    "epochs": ListOf(ROW_SPEC),
-    "peak_gpu_memory_gib": (*NUMBER, NULL),
-    "bad_videos": {"train": ListOf(PATH_REASON), "eval_excluded": ListOf(PATH_REASON)},
-    "dataset?": MapOf(FINGERPRINT_SPEC),
-}
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true/false", NULL: "null",
-               dict: "an object", list: "a list"}
-
-
-def _type_ok(value, types):
-    if isinstance(value, bool):
-        return bool in types
-    return isinstance(value, types)
-
-
-def _check(value, spec, key, problems):
-    if isinstance(spec, Nullable):
-        if value is not None:
-            _check(value, spec.spec, key, problems)
-    elif isinstance(spec, dict):
-        if not isinstance(value, dict):
-            problems.append(f"'{key}' must be an object, got {type(value).__name__}")
-            return
-        for name, sub_spec in spec.items():
-            optional = name.endswith("?")
-            name = name.rstrip("?")
-            if name in value:
-                _check(value[name], sub_spec, f"{key}.{name}", problems)
-            elif not optional:
-                problems.append(f"'{key}.{name}' is missing")
-    elif isinstance(spec, ListOf):
-        if not isinstance(value, list):
-            problems.append(f"'{key}' must be a list, got {type(value).__name__}")
-            return
-        for i, item in enumerate(value):
-            _check(item, spec.spec, f"{key}[{i}]", problems)
-    elif isinstance(spec, MapOf):
-        if not isinstance(value, dict):
-            problems.append(f"'{key}' must be an object, got {type(value).__name__}")
-            return
-        for name, item in value.items():
-            _check(item, spec.spec, f"{key}.{name}", problems)
-    elif isinstance(spec, Pair):
-        if not isinstance(value, list) or len(value) != 2:
-            problems.append(f"'{key}' must be a list of two items, got {value!r}")
-            return
-        for i, (item, sub_spec) in enumerate(zip(value, spec.specs)):
-            _check(item, sub_spec, f"{key}[{i}]", problems)
-    elif isinstance(spec, Choice):
-        if value not in spec.values:
-            problems.append(f"'{key}' is {value!r}; expected one of {list(spec.values)}")
-    else:
-        types = spec if isinstance(spec, tuple) else (spec,)
-        if float in types and int not in types:
-            types = types + (int,)
-        if not _type_ok(value, types):
-            expected = " or ".join(dict.fromkeys(_TYPE_NAMES.get(t, t.__name__) for t in types))
-            problems.append(f"'{key}' must be {expected}, got {value!r}")
-
-
-def validate_results(data, source="results.json"):
-    """Check `data` against the schema; raises ResultsError listing every problem (key names are
-    dotted paths under `source`, e.g. 'results.json.benchmark.target_top1'). Returns `data`."""
-    problems = []
-    _check(data, RESULTS_SPEC, source, problems)
-    if not problems and data["schema_version"] > SCHEMA_VERSION:
-        problems.append(f"'{source}.schema_version' is {data['schema_version']}; this vbench reads "
-                        f"version {SCHEMA_VERSION}: update vbench")
-    if problems:
-        raise ResultsError(f"{source} does not follow the results schema:\n  " + "\n  ".join(problems))
-    return data
 
 
 def load_results(path):

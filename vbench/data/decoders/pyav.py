@@ -158,11 +158,14 @@ class PyAVDecoder(Decoder):
         if seek_pts is not None:
             container.seek(int(seek_pts), stream=stream, backward=True, any_frame=False)
         collector = _Collector(path, wanted)
+        wanted_set = set(wanted)
         position, errors, skipping = -1, [], False
         for packet in container.demux(stream):
             if timeline.mode != "count":
-                # frames before the first wanted one are only decoded as references: skip the rest
-                skip = packet.pts is not None and timeline.index_of(packet.pts) < wanted[0]
+                # a frame that is not wanted is only decoded when other frames refer to it: the
+                # pre-roll from the keyframe, and the frames between wanted ones (at 15 fps from
+                # 30 fps, every other frame)
+                skip = packet.pts is not None and timeline.index_of(packet.pts) not in wanted_set
                 if skip != skipping:
                     stream.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
                     skipping = skip

@@ -6,9 +6,10 @@ Frame index -> pts comes from the video's index entry (`VideoInfo.timestamps`):
 - "vfr": index i <-> `frame_pts[i]` (every frame's pts, stored by the index), looked up exactly.
 - "count": the container's pts are unreliable (AVI with B-frames); decode from the first frame
   and count frames in output (presentation) order.
-Packets of frames before the first wanted frame are decoded with skip_frame="NONREF": frames
-no other frame refers to (most B-frames) are not decoded at all (1.6x faster pre-roll on a
-Kinetics-style clip). Seeking uses the index's keyframe list: `container.seek(pts_of(keyframe), backward=True,
+Packets of frames that are not wanted (the pre-roll from the keyframe, and at 15 fps every other
+frame between wanted ones) are decoded with skip_frame="NONREF": frames no other frame refers to
+(most B-frames) are not decoded at all (1.6x faster pre-roll on a Kinetics-style clip; a quarter
+less loader CPU per clip, docs/BENCHMARKS.md "Loader"). Seeking uses the index's keyframe list: `container.seek(pts_of(keyframe), backward=True,
 any_frame=False)` lands on that keyframe (or an earlier one), so decoding forward reaches every
 wanted frame. If a container's seek still lands after the first wanted frame, the video is decoded
 again from its start. The decoded stream is the one the index chose (`VideoInfo.stream_index`).

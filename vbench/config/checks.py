@@ -22,7 +22,8 @@ CHOICES = {
 }
 
 
-def _get(cfg, key):
+def config_value(cfg, key):
+    """The value of a dotted key ("DATA.NUM_FRAMES") of a config."""
     node = cfg
     for part in key.split("."):
         node = node[part]
@@ -36,7 +37,7 @@ def _require(ok, message):
 
 def _check_choices(cfg):
     for key, choices in CHOICES.items():
-        value = _get(cfg, key)
+        value = config_value(cfg, key)
         _require(value in choices, f"config key '{key}' is {value!r}; choose one of {list(choices)}.")
 
 
@@ -45,10 +46,10 @@ def _check_positive(cfg):
                 "DATA.SAMPLING_RATE", "DATA.FRAMES_BETWEEN_CLIPS", "DATA.TRAIN_CROP_SIZE",
                 "DATA.TEST_CROP_SIZE", "MODEL.NUM_CLASSES", "SOLVER.MAX_EPOCH", "NUM_SHARDS",
                 "TRAIN.EVAL_PERIOD", "TRAIN.CHECKPOINT_PERIOD", "LOG_PERIOD", "NUM_CPU_PROCS"):
-        _require(_get(cfg, key) > 0, f"config key '{key}' must be positive, got {_get(cfg, key)}.")
+        _require(config_value(cfg, key) > 0, f"config key '{key}' must be positive, got {config_value(cfg, key)}.")
     for key in ("NUM_GPUS", "DATA_LOADER.NUM_WORKERS", "DATA.DECODER_THREADS", "DATA.FRAME_RATE",
                 "SOLVER.WARMUP_EPOCHS"):
-        value = _get(cfg, key)
+        value = config_value(cfg, key)
         _require(value == AUTO or value >= 0, f"config key '{key}' must be >= 0, got {value}.")
     _require(0 <= cfg.SHARD_ID < cfg.NUM_SHARDS,
              f"SHARD_ID {cfg.SHARD_ID} must be in [0, NUM_SHARDS={cfg.NUM_SHARDS}).")
@@ -72,13 +73,13 @@ def _check_shapes(cfg):
                  f"DATA.TRAIN_CROP_SIZE {cfg.DATA.TRAIN_CROP_SIZE} is larger than the smallest "
                  f"train scale {scale[0]} (DATA.TRAIN_MIN_MAX_SCALE); lower the crop or raise the scale.")
     for key in ("DATA.TRAIN_RESIZE", "DATA.TEST_RESIZE"):
-        size = _get(cfg, key)
+        size = config_value(cfg, key)
         _require(len(size) in (0, 2), f"config key '{key}' must be [] or [H, W], got {size}.")
     _require(len(cfg.DATA.MEAN) == len(cfg.DATA.STD) == cfg.DATA.INPUT_CHANNEL_NUM[0],
              "DATA.MEAN and DATA.STD need one value per input channel (DATA.INPUT_CHANNEL_NUM).")
     _require(cfg.TEST.NUM_SPATIAL_CROPS in (1, 3), "TEST.NUM_SPATIAL_CROPS must be 1 or 3.")
     for key in ("DATA.MAX_BAD_FRACTION", "DATA.MAX_VAL_EXCLUDED_FRACTION"):
-        _require(0.0 <= _get(cfg, key) <= 1.0, f"{key} must be in [0, 1].")
+        _require(0.0 <= config_value(cfg, key) <= 1.0, f"{key} must be in [0, 1].")
     # vbench's MViT sizes its position embeddings for the training crop (as SlowFast asserts).
     _require(cfg.MODEL.ARCH != "mvit" or cfg.DATA.TEST_CROP_SIZE == cfg.DATA.TRAIN_CROP_SIZE,
              f"MODEL.ARCH mvit needs DATA.TEST_CROP_SIZE ({cfg.DATA.TEST_CROP_SIZE}) equal to "
@@ -95,8 +96,8 @@ def world_size_of(cfg):
 def _check_batches(cfg):
     world = world_size_of(cfg)
     for key in ("TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE"):
-        _require(_get(cfg, key) % world == 0,
-                 f"config key '{key}' = {_get(cfg, key)} is the global batch and must divide evenly "
+        _require(config_value(cfg, key) % world == 0,
+                 f"config key '{key}' = {config_value(cfg, key)} is the global batch and must divide evenly "
                  f"over {world} processes (NUM_GPUS x NUM_SHARDS); pick a multiple of {world}.")
     # torch's SyncBatchNorm runs on GPUs only; one process needs no synchronisation
     _require(cfg.BN.NORM_TYPE != "sync_batchnorm" or cfg.NUM_GPUS > 0 or world == 1,

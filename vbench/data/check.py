@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
+from vbench.config import config_value
+
 from .clip_list import class_key, index_files, read_split_files
 from .decoders import VideoDecodeError, get_decoder
 from .fingerprint import format_fingerprint, split_fingerprint
@@ -70,8 +72,7 @@ def fill_from_config(args, parser):
             parser.error(str(error))
     for option, (key, default) in CONFIG_OPTIONS.items():
         if getattr(args, option) is None:
-            section, name = key.split(".")
-            setattr(args, option, cfg[section][name] if cfg is not None else default)
+            setattr(args, option, config_value(cfg, key) if cfg is not None else default)
     if not args.path:
         parser.error("give the dataset folder, or --cfg FILE whose DATA.PATH_TO_DATA_DIR names it")
     args.cfg = cfg

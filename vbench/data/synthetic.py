@@ -105,7 +105,7 @@ def _init_worker():
     # Pool.terminate sometimes left a worker alive, blocked on the pool's queue lock, and waited
     # for it forever (seen in about 1 of 3 generations inside the trainer).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    keep_freed_memory()  # the per-frame canvases: ~18k page faults per kinetics-like video without
+    keep_freed_memory()  # the per-frame canvases cost ~18k page faults per kinetics-like video without it
 
 
 def worker_pool(workers):

@@ -7,7 +7,7 @@ still holds "auto" (a Trainer built by hand) is refused by `require_resolved`.
 """
 import torch
 
-from vbench.config import AUTO, AUTO_KEYS, ConfigError, replace_values
+from vbench.config import AUTO, AUTO_KEYS, ConfigError, config_value, replace_values
 from vbench.data.resources import loader_decisions
 from vbench.engine.precision import fastest_depthwise, fastest_path
 from vbench.models import get_builder
@@ -15,12 +15,6 @@ from vbench.models import get_builder
 
 def run_device(cfg):
     return torch.device("cuda" if cfg.NUM_GPUS > 0 else "cpu")
-
-
-def _value(cfg, key):
-    for part in key.split("."):
-        cfg = cfg[part]
-    return cfg
 
 
 def model_family(cfg):
@@ -54,7 +48,7 @@ def resolve_resources(cfg, capability_of=torch.cuda.get_device_capability):
 
 def require_resolved(cfg):
     """Raise when a key that takes "auto" still holds it (call `resolve_resources` first)."""
-    left = [key for key in AUTO_KEYS if _value(cfg, key) == AUTO]
+    left = [key for key in AUTO_KEYS if config_value(cfg, key) == AUTO]
     if left:
         raise ConfigError(f"config keys {left} are still \"auto\"; resolve them with "
                           f"vbench.engine.resources.resolve_resources(cfg) before building the trainer.")

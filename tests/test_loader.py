@@ -242,6 +242,18 @@ def test_batch_slots_are_reused_once_released_and_never_while_held(data_root):
     assert collections.Counter(clip_records(kept)) == collections.Counter((c.video, c.frames) for c in loader.plan.clips)
 
 
+def test_close_stops_the_workers_and_a_new_epoch_starts_new_ones(data_root):
+    loader = build_loader(make_cfg(data_root, workers=2), "train", training=True, transform=RawClip())
+    epoch_of(loader, 0)
+    workers = list(loader.data_loader._iterator._workers)
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    loader.close()
+    assert not any(w.is_alive() for w in workers) and loader.data_loader._iterator is None
+    records = clip_records(epoch_of(loader, 1))  # new workers deliver the whole epoch
+    assert collections.Counter(records) == collections.Counter((c.video, c.frames) for c in loader.plan.clips)
+    loader.close()
+
+
 def test_shuffle_buffer_starts_at_a_quarter_and_never_holds_more_than_its_size():
     import numpy as np
     taken = []

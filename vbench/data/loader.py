@@ -235,6 +235,18 @@ class ClipLoader:
         n = len(self._distinct)
         return {"batches": n, "mean_distinct_videos": sum(self._distinct) / n if n else 0.0}
 
+    def close(self):
+        """Stop the persistent worker processes now; iterating again starts new ones.
+
+        Call it when a run is done with the loader. Left to interpreter exit, torch's clean-up of
+        persistent workers with pinned memory waits up to 5 s for each worker before stopping it
+        (pytorch/pytorch#81794): two loaders of 15 workers, 150 s after a run on a 16-core GPU
+        machine, where a finished X3D-M run did not exit within 100 s."""
+        iterator = self.data_loader._iterator  # private, but the only handle on the workers
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.data_loader._iterator = None
+
     def to_device(self, batch, device):
         """(clips float B C T H W, labels) on `device`; runs the GPU transforms when they are on."""
         clips = batch["clips"].to(device, non_blocking=True)

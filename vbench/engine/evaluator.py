@@ -132,7 +132,10 @@ def run_test(cfg, ctx):
     precision = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
     evaluator = Evaluator(loader, ctx.device, cfg.MODEL.NUM_CLASSES,
                           make_autocast(precision, ctx.device), show_progress=ctx.is_main)
-    result = evaluator.run(model, desc="test")
+    try:
+        result = evaluator.run(model, desc="test")
+    finally:
+        loader.close()
     if ctx.is_main:
         summary = {k: v for k, v in result.items() if k != "excluded"}
         log_json_stats(dict(summary, _type="test", split=cfg.TEST.SPLIT,

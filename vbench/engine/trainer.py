@@ -165,6 +165,12 @@ class Trainer:
                      "training videos")
         check_bad_fraction(left_out, *bound, data_check_command(self.cfg))
 
+    def close_loaders(self):
+        """Stop the loaders' worker processes (`ClipLoader.close`); loaders injected without one
+        (tests) are left as they are."""
+        for loader in (self.train_loader, self.val_loader):
+            getattr(loader, "close", lambda: None)()
+
     def is_eval_epoch(self):
         done = self.epoch + 1
         return done % self.cfg.TRAIN.EVAL_PERIOD == 0 or done == self.max_epoch
@@ -381,5 +387,8 @@ def run_train(cfg, ctx, run_info=None):
             f"OUTPUT_DIR '{cfg.OUTPUT_DIR}' holds a finished run (epoch {trainer.start_epoch} of "
             f"{trainer.max_epoch}); nothing to train. Use a new OUTPUT_DIR (or TRAIN.AUTO_RESUME "
             f"False) to train again.")
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        trainer.close_loaders()
     return trainer

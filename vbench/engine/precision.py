@@ -25,22 +25,20 @@ FP32_CONTIGUOUS = TrainingPath()
 
 # (model family, device class) -> the fastest measured path (docs/BENCHMARKS.md, "Models").
 FASTEST_PATHS = {
-    # H100 80GB, torch 2.11 + cuDNN 9.19, batch 16 x 16 x 224^2 (2026-11-27): bf16 + channels_last
-    # 77.6 clips/s against fp32 contiguous 54.6. X3D-M has no entry: fp32 contiguous 120.9 clips/s
-    # was faster than bf16 + channels_last (21.6), and the other combinations are unmeasured.
-    # The class also holds Ampere and Ada GPUs, unmeasured: bf16 tensor cores there too, and
-    # MViT's fp32 matmuls do not use TF32 (PyTorch's default), so bf16 cannot lose to them.
-    ("mvit", "cuda_bf16"): TrainingPath("bf16", True),
+    # H100 80GB, torch 2.11 + cuDNN 9.19, batch 16 x 16 x 224^2, cuDNN autotuning on as in the
+    # trainer (bench_model.py --matrix, 2026-11-27): bf16 contiguous 122.6 clips/s, bf16 +
+    # channels_last 108.0 (cuDNN attention and layout copies), fp32 contiguous 54.7. X3D-M has no
+    # entry: fp32 contiguous 123.7 was its fastest cell (bf16 contiguous 116.2, bf16 +
+    # channels_last 100.1, fp32 + channels_last 78.2). The class also holds Ampere and Ada GPUs,
+    # unmeasured: bf16 tensor cores there too, and MViT's fp32 matmuls do not use TF32 (PyTorch's
+    # default), so bf16 cannot lose to them.
+    ("mvit", "cuda_bf16"): TrainingPath("bf16", False),
 }
 
-# MODEL.DEPTHWISE_CONV "auto" (X3D) per (device type, channels_last); otherwise "default".
-# A channels_last_3d depthwise conv goes to cuDNN on CUDA; both runs on the H100 that took that
-# path were 5.6x slower than fp32 contiguous, which runs PyTorch's native depthwise kernel.
-# "contiguous" keeps the native kernel inside a channels_last model (bench_model.py's matrix
-# measures both).
-DEPTHWISE_PATHS = {
-    ("cuda", True): "contiguous",
-}
+# MODEL.DEPTHWISE_CONV "auto" (X3D) per (device type, channels_last); otherwise "default". Empty:
+# on the H100 no other implementation beat "default" (a channels_last model with "contiguous":
+# 93.0 clips/s in bf16 against 100.1, 73.0 in fp32 against 78.2; bench_model.py --matrix).
+DEPTHWISE_PATHS = {}
 
 
 def device_class(device, capability_of=torch.cuda.get_device_capability):

@@ -1,6 +1,7 @@
 """A failed process of a multi-process run: the launcher's report (formatting, cheap), results.json
 marked "failed" by the launcher, real spawned workers that raise or exit, and real 2-process gloo
 training runs whose rank 1 or rank 0 is SIGKILLed from outside, then resumed by the printed command."""
+import inspect
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from vbench.bench.results import RESULTS_FILE, ResultsWriter, load_results, mark
 from vbench.config import ConfigError, load_config
 from vbench.engine import failures
 from vbench.engine.failures import ProcessEnd, WorkersFailed, failure_report, rerun_command
+from vbench import errors
 from vbench.engine.launch import USER_ERRORS, launch_workers
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -83,16 +85,17 @@ def test_report_on_a_second_node_names_the_node_and_resumes_on_every_node(tmp_pa
 
 def test_report_shows_a_traceback_for_a_bug_but_only_the_message_for_a_user_error(tmp_path):
     bug = WorkersFailed([ProcessEnd(1, 1, 9, 1, traceback_of("KeyError: 'clips'"))], 2, 1)
-    text = failure_report(report_cfg(tmp_path), bug, ARGV, "/w", quiet_errors=USER_ERRORS)
+    text = failure_report(report_cfg(tmp_path), bug, ARGV, "/w")
     assert text.startswith("Traceback (most recent call last):\n")
     assert "\nvbench: error: rank 1 of 2 (pid 9) failed with KeyError: 'clips'\n" in text
-    user = WorkersFailed([ProcessEnd(0, 0, 9, 1, traceback_of("vbench.config.load.ConfigError: fix KEY"))], 2, 1)
-    text = failure_report(report_cfg(tmp_path), user, ARGV, "/w", quiet_errors=USER_ERRORS)
-    assert text.startswith("vbench: error: rank 0 of 2 (pid 9) failed with vbench.config.load.ConfigError: fix KEY")
-    # a subclass of a user error, with a message of several lines: the whole message, no traceback
-    many = "vbench.data.dataset.TooManyBadVideos: 2 of 3 training videos are left out\n  a.mp4: empty\n  b.mp4: text"
-    bad = WorkersFailed([ProcessEnd(1, 1, 9, 1, traceback_of(many))], 2, 1)
-    text = failure_report(report_cfg(tmp_path), bad, ARGV, "/w", quiet_errors=USER_ERRORS)
+    user = WorkersFailed([ProcessEnd(0, 0, 9, 1, traceback_of("vbench.errors.ConfigError: fix KEY"),
+                                     user_error=True)], 2, 1)
+    text = failure_report(report_cfg(tmp_path), user, ARGV, "/w")
+    assert text.startswith("vbench: error: rank 0 of 2 (pid 9) failed with vbench.errors.ConfigError: fix KEY")
+    # a user error with a message of several lines: the whole message, no traceback
+    many = "vbench.errors.TooManyBadVideos: 2 of 3 training videos are left out\n  a.mp4: empty\n  b.mp4: text"
+    bad = WorkersFailed([ProcessEnd(1, 1, 9, 1, traceback_of(many), user_error=True)], 2, 1)
+    text = failure_report(report_cfg(tmp_path), bad, ARGV, "/w")
     assert text.startswith("vbench: error: rank 1 of 2 (pid 9) failed with " + many + "\n")
 
 
@@ -138,7 +141,8 @@ def test_a_worker_that_raises_is_named_before_the_rank_its_failure_broke(tmp_pat
         launch_workers(report_cfg(tmp_path), _rank1_raises)
     cause = info.value.ends[0]
     assert (cause.rank, cause.local_rank, cause.exit_code) == (1, 1, 1)
-    assert cause.error == "vbench.config.load.ConfigError: rank 1 cannot go on" and cause.failed_at > 0
+    assert cause.error == "vbench.errors.ConfigError: rank 1 cannot go on" and cause.failed_at > 0
+    assert cause.user_error  # a VbenchError: the launcher prints its message without the traceback
     assert str(info.value) == f"rank 1 of 2 (pid {cause.pid}) failed with {cause.error}"
     # rank 0's barrier lost its peer: it failed later, so it is not the cause (or the launcher stopped it)
     assert [end.rank for end in info.value.ends[1:]] == [0] or info.value.stopped == 1
@@ -166,6 +170,7 @@ def test_a_worker_that_fails_then_hangs_is_named_and_a_busy_one_stopped_is_not(t
     assert cause.how() == ("failed, then did not end within 1 s and was stopped (its error message is lost; "
                            "it may have hung in a collective or in shutting down)")
     assert len(info.value.ends) == 1 and info.value.stopped == 1  # rank 0 is not blamed
+    assert not cause.user_error  # not a VbenchError: a bug, reported with its traceback
 
 
 # ------------------------------------------------------------------------------ real training runs
@@ -229,3 +234,10 @@ def test_sigkill_of_rank_0_leaves_results_marked_failed_by_the_launcher(tiny_cfg
     assert results["run"]["status"] == "failed" and results["run"]["finished_at"] is not None
     load_results(str(out))  # still a valid results file
     assert f'{out / RESULTS_FILE} says "failed".' in output
+
+
+def test_every_error_class_a_user_can_cause_derives_from_the_one_base():
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if c.__module__ == errors.__name__]
+    assert len(classes) >= 9
+    assert all(issubclass(c, errors.VbenchError) for c in classes)
+    assert errors.VbenchError in USER_ERRORS

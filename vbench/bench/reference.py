@@ -7,13 +7,10 @@ from dataclasses import dataclass, field
 import yaml
 
 from vbench.config import REPO_ROOT, find_repo_path
+from vbench.errors import ScoreError
 
 TRACKS = ("cnn", "transformer")
 DEFAULT_REFERENCE = os.path.join(REPO_ROOT, "configs", "benchmark", "reference.yaml")
-
-
-class ScoreError(ValueError):
-    """A problem with score inputs; the message names the file or run and what to do."""
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ import os
 import statistics
 import sys
 
+from vbench.errors import ResultsError, ScoreError
+
 from .plots import plot_accuracy_vs_time, plot_throughput
-from .reference import ScoreError
-from .results import ResultsError, load_results
+from .results import load_results
 
 INPUT_BOUND_SHARE = 0.20  # data-wait share above which a run is called input-bound
 LOADER_BUSY_RATIO = 1.25  # loader rate (while working) under this x the trained rate: workers are the limit

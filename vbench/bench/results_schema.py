@@ -3,12 +3,10 @@
 A spec is a type or tuple of types, a dict of sub-specs (a key ending in "?" is optional), or one
 of the small classes below. `validate_results` lists every problem with its dotted key.
 """
+from vbench.errors import ResultsError
+
 SCHEMA_VERSION = 1
 STATUSES = ("running", "reached", "finished", "failed")
-
-
-class ResultsError(ValueError):
-    """A results file is missing, not JSON, or does not follow the schema; the message names it."""
 
 
 NUMBER = (int, float)

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from vbench.errors import ResultsError, ScoreError
+
 from .compliance import compare_with_recipe, recipe_config, setup_differences
 from .dataset_check import check_dataset
-from .reference import TRACKS, ScoreError, load_reference, make_reference, resolve_config_path
-from .results import ResultsError, load_results
+from .reference import TRACKS, load_reference, make_reference, resolve_config_path
+from .results import load_results
 from .sysinfo import describe_hardware
 
 

@@ -9,14 +9,12 @@ import os
 import yaml
 from fvcore.common.config import CfgNode
 
+from vbench.errors import ConfigError
+
 from .defaults import AUTO, AUTO_KEYS, get_cfg
 
 BASE_KEY = "_BASE_"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-class ConfigError(ValueError):
-    """A user-caused config problem; the message says what, where and what to do."""
 
 
 def _all_keys(node, prefix=""):

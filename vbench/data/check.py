@@ -23,11 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 from tqdm import tqdm
 
 from vbench.config import config_value
+from vbench.errors import DatasetError, VideoDecodeError
 
 from .clip_list import class_key, index_files, read_split_files
-from .decoders import VideoDecodeError, get_decoder
+from .decoders import get_decoder
 from .fingerprint import format_fingerprint, split_fingerprint
-from .layouts import LAYOUTS, SPLIT_NAMES, DatasetError, detect_layout
+from .layouts import LAYOUTS, SPLIT_NAMES, detect_layout
 from .sampling import ClipSettings, build_eval_plan, plan_from_cfg
 
 IMBALANCE_RATIO = 10.0  # largest / smallest class above this is reported as a warning

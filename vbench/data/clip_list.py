@@ -19,9 +19,10 @@ import os
 from dataclasses import dataclass, field
 
 from vbench.config import find_repo_path
+from vbench.errors import DatasetError
 
 from .index import VideoInfo, build_index
-from .layouts import VIDEO_EXTENSIONS, DatasetError, VideoEntry, read_split
+from .layouts import VIDEO_EXTENSIONS, VideoEntry, read_split
 
 logger = logging.getLogger(__name__)
 

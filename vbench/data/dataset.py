@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
+from vbench.errors import TooManyBadVideos, VideoDecodeError
+
 from .buffers import BatchBuffers
-from .decoders.base import VideoDecodeError
-from .layouts import DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -278,11 +278,6 @@ class ClipDataset(IterableDataset):
         state = dict(self.__dict__)
         state["_decoder"] = state["_buffers"] = None
         return state
-
-
-class TooManyBadVideos(DatasetError):
-    """More videos were missing or unreadable than DATA.MAX_BAD_FRACTION (training) or
-    DATA.MAX_VAL_EXCLUDED_FRACTION (validation) allows."""
 
 
 def check_bad_fraction(left_out, num_videos, max_fraction, key="DATA.MAX_BAD_FRACTION",

@@ -19,7 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from vbench.config import ConfigError
+from vbench.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +28,6 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".m
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 SPLIT_NAMES = ("train", "val", "validate", "validation", "test")
 CLASS_FILES = ("classes.txt", "classnames.json")
-
-
-class DatasetError(ConfigError):
-    """A user-caused dataset problem (missing split, malformed annotation line, empty folder)."""
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,11 @@ from fractions import Fraction
 import av
 from tqdm import tqdm
 
+from vbench.errors import DatasetError
+
 from .clip_list import list_file, read_clip_list
 from .index import probe_video
-from .layouts import (SPLIT_NAMES, DatasetError, find_kinetics_video, kinetics_annotation_file, kinetics_stem,
+from .layouts import (SPLIT_NAMES, find_kinetics_video, kinetics_annotation_file, kinetics_stem,
                       read_kinetics_csv)
 
 KINETICS20_CLASSES = (

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from vbench.engine.log import get_logger
+from vbench.errors import CheckpointError
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_TAG = "vbench_checkpoint"
@@ -24,10 +25,6 @@ def checkpoint_epoch(path):
     """The epoch in a checkpoint file name (checkpoint_epoch_00005.pyth: 5), or None for another name."""
     match = _NAME_RE.search(os.path.basename(path))
     return int(match.group(1)) if match else None
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, damaged or not a vbench checkpoint."""
 
 
 def atomic_torch_save(obj, path):

@@ -5,15 +5,16 @@ error, or notes a failure and then hangs, e.g. in a collective or in NCCL's shut
 STOP_GRACE_S to end by themselves (their error written, results.json closed); the launcher then
 stops the rest (SIGTERM, then SIGKILL after KILL_AFTER_S), and those are never blamed. Of the
 processes that ended on their own, the cause is the first to fail: each notes the time its Python
-code failed in shared memory (`failure_times`), and one killed outright (no time) comes before all
-of them, since the others' errors are then its consequence (a collective whose peer is gone).
+code failed in shared memory (`FailureNotes`), and one killed outright (no time) comes before all
+of them, since the others' errors are then its consequence (a collective whose peer is gone). The
+same notes say whether the error was a user's (a `vbench.errors.VbenchError`, printed without its
+traceback) or a bug.
 `WorkersFailed` carries that; `failure_report` turns it into the text the launcher prints: which
 rank died and how, what results.json and the checkpoints hold, and the command that resumes the run.
 
 Not covered here: a single-process run is the launcher's own process (a SIGKILL ends it without a
 word), and under torchrun nothing is spawned: its agent reports a failed rank itself.
 """
-import importlib
 import multiprocessing.connection
 import os
 import pickle
@@ -24,8 +25,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from vbench.bench.results import RESULTS_FILE, ResultsError, load_results
+from vbench.bench.results import RESULTS_FILE, load_results
 from vbench.engine.checkpoint import Checkpointer, checkpoint_epoch
+from vbench.errors import VbenchError
+from vbench.errors import ResultsError
 
 _OOM_HINT = ("likely killed by the kernel's out-of-memory killer (check `dmesg` for 'Killed "
              "process {pid}'), or by hand")
@@ -56,6 +59,7 @@ class ProcessEnd:
     exit_code: int  # negative: killed by signal -exit_code (multiprocessing's convention)
     traceback: str = ""  # its Python traceback, when it raised
     failed_at: float = 0.0  # time.monotonic() when its Python code failed; 0.0: killed outright
+    user_error: bool = False  # its error was a VbenchError: the message says it all
     hung: bool = False  # it failed, then did not end by itself and was stopped
 
     @property
@@ -107,9 +111,18 @@ class WorkersFailed(RuntimeError):
         super().__init__(f"rank {first.rank} of {world_size} (pid {first.pid}) {first.how()}")
 
 
-def failure_times(procs):
-    """Shared memory in which each spawned process notes when it failed (see `_worker` in launch.py)."""
-    return multiprocessing.get_context("spawn").RawArray("d", procs)
+class FailureNotes:
+    """Shared memory in which each spawned process notes when it failed and whether its error was
+    a user's (see `_worker` in launch.py). Made before the processes start, passed to each."""
+
+    def __init__(self, procs):
+        context = multiprocessing.get_context("spawn")
+        self.failed_at = context.RawArray("d", procs)  # time.monotonic() of the failure; 0: none
+        self.user_error = context.RawArray("b", procs)
+
+    def note(self, local_rank, error):
+        self.failed_at[local_rank] = time.monotonic()
+        self.user_error[local_rank] = isinstance(error, VbenchError)
 
 
 def _read_traceback(error_file):
@@ -139,13 +152,13 @@ def _stop(processes):
             process.join()
 
 
-def join_workers(context, failed_at, first_rank, world_size):
+def join_workers(context, notes, first_rank, world_size):
     """Wait for the processes of a torch `ProcessContext`; raise WorkersFailed when one fails.
 
-    `failed_at`: the `failure_times` the processes got; `first_rank`: the global rank of local
+    `notes`: the `FailureNotes` the processes got; `first_rank`: the global rank of local
     process 0 (SHARD_ID * processes per node).
     """
-    processes = context.processes
+    processes, failed_at = context.processes, notes.failed_at
     pending = {process.sentinel: process for process in processes}
     while pending:
         for sentinel in multiprocessing.connection.wait(list(pending), timeout=POLL_S):
@@ -163,7 +176,8 @@ def join_workers(context, failed_at, first_rank, world_size):
     hung = [i for i in alive if failed_at[i]]  # failed, maybe first, but did not end: reported too
     _stop([processes[i] for i in alive])  # (which makes them note a failure time)
     ends = [ProcessEnd(first_rank + i, i, processes[i].pid, processes[i].exitcode,
-                       _read_traceback(context.error_files[i]), failed_at[i], hung=i in hung)
+                       _read_traceback(context.error_files[i]), failed_at[i],
+                       bool(notes.user_error[i]), hung=i in hung)
             for i in ended + hung]
     raise WorkersFailed(ends, world_size, len(alive) - len(hung))
 
@@ -215,21 +229,11 @@ def _resume_lines(cfg, newest_epoch, argv, cwd):
     return [intro, f"  cd {shlex.quote(cwd)} && {rerun_command(argv, extra)}"]
 
 
-def _error_class(name):
-    """The exception class a traceback names ("KeyError", "vbench.config.load.ConfigError"), or None."""
-    module, _, qualname = name.rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module or "builtins"), qualname)
-    except (ImportError, AttributeError, ValueError):
-        return None
-    return found if isinstance(found, type) else None
-
-
-def failure_report(cfg, failure, argv, cwd, quiet_errors=()):
+def failure_report(cfg, failure, argv, cwd):
     """The text the launcher prints for a WorkersFailed `failure` of the run `argv` started in `cwd`.
 
-    The failing process's traceback comes first unless its error is one of `quiet_errors` (errors
-    whose message says it all, e.g. ConfigError).
+    The failing process's traceback comes first unless its error was a user's (a VbenchError,
+    whose message says it all).
     """
     first, *others = failure.ends
     lines = [f"{_who(first, cfg, failure.world_size)} {first.how()}"]
@@ -248,7 +252,6 @@ def failure_report(cfg, failure, argv, cwd, quiet_errors=()):
             lines.append("No checkpoint was written yet.")
     lines += _resume_lines(cfg, newest_epoch, argv, cwd)
     text = "\n".join(["vbench: error: " + lines[0]] + ["  " + line for line in lines[1:]])
-    error_class = _error_class(first.error.split(":")[0])
-    if first.traceback and not (error_class and issubclass(error_class, tuple(quiet_errors))):
+    if first.traceback and not first.user_error:
         text = first.traceback.rstrip() + "\n" + text
     return text

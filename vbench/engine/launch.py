@@ -23,11 +23,10 @@ from vbench.config import ConfigError, load_config, world_size_of
 from vbench.config.args import parse_cfg_args
 from vbench.data.resources import loader_workers, usable_cores
 from vbench.engine import distributed as du
-from vbench.engine.checkpoint import CheckpointError
-from vbench.engine.failures import WorkersFailed, failure_report, failure_times, join_workers
+from vbench.engine.failures import FailureNotes, WorkersFailed, failure_report, join_workers
 from vbench.engine.lr_policy import LRSchedule
-from vbench.engine.meters import TrainingDiverged
 from vbench.engine.resources import resolve_resources
+from vbench.errors import VbenchError
 
 
 # ---------------------------------------------------------------------------- preflight
@@ -149,16 +148,16 @@ def _terminate(signum, frame):
     sys.exit(128 + signum)
 
 
-def _worker(local_rank, job, cfg, procs_per_node, init_method, job_args, failed_at=None):
+def _worker(local_rank, job, cfg, procs_per_node, init_method, job_args, notes=None):
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         ctx = du.init_process(cfg, local_rank, procs_per_node, init_method)
         configure_torch(cfg, ctx, procs_per_node)
         job(cfg, ctx, *job_args)
-    except BaseException:
-        if failed_at is not None:  # before shutdown() makes the other processes fail too
-            failed_at[local_rank] = time.monotonic()
+    except BaseException as error:
+        if notes is not None:  # before shutdown() makes the other processes fail too
+            notes.note(local_rank, error)
         raise
     finally:
         du.shutdown()
@@ -180,11 +179,11 @@ def launch_workers(cfg, job, *job_args):
     if procs == 1 and cfg.NUM_SHARDS == 1:
         _worker(0, job, cfg, 1, init_method, job_args)
         return
-    failed_at = failure_times(procs)
+    notes = FailureNotes(procs)
     context = torch.multiprocessing.start_processes(
-        _worker, args=(job, cfg, procs, init_method, job_args, failed_at), nprocs=procs, join=False,
+        _worker, args=(job, cfg, procs, init_method, job_args, notes), nprocs=procs, join=False,
         start_method="spawn")
-    join_workers(context, failed_at, first_rank=cfg.SHARD_ID * procs, world_size=procs * cfg.NUM_SHARDS)
+    join_workers(context, notes, first_rank=cfg.SHARD_ID * procs, world_size=procs * cfg.NUM_SHARDS)
 
 
 def run_job(cfg, ctx, run_info):
@@ -210,7 +209,7 @@ def run_job(cfg, ctx, run_info):
 
 
 # ---------------------------------------------------------------------------- entry points
-USER_ERRORS = (ConfigError, CheckpointError, TrainingDiverged, FileNotFoundError)
+USER_ERRORS = (VbenchError, FileNotFoundError)
 
 
 def launch(cfg, config_file=None, command=None, setup_started=None):
@@ -242,7 +241,7 @@ def _main(argv, description, forced_opts=()):
         print(f"vbench: error: {err}", file=sys.stderr)
         return 1
     except WorkersFailed as failure:
-        print(failure_report(cfg, failure, sys.argv, os.getcwd(), quiet_errors=USER_ERRORS),
+        print(failure_report(cfg, failure, sys.argv, os.getcwd()),
               file=sys.stderr)
         return 1
     return 0

@@ -5,6 +5,7 @@ import time
 import torch
 
 from vbench.engine import distributed as du
+from vbench.errors import TrainingDiverged
 
 
 def topk_correct(logits, labels, ks=(1, 5)):
@@ -78,10 +79,6 @@ def check_finite(loss, where):
             f"training loss became {loss} ({where}). The last good checkpoint is kept; lower "
             f"SOLVER.BASE_LR, enable SOLVER.CLIP_GRAD_L2NORM, or use TRAIN.PRECISION fp32, then rerun."
         )
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 class WaitTimer:

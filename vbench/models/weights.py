@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from vbench.config import ConfigError
+from vbench.errors import ConfigError, WeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +45,6 @@ _ZOO_HINTS = {
     "mvit_b_16x4": ("PyTorchVideo model zoo (kinetics)", "MVIT_B_16x4.pyth"),
     "mvit_b_32x3": ("PyTorchVideo model zoo (kinetics)", "MVIT_B_32x3_*.pyth"),
 }
-
-
-class WeightsError(ConfigError):
-    """MODEL.WEIGHTS cannot be loaded: missing, unreadable, or not matching the model."""
 
 
 class LoadedWeights(NamedTuple):

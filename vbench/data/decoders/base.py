@@ -1,17 +1,7 @@
 """What every decoder backend shares: the error type and the request checks."""
 import os
 
-
-class VideoDecodeError(Exception):
-    """A video could not be decoded; `path` names the file and `reason` says why."""
-
-    def __init__(self, path, reason):
-        self.path = str(path)
-        self.reason = str(reason)
-        super().__init__(f"cannot decode video '{self.path}': {self.reason}")
-
-    def __reduce__(self):  # keep (path, reason) when sent back from a loader worker process
-        return type(self), (self.path, self.reason)
+from vbench.errors import VideoDecodeError
 
 
 class Decoder:

@@ -33,7 +33,9 @@ import numpy as np
 import torch
 
 from ..index import VideoInfo, info_from_probe, probe_video, select_video_stream
-from .base import Decoder, VideoDecodeError, check_request
+from vbench.errors import VideoDecodeError
+
+from .base import Decoder, check_request
 
 MAX_FILL_GAP = 2  # a wanted frame missing from the decoder output may repeat the frame shown
 # before it when that frame is at most this many frames earlier (a header that overstates the

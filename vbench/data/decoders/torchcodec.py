@@ -25,7 +25,9 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from .base import Decoder, VideoDecodeError, check_request
+from vbench.errors import VideoDecodeError
+
+from .base import Decoder, check_request
 from .pyav import PyAVDecoder
 
 logger = logging.getLogger(__name__)

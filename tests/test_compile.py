@@ -13,7 +13,8 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 from vbench.config import get_cfg, load_config
 from vbench.engine.launch import launch_workers
-from vbench.engine.trainer import Trainer
+from vbench.engine.defaults import prepare_model
+from vbench.engine.train_loop import Trainer
 from vbench.models import compile as regional, get_builder
 
 TINY = {
@@ -108,7 +109,7 @@ def _train_job(cfg, ctx, out_path, backend):
     regional.COMPILE_BACKEND = backend  # (spawned processes import the module afresh)
     data = FixedBatches(ctx.rank, ctx.world_size)
     torch.manual_seed(0)
-    trainer = Trainer(cfg, ctx, model=get_builder("mvit")(cfg), train_loader=data, val_loader=data)
+    trainer = Trainer(cfg, ctx, prepare_model(get_builder("mvit")(cfg), cfg, ctx), data, data)
     trainer.train()
     blocks = regional.repeated_blocks(trainer.eval_model)
     with torch.no_grad():

@@ -6,9 +6,10 @@ import torch
 
 from vbench.config import ConfigError, load_config
 from vbench.engine import launch
-from vbench.engine.hooks import LRScheduleHook
+from vbench.engine.defaults import prepare_model
+from vbench.engine.hooks import EpochStatsHook, LRScheduleHook
 from vbench.engine.launch import launch_workers
-from vbench.engine.trainer import Trainer
+from vbench.engine.train_loop import Trainer
 
 GLOBAL_BATCH, STEPS, NUM_CLASSES = 8, 3, 3
 
@@ -58,14 +59,15 @@ def tiny_model():
 def _train_job(cfg, ctx, out_path):
     """Train one epoch on the fixed data and save the parameters and the epoch loss (rank 0)."""
     train = GlobalBatchShard(ctx.rank, ctx.world_size, cfg.TRAIN.ACCUM_STEPS)
-    trainer = Trainer(cfg, ctx, model=tiny_model(), train_loader=train, val_loader=train)
-    trainer.register_hooks([LRScheduleHook()])
+    trainer = Trainer(cfg, ctx, prepare_model(tiny_model(), cfg, ctx), train, train)
+    trainer.register_hooks([LRScheduleHook(), EpochStatsHook()])
     trainer.train()
+    record = trainer.storage.epoch_record
     if ctx.is_main:
         torch.save({"params": {k: v.detach().clone() for k, v in trainer.bare_model.state_dict().items()},
-                    "loss": trainer.record["loss"], "ddp": hasattr(trainer.model, "no_sync"),
-                    "loader": trainer.record["loader_clips_per_s_by_rank"],
-                    "waits": trainer.record["data_wait_by_rank"]}, out_path)
+                    "loss": record["loss"], "ddp": hasattr(trainer.model, "no_sync"),
+                    "loader": record["loader_clips_per_s_by_rank"],
+                    "waits": record["data_wait_by_rank"]}, out_path)
 
 
 def _cfg(tmp_path, procs, accum=1):

@@ -14,10 +14,10 @@ from vbench.data.dataset import TooManyBadVideos
 from vbench.data.fingerprint import split_fingerprint
 from vbench.data.index import VideoInfo
 from vbench.engine.distributed import DistContext
-from vbench.engine.hooks import HookBase
 from vbench.engine.log import setup_logging
 from vbench.engine.meters import TrainingDiverged
-from vbench.engine.trainer import build_trainer
+from vbench.engine.defaults import build_trainer
+from vbench.engine.train_loop import HookBase
 
 K = 3  # classes of the fake data
 TRAIN_BATCHES, EVAL_BATCHES = 4, 2
@@ -76,6 +76,12 @@ class FakeLoader:
 
     def to_device(self, batch, device):
         return batch["clips"].to(device), batch["labels"].to(device)
+
+    def loader_clips_per_s(self):
+        return None
+
+    def close(self):
+        pass
 
 
 def fake_cfg(out, *opts):

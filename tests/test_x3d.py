@@ -8,7 +8,9 @@ import torch.nn as nn
 
 from vbench.config import get_cfg, load_config
 from vbench.models import build_model, get_builder
-from vbench.models.x3d import PRESETS, X3D
+from vbench.models.x3d import X3D
+
+PRESETS = ("x3d_xs", "x3d_s", "x3d_m", "x3d_l")
 from vbench.models.x3d_convert import convert_pytorchvideo_x3d_state_dict, convert_slowfast_x3d_state_dict
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "Kinetics")

@@ -1,6 +1,7 @@
 """`assert_and_infer_cfg`: resolve aliases, reject impossible settings, freeze."""
+from vbench.errors import ConfigError
+
 from .defaults import AUTO
-from .load import ConfigError
 
 CHOICES = {
     "TRAIN.PRECISION": ("fp32", "fp16", "bf16", "auto"),
@@ -19,6 +20,7 @@ CHOICES = {
     "MVIT.MODE": ("conv", "max", "avg"),
     "DIST_BACKEND": ("auto", "nccl", "gloo"),
     "SYNTH.PRESET": ("demo", "kinetics-like"),
+    "MODEL.LOSS_FUNC": ("cross_entropy",),  # with SOLVER.LABEL_SMOOTHING for a smoothed loss
 }
 
 

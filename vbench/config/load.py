@@ -11,6 +11,7 @@ from fvcore.common.config import CfgNode
 
 from vbench.errors import ConfigError
 
+from .checks import assert_and_infer_cfg
 from .defaults import AUTO, AUTO_KEYS, get_cfg
 
 BASE_KEY = "_BASE_"
@@ -175,8 +176,6 @@ def replace_values(cfg, values, source="the run-time resolution of \"auto\" valu
 
 def load_config(cfg_file=None, opts=None, freeze=True):
     """Defaults, then `cfg_file` (with `_BASE_`), then overrides; checked and frozen."""
-    from .checks import assert_and_infer_cfg
-
     cfg = get_cfg()
     if cfg_file:
         merge_yaml(cfg, cfg_file)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from vbench.config import ConfigError
+from vbench.errors import ConfigError
 
 from .buffers import BufferLedger, ReusedTensors, busy_marks
 from .dataset import ClipDataset, EvalClip, RawClip, TrainClip

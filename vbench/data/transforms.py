@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vbench.config import ConfigError
+from vbench.errors import ConfigError
 
 
 def clip_to_float(clip):

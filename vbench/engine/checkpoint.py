@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from vbench.engine.log import get_logger
-from vbench.errors import CheckpointError
+from vbench.errors import CheckpointError, ConfigError
+from vbench.models.weights import load_weights
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_TAG = "vbench_checkpoint"
@@ -143,3 +144,22 @@ def unwrap_model(model):
             model = model._orig_mod
         else:
             return model
+
+
+def load_initial_weights(model, path, cfg):
+    """Model weights only, from a vbench checkpoint or any format `load_weights` understands."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"checkpoint '{path}' (TRAIN.CHECKPOINT_FILE_PATH or "
+                          f"TEST.CHECKPOINT_FILE_PATH) does not exist.")
+    try:
+        model.load_state_dict(load_checkpoint_file(path)["model"])
+    except CheckpointError:
+        load_weights(model, path, cfg.MODEL.WEIGHTS_FORMAT, cfg.MODEL.MODEL_NAME)
+    get_logger().info(f"loaded weights from {path}")
+
+
+def find_test_checkpoint(cfg):
+    """TEST.CHECKPOINT_FILE_PATH, else the newest loadable checkpoint in OUTPUT_DIR, else None."""
+    if cfg.TEST.CHECKPOINT_FILE_PATH:
+        return cfg.TEST.CHECKPOINT_FILE_PATH
+    return Checkpointer(cfg.OUTPUT_DIR, is_main=False).load_newest()[0]

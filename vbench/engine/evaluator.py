@@ -5,7 +5,6 @@ one all_reduce merges them. Clips marked `valid == False` (padding duplicates th
 shards) are never counted, so the result equals a single-process evaluation of the same clips.
 Video accuracy averages the softmax over a video's clips (windows, or views x crops when testing).
 """
-import os
 import time
 from contextlib import nullcontext
 
@@ -87,67 +86,3 @@ class Evaluator:
         result["excluded"] = [{"path": path, "reason": excluded[path]} for path in sorted(excluded)]
         result["eval_s"] = time.perf_counter() - start
         return result
-
-
-def find_test_checkpoint(cfg):
-    """TEST.CHECKPOINT_FILE_PATH, else the newest loadable checkpoint in OUTPUT_DIR, else None."""
-    from vbench.engine.checkpoint import Checkpointer
-
-    if cfg.TEST.CHECKPOINT_FILE_PATH:
-        return cfg.TEST.CHECKPOINT_FILE_PATH
-    return Checkpointer(cfg.OUTPUT_DIR, is_main=False).load_newest()[0]
-
-
-def run_test(cfg, ctx):
-    """Multi-view testing (`vbench test`, or TEST.ENABLE after training) of a checkpoint.
-
-    TEST.SAMPLING "uniform" averages TEST.NUM_ENSEMBLE_VIEWS x TEST.NUM_SPATIAL_CROPS views per
-    video; "windows" averages every window. Writes OUTPUT_DIR/test_results.json on rank 0.
-    """
-    from vbench.bench.results import atomic_write_json
-    from vbench.config import ConfigError
-    from vbench.data.loader import build_loader
-    from vbench.engine.checkpoint import seed_everything
-    from vbench.engine.log import get_logger, log_json_stats
-    from vbench.engine.precision import make_autocast, resolve_precision
-    from vbench.engine.resources import require_resolved
-    from vbench.engine.trainer import load_initial_weights
-    from vbench.models import build_model
-
-    require_resolved(cfg)
-    seed_everything(cfg.RNG_SEED)
-    model = build_model(cfg)
-    path = find_test_checkpoint(cfg)
-    if path:
-        load_initial_weights(model, path, cfg)
-    elif not cfg.MODEL.WEIGHTS:
-        raise ConfigError(
-            f"nothing to test: no checkpoint in OUTPUT_DIR '{cfg.OUTPUT_DIR}', and neither "
-            f"TEST.CHECKPOINT_FILE_PATH nor MODEL.WEIGHTS is set.")
-    model = model.to(ctx.device)
-    if cfg.MODEL.CHANNELS_LAST:
-        model = model.to(memory_format=torch.channels_last_3d)
-    loader = build_loader(cfg, cfg.TEST.SPLIT, training=False, rank=ctx.rank,
-                          world_size=ctx.world_size)
-    precision = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
-    evaluator = Evaluator(loader, ctx.device, cfg.MODEL.NUM_CLASSES,
-                          make_autocast(precision, ctx.device), show_progress=ctx.is_main)
-    try:
-        result = evaluator.run(model, desc="test")
-    finally:
-        loader.close()
-    if ctx.is_main:
-        summary = {k: v for k, v in result.items() if k != "excluded"}
-        log_json_stats(dict(summary, _type="test", split=cfg.TEST.SPLIT,
-                            sampling=cfg.TEST.SAMPLING), cfg.OUTPUT_DIR)
-        for item in result["excluded"]:
-            get_logger().warning(f"excluded from testing (unreadable): {item['path']} ({item['reason']})")
-        get_logger().info(
-            f"test ({cfg.TEST.SPLIT}, {cfg.TEST.SAMPLING}) of {path or cfg.MODEL.WEIGHTS}: video "
-            f"top-1 {result['video_top1']:.2f}, top-5 {result['video_top5']:.2f} over "
-            f"{result['num_videos']} videos; clip top-1 {result['clip_top1']:.2f} over "
-            f"{result['num_clips']} clips; {len(result['excluded'])} excluded")
-        atomic_write_json(os.path.join(cfg.OUTPUT_DIR, "test_results.json"),
-                          dict(result, checkpoint=path, split=cfg.TEST.SPLIT, sampling=cfg.TEST.SAMPLING,
-                               dataset={cfg.TEST.SPLIT: loader.fingerprint()}), indent=1)
-    return result

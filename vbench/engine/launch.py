@@ -19,14 +19,18 @@ import time
 import torch
 
 from vbench.bench.results import RESULTS_FILE, mark_failed
-from vbench.config import ConfigError, load_config, world_size_of
+from vbench.config import load_config, world_size_of
 from vbench.config.args import parse_cfg_args
+from vbench.data.decoders.torchcodec import check_cuda_decoding, import_video_decoder
 from vbench.data.resources import loader_workers, usable_cores
+from vbench.data.synthetic import ensure_synthetic
 from vbench.engine import distributed as du
+from vbench.engine.defaults import run_test, run_train
+from vbench.engine.log import setup_logging
 from vbench.engine.failures import FailureNotes, WorkersFailed, failure_report, join_workers
 from vbench.engine.lr_policy import LRSchedule
 from vbench.engine.resources import resolve_resources
-from vbench.errors import VbenchError
+from vbench.errors import ConfigError, VbenchError
 
 
 # ---------------------------------------------------------------------------- preflight
@@ -88,7 +92,6 @@ def check_decoder(cfg):
     """The torchcodec backend needs torchcodec and FFmpeg libraries it can load."""
     if cfg.DATA.DECODING_BACKEND != "torchcodec":
         return
-    from vbench.data.decoders.torchcodec import import_video_decoder
     try:
         import_video_decoder()
     except RuntimeError as error:
@@ -101,7 +104,6 @@ def check_gpu_decoding(cfg, device):
     Runs in each training process, which holds a CUDA context anyway (the launcher does not)."""
     if cfg.DATA.DECODER_DEVICE != "cuda":
         return
-    from vbench.data.decoders.torchcodec import check_cuda_decoding
     try:
         check_cuda_decoding(str(device))
     except RuntimeError as error:
@@ -188,18 +190,12 @@ def launch_workers(cfg, job, *job_args):
 
 def run_job(cfg, ctx, run_info):
     """Per process: synthetic data if asked for, training (TRAIN.ENABLE), testing (TEST.ENABLE)."""
-    from vbench.engine.evaluator import run_test
-    from vbench.engine.log import setup_logging
-    from vbench.engine.trainer import run_train
-
     logger = setup_logging(cfg.OUTPUT_DIR, ctx.is_main)
     logger.info(f"process {ctx.rank} of {ctx.world_size} on {ctx.device}"
                 + (f", {torch.get_num_threads()} compute threads" if ctx.device.type == "cpu" else ""))
     check_gpu_decoding(cfg, ctx.device)
     if cfg.SYNTH.AUTO_GENERATE:
         if ctx.local_rank == 0:
-            from vbench.data.synthetic import ensure_synthetic
-
             ensure_synthetic(cfg)
         du.barrier()
     if cfg.TRAIN.ENABLE:

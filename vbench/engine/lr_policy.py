@@ -40,7 +40,7 @@ never scaled):
 """
 import math
 
-from vbench.config import ConfigError
+from vbench.errors import ConfigError
 
 EPOCH = "epoch"
 ITERATION = "iteration"

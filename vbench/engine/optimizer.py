@@ -16,7 +16,7 @@ carries its name under "group_name" (handy for logs; optimizers ignore extra key
 import torch
 from torch import nn
 
-from vbench.config import ConfigError
+from vbench.errors import ConfigError
 
 from .lr_policy import scaled_base_lr
 

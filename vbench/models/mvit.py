@@ -16,9 +16,16 @@ are in `vbench.models.mvit_convert`.
 import torch
 from torch import nn
 
-from vbench.config import ConfigError
+from vbench.errors import ConfigError
 from vbench.models.mvit_blocks import BlockSpec, MultiScaleBlock, PatchEmbed, round_width
+from vbench.models.mvit_convert import (convert_pytorchvideo_mvit_state_dict,
+                                        convert_slowfast_mvit_state_dict,
+                                        convert_torchvision_mvit_state_dict)
 from vbench.models.registry import register_model
+
+CONVERTERS = {"pytorchvideo": convert_pytorchvideo_mvit_state_dict,
+              "slowfast": convert_slowfast_mvit_state_dict,
+              "torchvision": convert_torchvision_mvit_state_dict}
 
 # MViT-B 16x4 (SlowFast configs/Kinetics/MVIT_B_16x4_CONV.yaml, PyTorchVideo `mvit_base_16x4`).
 MVIT_B_16X4 = {
@@ -244,20 +251,20 @@ def _build_from_cfg(cfg, settings, input_size):
                       in_chans=cfg.DATA.INPUT_CHANNEL_NUM[0])
 
 
-@register_model("mvit", family="mvit", input_size=(16, 224, 224))
+@register_model("mvit", family="mvit", input_size=(16, 224, 224), converters=CONVERTERS)
 def mvit(cfg):
     """MViT from the MVIT.* keys, on DATA.NUM_FRAMES x DATA.TRAIN_CROP_SIZE^2 clips."""
     crop = cfg.DATA.TRAIN_CROP_SIZE
     return _build_from_cfg(cfg, cfg.MVIT, (cfg.DATA.NUM_FRAMES, crop, crop))
 
 
-@register_model("mvit_b_16x4", family="mvit", input_size=(16, 224, 224))
+@register_model("mvit_b_16x4", family="mvit", input_size=(16, 224, 224), converters=CONVERTERS)
 def mvit_b_16x4(cfg):
     """MViT-B 16x4 (16 frames, 224^2), independent of MVIT.*."""
     return _build_from_cfg(cfg, MVIT_B_16X4, (16, 224, 224))
 
 
-@register_model("mvit_b_32x3", family="mvit", input_size=(32, 224, 224))
+@register_model("mvit_b_32x3", family="mvit", input_size=(32, 224, 224), converters=CONVERTERS)
 def mvit_b_32x3(cfg):
     """MViT-B 32x3 (32 frames, 224^2), independent of MVIT.*."""
     return _build_from_cfg(cfg, MVIT_B_32X3, (32, 224, 224))

@@ -1,21 +1,29 @@
-"""Model registry: `@register_model("name")` on a builder `fn(cfg) -> nn.Module`."""
-from vbench.config import ConfigError
+"""Model registry: `@register_model("name", ...)` on a builder `fn(cfg) -> nn.Module`.
+
+It imports no model file: `vbench/models/__init__.py` imports them, which runs their decorators,
+so importing anything under `vbench.models` registers every model.
+"""
+from vbench.errors import ConfigError
 
 MODEL_REGISTRY = {}
 
 
-def register_model(name, family=None, input_size=(16, 224, 224)):
+def register_model(name, family, input_size=(16, 224, 224), converters=None):
     """Register `fn(cfg) -> nn.Module` under `name` (case-insensitive).
 
-    `input_size` (T, H, W) is the model's usual clip, used by `vbench models` without a config.
+    `family` groups the models whose weights share one key layout ("x3d", "mvit", "torchvision");
+    `input_size` (T, H, W) is the model's usual clip, used by `vbench models` without a config;
+    `converters` maps a foreign weights format ("pytorchvideo", "slowfast", "torchvision") to the
+    function that renames such a state dict to this model's keys (models/weights.py).
     """
 
     def decorator(builder):
         key = name.lower()
         if key in MODEL_REGISTRY:
             raise KeyError(f"model '{name}' is registered twice")
-        builder.model_family = family or builder.__module__.rsplit(".", 1)[-1]
+        builder.model_family = family
         builder.input_size = tuple(input_size)
+        builder.converters = dict(converters or {})
         MODEL_REGISTRY[key] = builder
         return builder
 
@@ -24,12 +32,10 @@ def register_model(name, family=None, input_size=(16, 224, 224)):
 
 def registered_models():
     """Sorted names of every registered model."""
-    _import_model_files()
     return sorted(MODEL_REGISTRY)
 
 
 def get_builder(name):
-    _import_model_files()
     key = name.lower()
     if key not in MODEL_REGISTRY:
         raise ConfigError(
@@ -39,16 +45,9 @@ def get_builder(name):
     return MODEL_REGISTRY[key]
 
 
-def _import_model_files():
-    # Importing the model files runs their @register_model decorators.
-    from vbench.models import mvit, torchvision_video, x3d  # noqa: F401
-
-
-def build_model(cfg):
-    """The model named by MODEL.MODEL_NAME, with MODEL.WEIGHTS loaded when set."""
-    model = get_builder(cfg.MODEL.MODEL_NAME)(cfg)
-    if cfg.MODEL.WEIGHTS:
-        from vbench.models.weights import load_weights
-
-        load_weights(model, cfg.MODEL.WEIGHTS, cfg.MODEL.WEIGHTS_FORMAT, cfg.MODEL.MODEL_NAME)
-    return model
+def converters_of(family):
+    """{format: converter} registered for the models of `family` ({} for an unknown family)."""
+    for builder in MODEL_REGISTRY.values():
+        if builder.model_family == family:
+            return builder.converters
+    return {}

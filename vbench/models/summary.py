@@ -24,6 +24,12 @@ from dataclasses import dataclass, field
 
 import torch
 import yaml
+from tqdm import tqdm
+
+with warnings.catch_warnings():  # importing fvcore.nn scripts a function: deprecated in torch 2.10+
+    warnings.simplefilter("ignore", FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import get_shape
 
 from vbench.config import ConfigError, load_config
 from vbench.config.args import cfg_argument_parser, parse_cfg_args
@@ -67,18 +73,12 @@ def _with_model_name(cfg, name):
 
 def attention_flops(inputs, outputs):
     """fvcore handle for aten::scaled_dot_product_attention: q k^T and (softmax) v, multiply-adds."""
-    from fvcore.nn.jit_handles import get_shape
-
     q, k, v = (get_shape(value) for value in inputs[:3])
     return math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
 
 
 def count_model(name, cfg, input_size):
     """Parameters and fvcore GFLOPs of model `name` built from `cfg`, for one view of `input_size`."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fvcore's import touches deprecated torch.jit APIs
-        from fvcore.nn import FlopCountAnalysis
-
     builder = get_builder(name)
     model = builder(cfg).eval()
     params = sum(p.numel() for p in model.parameters())
@@ -106,8 +106,6 @@ def model_table(cfg=None, names=None, progress=True):
     with 400 classes. With `cfg`: MODEL.MODEL_NAME (or each of `names`) built from `cfg`, at
     DATA.NUM_FRAMES x DATA.TRAIN_CROP_SIZE^2.
     """
-    from tqdm import tqdm
-
     if names is None:
         names = [cfg.MODEL.MODEL_NAME] if cfg is not None else registered_models()
     names = [name.lower() for name in names]
@@ -161,8 +159,6 @@ def find_config_files(name, configs_dir="configs"):
 
 def config_table(configs_dir="configs", progress=True):
     """One `ModelRow` per model config under `configs_dir`, at the config's own clip and classes."""
-    from tqdm import tqdm
-
     rows = []
     files = model_config_files(configs_dir)
     top = os.path.dirname(os.path.abspath(configs_dir))

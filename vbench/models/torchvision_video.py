@@ -14,25 +14,13 @@ The ResNets, S3D and Swin3D accept any clip size. Stochastic depth and normalisa
 torchvision's defaults (BN.* keys do not apply to these models).
 """
 import torchvision.models.video as tv_video
+from torchvision.models.video.mvit import MSBlockConfig
 
-from vbench.config import ConfigError
+from vbench.errors import ConfigError
 
 from .registry import register_model
 
 FAMILY = "torchvision"
-
-# name -> (usual input T x H x W from torchvision's docs, head has dropout, fixed input size)
-TORCHVISION_MODELS = {
-    "r3d_18": ((16, 112, 112), False, False),
-    "mc3_18": ((16, 112, 112), False, False),
-    "r2plus1d_18": ((16, 112, 112), False, False),
-    "s3d": ((16, 224, 224), True, False),
-    "mvit_v1_b": ((16, 224, 224), True, True),
-    "mvit_v2_s": ((16, 224, 224), True, True),
-    "swin3d_t": ((16, 224, 224), False, False),
-    "swin3d_s": ((16, 224, 224), False, False),
-    "swin3d_b": ((16, 224, 224), False, False),
-}
 
 
 # MViT v1-B and v2-S as torchvision defines them: 16 blocks; stages start at blocks 1, 3 and 14,
@@ -53,8 +41,6 @@ _MVIT_STOCHASTIC_DEPTH = 0.2  # torchvision's default for both
 
 def mvit_block_setting(name):
     """The list of torchvision `MSBlockConfig` for "mvit_v1_b" or "mvit_v2_s"."""
-    from torchvision.models.video.mvit import MSBlockConfig
-
     is_v2 = name == "mvit_v2_s"
     settings, dim, heads, stride_kv = [], 96, 1, [1, 8, 8]
     for i in range(_MVIT_DEPTH):
@@ -99,27 +85,62 @@ def build_torchvision_mvit(name, cfg):
     )
 
 
-def _make_builder(name, has_dropout, fixed_input_size):
-    if fixed_input_size:
-        def build(cfg):
-            return build_torchvision_mvit(name, cfg)
-    else:
-        constructor = getattr(tv_video, name)
-
-        def build(cfg):
-            kwargs = {"dropout": cfg.MODEL.DROPOUT_RATE} if has_dropout else {}
-            return constructor(weights=None, num_classes=cfg.MODEL.NUM_CLASSES, **kwargs)
-
-    build.__name__ = f"build_{name}"
-    build.__doc__ = f"torchvision.models.video.{name}, randomly initialised."
-    return build
+def torchvision_model(constructor, cfg, has_dropout=False):
+    """`torchvision.models.video.<constructor>`, randomly initialised, for MODEL.NUM_CLASSES."""
+    kwargs = {"dropout": cfg.MODEL.DROPOUT_RATE} if has_dropout else {}
+    return constructor(weights=None, num_classes=cfg.MODEL.NUM_CLASSES, **kwargs)
 
 
-def _register_all():
-    for name, (input_size, has_dropout, fixed_input_size) in TORCHVISION_MODELS.items():
-        register_model(name, family=FAMILY, input_size=input_size)(
-            _make_builder(name, has_dropout, fixed_input_size)
-        )
+# Each input size is the model's usual clip (T, H, W) from torchvision's docs.
+@register_model("r3d_18", family=FAMILY, input_size=(16, 112, 112))
+def r3d_18(cfg):
+    """torchvision's R3D-18."""
+    return torchvision_model(tv_video.r3d_18, cfg)
 
 
-_register_all()
+@register_model("mc3_18", family=FAMILY, input_size=(16, 112, 112))
+def mc3_18(cfg):
+    """torchvision's MC3-18."""
+    return torchvision_model(tv_video.mc3_18, cfg)
+
+
+@register_model("r2plus1d_18", family=FAMILY, input_size=(16, 112, 112))
+def r2plus1d_18(cfg):
+    """torchvision's R(2+1)D-18."""
+    return torchvision_model(tv_video.r2plus1d_18, cfg)
+
+
+@register_model("s3d", family=FAMILY, input_size=(16, 224, 224))
+def s3d(cfg):
+    """torchvision's S3D (MODEL.DROPOUT_RATE in its head)."""
+    return torchvision_model(tv_video.s3d, cfg, has_dropout=True)
+
+
+@register_model("mvit_v1_b", family=FAMILY, input_size=(16, 224, 224))
+def mvit_v1_b(cfg):
+    """torchvision's MViT v1-B, built for the training clip."""
+    return build_torchvision_mvit("mvit_v1_b", cfg)
+
+
+@register_model("mvit_v2_s", family=FAMILY, input_size=(16, 224, 224))
+def mvit_v2_s(cfg):
+    """torchvision's MViT v2-S, built for the training clip."""
+    return build_torchvision_mvit("mvit_v2_s", cfg)
+
+
+@register_model("swin3d_t", family=FAMILY, input_size=(16, 224, 224))
+def swin3d_t(cfg):
+    """torchvision's Swin3D-T."""
+    return torchvision_model(tv_video.swin3d_t, cfg)
+
+
+@register_model("swin3d_s", family=FAMILY, input_size=(16, 224, 224))
+def swin3d_s(cfg):
+    """torchvision's Swin3D-S."""
+    return torchvision_model(tv_video.swin3d_s, cfg)
+
+
+@register_model("swin3d_b", family=FAMILY, input_size=(16, 224, 224))
+def swin3d_b(cfg):
+    """torchvision's Swin3D-B."""
+    return torchvision_model(tv_video.swin3d_b, cfg)

@@ -5,14 +5,13 @@ Accepted files (`torch.save` pickles, or `.safetensors`):
 - a bare state dict of the model (vbench, or torchvision's own for torchvision models);
 - a PyTorchVideo or SlowFast checkpoint ({"model_state": state_dict, ...}) or state dict;
 - torchvision's MViT weights for vbench's MViT.
-Foreign key layouts are renamed by the converter of the model's family, looked up at call time
-as `convert_<format>_<family>_state_dict` in `vbench.models.<family>` or `..<family>_convert`.
+Foreign key layouts are renamed by the converter registered with the model's family
+(`register_model(..., converters={format: function})`).
 
 Loading is strict, with one exception: when only the classifier's class count differs (e.g.
 Kinetics-400 weights for a 20-class model), the classifier is dropped with a warning that names
 its keys and keeps its fresh initialisation.
 """
-import importlib
 import logging
 import os
 import re
@@ -22,6 +21,8 @@ import torch
 import torch.nn as nn
 
 from vbench.errors import ConfigError, WeightsError
+
+from .registry import converters_of, get_builder
 
 logger = logging.getLogger(__name__)
 
@@ -174,34 +175,19 @@ def detect_format(state_dict, model_state, family):
 
 def _family_of(model, model_name):
     if model_name:
-        from .registry import get_builder
-
         return get_builder(model_name).model_family
     module = type(model).__module__
     return "torchvision" if module.startswith("torchvision.") else module.rsplit(".", 1)[-1]
 
 
-def find_converter(source, family):
-    """`convert_<source>_<family>_state_dict` from the family's model or converter module, or None."""
-    name = f"convert_{source}_{family}_state_dict"
-    for module_name in (f"vbench.models.{family}", f"vbench.models.{family}_convert"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        if hasattr(module, name):
-            return getattr(module, name)
-    return None
-
-
 def _convert(state_dict, source, family, path):
-    converter = find_converter(source, family)
+    converter = converters_of(family).get(source)
     if converter is None:
         raise WeightsError(
             f"weights file '{path}' is in {source} format, and vbench has no converter from it to "
-            f"its {family} models (looked for convert_{source}_{family}_state_dict in "
-            f"vbench.models.{family} and vbench.models.{family}_convert). Check MODEL.MODEL_NAME, or "
-            f"set MODEL.WEIGHTS_FORMAT if the format was detected wrongly.")
+            f"its {family} models (the converters are registered with the models, "
+            f"`register_model(..., converters=...)`). Check MODEL.MODEL_NAME, or set "
+            f"MODEL.WEIGHTS_FORMAT if the format was detected wrongly.")
     try:
         return strip_wrapper_prefixes(converter(state_dict))
     except (ValueError, KeyError) as err:

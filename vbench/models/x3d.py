@@ -25,17 +25,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .registry import register_model
+from .x3d_convert import convert_pytorchvideo_x3d_state_dict, convert_slowfast_x3d_state_dict
 
 STAGE_DEPTHS = (1, 2, 5, 3)
 SE_RATIO = 0.0625
 
-# PyTorchVideo hub presets: (frames, crop, depth factor); XS, S and M are the same network.
-PRESETS = {
-    "x3d_xs": (4, 160, 2.2),
-    "x3d_s": (13, 160, 2.2),
-    "x3d_m": (16, 224, 2.2),
-    "x3d_l": (16, 312, 5.0),
-}
+CONVERTERS = {"pytorchvideo": convert_pytorchvideo_x3d_state_dict,
+              "slowfast": convert_slowfast_x3d_state_dict}
 
 
 def round_width(width, multiplier, min_width=8, divisor=8):
@@ -304,7 +300,7 @@ def _common_kwargs(cfg):
                 bn_momentum=cfg.BN.MOMENTUM, depthwise_impl="default" if impl == "auto" else impl)
 
 
-@register_model("x3d", family="x3d", input_size=(16, 224, 224))
+@register_model("x3d", family="x3d", input_size=(16, 224, 224), converters=CONVERTERS)
 def x3d(cfg):
     """X3D from the X3D.* keys; the head pools over DATA.NUM_FRAMES x DATA.TRAIN_CROP_SIZE."""
     return X3D(width_factor=cfg.X3D.WIDTH_FACTOR, depth_factor=cfg.X3D.DEPTH_FACTOR,
@@ -315,17 +311,32 @@ def x3d(cfg):
                **_common_kwargs(cfg))
 
 
-def _register_preset(name, frames, crop, depth_factor):
-    @register_model(name, family="x3d", input_size=(frames, crop, crop))
-    def builder(cfg):
-        # The PyTorchVideo hub network: X3D.* keys are ignored, MODEL.*/BN.* are honoured.
-        return X3D(depth_factor=depth_factor, head_pool_size=head_pool_size(frames, crop),
-                   **_common_kwargs(cfg))
-
-    builder.__name__ = name
-    builder.__doc__ = f"X3D preset {name}: {frames} frames x {crop} px, depth factor {depth_factor}."
-    return builder
+# The PyTorchVideo hub presets (XS, S and M are the same network at other clip sizes): X3D.* keys
+# are ignored, MODEL.* and BN.* are honoured.
+def x3d_preset(cfg, frames, crop, depth_factor):
+    return X3D(depth_factor=depth_factor, head_pool_size=head_pool_size(frames, crop),
+               **_common_kwargs(cfg))
 
 
-for _name, _spec in PRESETS.items():
-    globals()[_name] = _register_preset(_name, *_spec)
+@register_model("x3d_xs", family="x3d", input_size=(4, 160, 160), converters=CONVERTERS)
+def x3d_xs(cfg):
+    """X3D-XS: 4 frames x 160 px, depth factor 2.2."""
+    return x3d_preset(cfg, frames=4, crop=160, depth_factor=2.2)
+
+
+@register_model("x3d_s", family="x3d", input_size=(13, 160, 160), converters=CONVERTERS)
+def x3d_s(cfg):
+    """X3D-S: 13 frames x 160 px, depth factor 2.2."""
+    return x3d_preset(cfg, frames=13, crop=160, depth_factor=2.2)
+
+
+@register_model("x3d_m", family="x3d", input_size=(16, 224, 224), converters=CONVERTERS)
+def x3d_m(cfg):
+    """X3D-M: 16 frames x 224 px, depth factor 2.2."""
+    return x3d_preset(cfg, frames=16, crop=224, depth_factor=2.2)
+
+
+@register_model("x3d_l", family="x3d", input_size=(16, 312, 312), converters=CONVERTERS)
+def x3d_l(cfg):
+    """X3D-L: 16 frames x 312 px, depth factor 5.0."""
+    return x3d_preset(cfg, frames=16, crop=312, depth_factor=5.0)

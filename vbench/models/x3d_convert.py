@@ -1,11 +1,11 @@
 """Weight converters for `vbench.models.x3d`: PyTorchVideo `create_x3d` and SlowFast `X3D`
-checkpoints renamed to vbench's module names (found by `vbench.models.weights.find_converter`)."""
+checkpoints renamed to vbench's module names (registered with the X3D models, used by
+`vbench.models.weights.load_weights`)."""
 import re
 
 import torch
 
-from .x3d import STAGE_DEPTHS
-
+NUM_STAGES = 4  # X3D's res2-res5
 _BN = r"(?P<p>weight|bias|running_mean|running_var|num_batches_tracked)"
 _BN_REQUIRED = ("weight", "bias", "running_mean", "running_var")
 _WB = r"(?P<p>weight|bias)"
@@ -93,7 +93,7 @@ def _required_keys(converted):
         if match:
             stage, block = int(match.group(1)), int(match.group(2))
             blocks[stage] = max(blocks.get(stage, -1), block)
-    for stage in range(len(STAGE_DEPTHS)):
+    for stage in range(NUM_STAGES):
         for block in range(blocks.get(stage, 0) + 1):  # a stage needs at least block 0
             p = f"stages.{stage}.{block}"
             required += [f"{p}.conv_{x}.weight" for x in "abc"]

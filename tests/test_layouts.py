@@ -1,9 +1,15 @@
 """Dataset layouts: SlowFast CSV, class folders, Kinetics annotations; detection and errors."""
 import json
+import os
+import sys
 
 import pytest
 
-from vbench.data.layouts import DatasetError, detect_layout, read_split, write_class_names
+from vbench.config import load_config
+from vbench.data.layouts import VideoEntry, detect_layout, read_split, write_class_names
+from vbench.errors import ConfigError, DatasetError
+
+sys.path.insert(0, os.path.dirname(__file__))
 
 
 def touch(path):
@@ -147,3 +153,43 @@ def test_layout_override_beats_detection(tmp_path):
 def test_write_class_names(tmp_path):
     path = write_class_names(["b", "a"], tmp_path / "run")
     assert json.loads(open(path).read()) == ["b", "a"]
+
+
+# ------------------------------------------------------------------------------ dataset registry
+def test_a_dataset_registered_in_one_place_is_what_the_loader_reads(tmp_path, monkeypatch):
+    from vbench.data import registry
+    from vbench.data.loader import build_loader
+    from videos import write_numbered_video
+
+    root = tmp_path / "clips"
+    root.mkdir()
+    for name in ("one", "two", "three"):
+        write_numbered_video(root / f"{name}.mp4", num_frames=8, fps=8)
+
+    def numbers(cfg, split):  # a user's dataset: every video of the folder, labelled by name length
+        entries = [VideoEntry(str(root / f"{n}.mp4"), f"{n}.mp4", len(n) - 3) for n in ("one", "two", "three")]
+        return entries, ["three letters", "four letters", "five letters"]
+
+    monkeypatch.setitem(registry.DATASET_REGISTRY, "numbers", numbers)
+    cfg = load_config(None, ["TRAIN.DATASET", "numbers", "DATA.PATH_TO_DATA_DIR", str(root),
+                             "DATA.NUM_FRAMES", "2", "DATA.FRAME_RATE", "4", "DATA.TRAIN_CROP_SIZE", "32",
+                             "DATA.TRAIN_MIN_MAX_SCALE", "[32, 32]", "TRAIN.BATCH_SIZE", "1",
+                             "DATA_LOADER.NUM_WORKERS", "0", "DATA.INDEX_CACHE_DIR", str(tmp_path / "cache")])
+    loader = build_loader(cfg, "train", training=True)
+    assert loader.num_videos == 3 and loader.class_names == ["three letters", "four letters", "five letters"]
+    assert sorted(info.label for info in loader.infos) == [0, 0, 2]
+    with pytest.raises(ConfigError, match=r"TEST.DATASET 'nope'.*Registered datasets: .*folder.*numbers"):
+        build_loader(load_config(None, ["TEST.DATASET", "nope", "DATA.PATH_TO_DATA_DIR", str(root)]), "val",
+                     training=False)
+
+
+def test_the_synthetic_dataset_says_how_to_generate_a_missing_split(tmp_path):
+    from vbench.data.registry import get_dataset
+
+    cfg = load_config(None, ["DATA.PATH_TO_DATA_DIR", str(tmp_path / "none")])
+    with pytest.raises(DatasetError, match=r"no split 'train'.*SYNTH.AUTO_GENERATE True.*vbench data synth --out"):
+        get_dataset("synthetic")(cfg, "train")
+    make_folder_dataset(tmp_path / "made")
+    cfg = load_config(None, ["DATA.PATH_TO_DATA_DIR", str(tmp_path / "made")])
+    entries, names = get_dataset("synthetic")(cfg, "val")
+    assert len(entries) == 4 and names == ["a class", "b_class", "c"]

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 
 import psutil
+import torch
 
 GIB = 1024 ** 3
 
@@ -37,8 +38,6 @@ def _nvidia_smi(fields):
 
 def gpu_info():
     """{"model", "count", "memory_gib", "driver", "cuda", "cudnn"} or None without a usable GPU."""
-    import torch
-
     smi = _nvidia_smi("name,memory.total,driver_version")
     driver = smi[0][2] if smi and len(smi[0]) > 2 else None
     if torch.cuda.is_available():
@@ -129,8 +128,6 @@ def _version(package):
 
 
 def software_info():
-    import torch
-
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torchvision": _version("torchvision"), "av": _version("av"),
             "torchcodec": _version("torchcodec"), "numpy": _version("numpy"),

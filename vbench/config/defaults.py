@@ -27,7 +27,7 @@ _C.LOG_PERIOD = 10  # iterations between metric reads (the only host syncs) and 
 # ---------------------------------------------------------------- training
 _C.TRAIN = CfgNode()
 _C.TRAIN.ENABLE = True  # run training.
-_C.TRAIN.DATASET = "kinetics"  # dataset registry name.
+_C.TRAIN.DATASET = "kinetics"  # registered dataset of the training split (vbench/data/registry.py).
 _C.TRAIN.BATCH_SIZE = 64  # GLOBAL clips per optimizer step, over all processes.
 _C.TRAIN.ACCUM_STEPS = 1  # gradient accumulation steps per optimizer step (same global batch).
 _C.TRAIN.EVAL_PERIOD = 1  # epochs between evaluations.
@@ -44,7 +44,7 @@ _C.TRAIN.NUM_BATCHES_PRECISE = 20  # batches used for precise BN.
 # ---------------------------------------------------------------- evaluation / testing
 _C.TEST = CfgNode()
 _C.TEST.ENABLE = True  # run multi-view testing after training (or alone with TRAIN.ENABLE False).
-_C.TEST.DATASET = "kinetics"  # dataset registry name.
+_C.TEST.DATASET = "kinetics"  # registered dataset of the validation/test split (data/registry.py).
 _C.TEST.BATCH_SIZE = 64  # GLOBAL clips per evaluation batch.
 _C.TEST.SAMPLING = "windows"  # eval clip plan: "windows" (clip-level) or "uniform" (views per video).
 _C.TEST.NUM_ENSEMBLE_VIEWS = 10  # temporal views per video for "uniform".
@@ -55,7 +55,7 @@ _C.TEST.SPLIT = "val"  # split used by `vbench test`.
 # ---------------------------------------------------------------- data
 _C.DATA = CfgNode()
 _C.DATA.PATH_TO_DATA_DIR = ""  # dataset root (layouts: see DATA.LAYOUT).
-_C.DATA.LAYOUT = "auto"  # "auto", "csv" (SlowFast {split}.csv), "folder" (split/class/video), "kinetics" (annotation CSVs).
+_C.DATA.LAYOUT = "auto"  # dataset "kinetics": "auto", "csv" (SlowFast {split}.csv), "folder" (split/class/video), "kinetics" (annotation CSVs).
 _C.DATA.PATH_PREFIX = ""  # prefix joined to relative video paths in CSV layouts.
 _C.DATA.PATH_LABEL_SEPARATOR = " "  # separator between path and label in SlowFast CSVs.
 _C.DATA.TRAIN_SPLIT = "train"  # split name used for training.

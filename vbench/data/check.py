@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from vbench.config import config_value
-from vbench.errors import DatasetError, VideoDecodeError
+from vbench.config import config_value, load_config
+from vbench.errors import ConfigError, DatasetError, VideoDecodeError
 
 from .clip_list import class_key, index_files, read_split_files
 from .decoders import get_decoder
@@ -66,7 +66,6 @@ def fill_from_config(args, parser):
     loaded config (or None)."""
     cfg = None
     if args.cfg:
-        from vbench.config import ConfigError, load_config
         try:
             cfg = load_config(args.cfg, [])
         except ConfigError as error:

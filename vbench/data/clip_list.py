@@ -140,6 +140,11 @@ def apply_clip_list(entries, class_names, listed, list_names, root):
 def read_split_files(data_root, split, layout="auto", path_prefix="", separator=" ", clip_list=""):
     """SplitFiles of `split`: the layout's videos, restricted to DATA.CLIP_LIST when set."""
     entries, class_names = read_split(data_root, split, layout, path_prefix, separator)
+    return restrict_to_clip_list(entries, class_names, data_root, split, clip_list)
+
+
+def restrict_to_clip_list(entries, class_names, data_root, split, clip_list=""):
+    """SplitFiles of a split's `entries`: all of them, or exactly the clips DATA.CLIP_LIST lists."""
     if not clip_list:
         return SplitFiles(entries, class_names)
     path = list_file(clip_list, split)

@@ -26,6 +26,7 @@ from torch.utils.data import IterableDataset, default_collate, get_worker_info
 from vbench.errors import TooManyBadVideos, VideoDecodeError
 
 from .buffers import BatchBuffers
+from .sampling import ClipRef
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +271,6 @@ class ClipDataset(IterableDataset):
         info = next(i for i in self.infos if not getattr(i, "error", None))
         height, width = self.frame_size or (info.height, info.width)
         raw = torch.zeros(self.spec.settings.num_frames, height, width, 3, dtype=torch.uint8)
-        from .sampling import ClipRef
         ref = ClipRef(0, (0,) * self.spec.settings.num_frames, 1, False)
         return self.transform(raw, ref, torch.Generator().manual_seed(0)).zero_()
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from vbench.errors import DatasetError
 
+from .registry import register_dataset
+
 logger = logging.getLogger(__name__)
 
 LAYOUTS = ("csv", "folder", "kinetics")
@@ -99,6 +101,45 @@ def read_split(data_root, split, layout="auto", path_prefix="", separator=" "):
     if layout == "kinetics":
         return _read_kinetics(root, split)
     raise DatasetError(f"unknown dataset layout {layout!r} (DATA.LAYOUT); choose auto or one of {list(LAYOUTS)}.")
+
+
+# ---------------------------------------------------------------- registered datasets
+@register_dataset("kinetics")
+def kinetics_dataset(cfg, split):
+    """Kinetics-style data in the layout DATA.LAYOUT names ("auto": detected from the folder)."""
+    return read_split(cfg.DATA.PATH_TO_DATA_DIR, split, cfg.DATA.LAYOUT, cfg.DATA.PATH_PREFIX,
+                      cfg.DATA.PATH_LABEL_SEPARATOR)
+
+
+@register_dataset("csv")
+def csv_dataset(cfg, split):
+    """SlowFast's `<split>.csv` lists of `path<DATA.PATH_LABEL_SEPARATOR>label`."""
+    return read_split(cfg.DATA.PATH_TO_DATA_DIR, split, "csv", cfg.DATA.PATH_PREFIX,
+                      cfg.DATA.PATH_LABEL_SEPARATOR)
+
+
+@register_dataset("folder")
+def folder_dataset(cfg, split):
+    """`<split>/<class>/<video>` folders (torchvision's layout)."""
+    return read_split(cfg.DATA.PATH_TO_DATA_DIR, split, "folder")
+
+
+@register_dataset("kinetics_annotations")
+def kinetics_annotations_dataset(cfg, split):
+    """The official Kinetics annotation CSVs (`annotations/<split>.csv`) and their videos."""
+    return read_split(cfg.DATA.PATH_TO_DATA_DIR, split, "kinetics")
+
+
+@register_dataset("synthetic")
+def synthetic_dataset(cfg, split):
+    """The synthetic motion-pattern dataset (`vbench data synth`, or SYNTH.AUTO_GENERATE)."""
+    if not os.path.isdir(os.path.join(str(cfg.DATA.PATH_TO_DATA_DIR), split)):
+        raise DatasetError(
+            f"the synthetic dataset has no split '{split}' in '{cfg.DATA.PATH_TO_DATA_DIR}' "
+            f"(DATA.PATH_TO_DATA_DIR). Set SYNTH.AUTO_GENERATE True to generate it at start, or "
+            f"generate it with `vbench data synth --out {cfg.DATA.PATH_TO_DATA_DIR}` and the "
+            f"config's SYNTH.* settings.")
+    return read_split(cfg.DATA.PATH_TO_DATA_DIR, split, "folder")
 
 
 def _entry(root, path, label):

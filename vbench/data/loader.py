@@ -31,12 +31,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from vbench.config import config_value
 from vbench.errors import ConfigError
 
 from .buffers import BufferLedger, ReusedTensors, busy_marks
+from .clip_list import index_files, restrict_to_clip_list
 from .dataset import ClipDataset, EvalClip, RawClip, TrainClip
+from .decoders import get_decoder
+from .fingerprint import split_fingerprint
+from .registry import get_dataset
 from .resources import decoder_threads, gpu_transforms, keep_freed_memory, loader_workers
 from .sampling import ClipSettings, PlanSpec
+from .transforms import EvalTransform, GpuTransform, TrainTransform
 
 logger = logging.getLogger(__name__)
 TENSOR_KEYS = ("clips", "spatial_idx", "labels", "video_ids", "valid", "frame_indices")
@@ -161,7 +167,6 @@ class ClipLoader:
 
     def fingerprint(self):
         """The split's dataset fingerprint (`vbench.data.fingerprint`), as results.json records it."""
-        from .fingerprint import split_fingerprint
         return split_fingerprint(self.infos, self.index_excluded, len(self.class_names), self.num_clips)
 
     def set_epoch(self, epoch):
@@ -296,7 +301,6 @@ def decoder_device(cfg):
 def _clip_transform(cfg, training):
     if gpu_transforms(cfg):
         return RawClip()
-    from .transforms import EvalTransform, TrainTransform
     return TrainClip(TrainTransform(cfg)) if training else EvalClip(EvalTransform(cfg))
 
 
@@ -306,9 +310,9 @@ def build_loader(cfg, split, training, rank=0, world_size=1, transform=None):
     transform: override the per-clip transform (`TrainClip`, `EvalClip` or `RawClip`; RawClip gives
     the decoded uint8 clips); None follows the config.
     """
-    from .clip_list import index_files, read_split_files
-    files = read_split_files(cfg.DATA.PATH_TO_DATA_DIR, split, cfg.DATA.LAYOUT, cfg.DATA.PATH_PREFIX,
-                             cfg.DATA.PATH_LABEL_SEPARATOR, cfg.DATA.CLIP_LIST)
+    key = "TRAIN.DATASET" if training else "TEST.DATASET"
+    entries, class_names = get_dataset(config_value(cfg, key), key)(cfg, split)
+    files = restrict_to_clip_list(entries, class_names, cfg.DATA.PATH_TO_DATA_DIR, split, cfg.DATA.CLIP_LIST)
     infos = index_files(files, cache_dir=cfg.DATA.INDEX_CACHE_DIR,
                         num_workers=cfg.DATA_LOADER.INDEX_WORKERS, progress=rank == 0)
     if not infos:
@@ -334,7 +338,6 @@ def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, t
                          f"unreadable: {reasons}). Check the files with `vbench data check`.")
     device = decoder_device(cfg)
     if decoder_factory is None:
-        from .decoders import get_decoder
         decoder_factory = functools.partial(get_decoder, backend=cfg.DATA.DECODING_BACKEND,
                                             threads=threads, device=device)
     gpu = gpu_transforms(cfg)
@@ -356,7 +359,6 @@ def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, t
                              **extra)
     gpu_transform = None
     if gpu:
-        from .transforms import GpuTransform
         gpu_transform = GpuTransform(cfg, train=training)
     loader = ClipLoader(dataset, data_loader, class_names, len(infos), gpu_transform)
     loader.num_workers, loader.decoder_threads = num_workers, threads

@@ -21,7 +21,11 @@ import signal
 import socket
 import time
 
+import av
 import numpy as np
+from tqdm import tqdm
+
+from vbench.errors import ConfigError
 
 from .resources import keep_freed_memory, usable_cores
 from .synthetic_patterns import FLIP_SAFE_CLASSES, PATTERNS, PRESETS, Preset, render_frames
@@ -56,8 +60,6 @@ def video_seed(seed, split, pattern, index):
 def encode_video(path, frames, preset):
     """Write uint8 H x W x 3 RGB frames (an array or an iterable) as H.264 yuv420p, bit-exact for
     the same frames. One encoder thread: generation runs one encoder per core."""
-    import av  # imported here so the drawing code works without PyAV
-
     with av.open(path, "w") as container:
         stream = container.add_stream("libx264", rate=preset.fps)
         stream.width, stream.height = preset.width, preset.height
@@ -117,8 +119,6 @@ def worker_pool(workers):
 
 
 def _run_jobs(jobs, workers, progress):
-    from tqdm import tqdm
-
     total_bytes = 0
     with tqdm(total=len(jobs), desc="synthetic videos", unit="video", disable=not progress) as bar:
         if workers <= 1:
@@ -233,8 +233,6 @@ def _flat_params(params):
 
 def _check_marker(root, wanted):
     """Raise ConfigError when `root` was generated with other parameters."""
-    from vbench.config import ConfigError
-
     marker_path = os.path.join(root, MARKER_FILE)
     if not os.path.isfile(marker_path):
         return  # a dataset vbench did not generate: use it as it is
@@ -260,8 +258,6 @@ def ensure_synthetic(cfg):
     Returns True when it generated. Safe to call from several processes at once: one rename wins
     and the others check what it wrote.
     """
-    from vbench.config import ConfigError
-
     if not cfg.SYNTH.AUTO_GENERATE:
         return False
     root = cfg.DATA.PATH_TO_DATA_DIR

@@ -1,6 +1,10 @@
 """Video decoders: `get_decoder(backend, threads, device)` -> an object with
 `decode(path, frame_indices, info=None) -> torch.uint8 [N, H, W, 3]` (see `base.Decoder`)."""
-from .base import Decoder, VideoDecodeError
+from vbench.errors import VideoDecodeError
+
+from .base import Decoder
+from .pyav import PyAVDecoder
+from .torchcodec import TorchCodecDecoder
 
 BACKENDS = ("pyav", "torchcodec")
 
@@ -17,10 +21,8 @@ def get_decoder(backend="pyav", threads=0, device="cpu"):
         if not str(device).startswith("cpu"):
             raise ValueError(f"the pyav backend decodes on the CPU only (got device {device!r}); "
                              "set DATA.DECODER_DEVICE cpu or DATA.DECODING_BACKEND torchcodec")
-        from .pyav import PyAVDecoder
         return PyAVDecoder(threads=threads)
     if backend == "torchcodec":
-        from .torchcodec import TorchCodecDecoder
         return TorchCodecDecoder(threads=threads, device=device)
     raise ValueError(f"unknown decoding backend {backend!r} (DATA.DECODING_BACKEND); choose one of {list(BACKENDS)}")
 

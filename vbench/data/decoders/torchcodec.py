@@ -22,6 +22,7 @@ import io
 import logging
 from fractions import Fraction
 
+import av
 import numpy as np
 import torch
 
@@ -125,7 +126,6 @@ class TorchCodecDecoder(Decoder):
 def tiny_video(frames=2, size=(128, 96)):
     """An in-memory mp4 (bytes) encoded with PyAV, H.264 (MPEG-4 Part 2 where PyAV lacks libx264),
     for checking a decoder end to end."""
-    import av
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"

@@ -53,6 +53,9 @@ def test_score_report_from_two_real_runs(two_runs, tmp_path, capsys):
     for run, t in zip(runs, times):
         results = load_results(run)
         assert f"time to target: {t:.1f} s" in markdown
+        bench = results["benchmark"]  # the default warm-up ran, untimed, inside the set-up
+        assert 0 < bench["warmup_s"] < bench["setup_s"]
+        assert f"set-up (untimed): {bench['setup_s']:.1f} s, of which warm-up {bench['warmup_s']:.1f} s" in markdown
         first = results["epochs"][0]
         assert f"| 1 | {first['clock_s']:.1f} | {first['loss']:.4f} |" in markdown
     assert "bottleneck:" in markdown and "| run | GPUs | CPU |" in markdown

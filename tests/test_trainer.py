@@ -10,6 +10,7 @@ import torch
 from vbench.bench.clock import BenchmarkClock
 from vbench.bench.results import load_results
 from vbench.config import load_config
+from vbench.errors import ConfigError
 from vbench.data.dataset import TooManyBadVideos
 from vbench.data.fingerprint import split_fingerprint
 from vbench.data.index import VideoInfo
@@ -336,3 +337,41 @@ def test_an_evaluation_leaving_out_validation_videos_stops_the_run(tmp_path):
     assert "val/c1/x.mp4: no frame could be decoded" in str(error.value)
     results = load_results(str(tmp_path))
     assert results["run"]["status"] == "failed" and results["epochs"] == [] and not results["benchmark"]["reached"]
+
+
+# ------------------------------------------------------------------------------ warm-up
+class DropoutModel(OneHotModel):
+    """OneHotModel with dropout: its forward draws from the global RNG."""
+
+    def forward(self, x):
+        return torch.nn.functional.dropout(super().forward(x), 0.3, self.training)
+
+
+def test_the_warm_up_is_untimed_and_leaves_training_exactly_as_without_it(tmp_path):
+    runs = {}
+    for steps in (0, 3):
+        fake_time = FakeTime()
+        cfg = fake_cfg(tmp_path / str(steps), "BENCHMARK.WARMUP_STEPS", str(steps), "SOLVER.MAX_EPOCH", "2",
+                       "BENCHMARK.STOP_AT_TARGET", "False", "BENCHMARK.TARGET_TOP1", "0.0")
+        setup_logging(cfg.OUTPUT_DIR)
+        clock = BenchmarkClock(str(tmp_path / f"{steps}.json"), time_fn=fake_time, setup_started=0.0)
+        trainer = build_trainer(cfg, DistContext(), clock=clock, model=DropoutModel(fake_time),
+                                train_loader=FakeLoader(TRAIN_BATCHES), val_loader=FakeLoader(EVAL_BATCHES))
+        trainer.train()
+        runs[steps] = (trainer.bare_model.bias.detach().clone(), load_results(cfg.OUTPUT_DIR)["benchmark"],
+                       trainer.optimizer.state_dict()["state"])
+    (cold_bias, cold, cold_state), (warm_bias, warm, warm_state) = runs[0], runs[3]
+    assert torch.equal(cold_bias, warm_bias) and not torch.equal(cold_bias, torch.zeros(K))
+    assert all(torch.equal(cold_state[k]["momentum_buffer"], warm_state[k]["momentum_buffer"]) for k in cold_state)
+    # the 3 training steps and the evaluation batch ran (one fake second each) before the clock started
+    assert "warmup_s" not in cold and warm["warmup_s"] > 0
+    assert warm["setup_s"] == pytest.approx(cold["setup_s"] + 4.0)
+    assert warm["total_time_s"] == pytest.approx(cold["total_time_s"])
+
+
+def test_a_warm_up_past_its_limit_stops_the_run_before_the_clock_starts(tmp_path):
+    cfg = fake_cfg(tmp_path, "BENCHMARK.WARMUP_STEPS", "2", "BENCHMARK.WARMUP_MAX_S", "0.0")
+    with pytest.raises(ConfigError, match=r"warm-up took .* BENCHMARK.WARMUP_MAX_S = 0 s"):
+        fake_trainer(cfg).train()
+    results = load_results(str(tmp_path))
+    assert results["run"]["status"] == "failed" and results["epochs"] == []

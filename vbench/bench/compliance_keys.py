@@ -21,6 +21,8 @@ RESOURCE_KEYS = (
     # logging, checkpoints, what happens after the clock has stopped
     "LOG_PERIOD", "TENSORBOARD.*", "TRAIN.AUTO_RESUME", "TRAIN.CHECKPOINT_PERIOD", "TRAIN.CHECKPOINT_KEEP",
     "BENCHMARK.STOP_AT_TARGET", "TEST.ENABLE", "TEST.CHECKPOINT_FILE_PATH",
+    # untimed warm-up before the clock starts: the weights are restored after it
+    "BENCHMARK.WARMUP_STEPS", "BENCHMARK.WARMUP_MAX_S",
 )
 
 

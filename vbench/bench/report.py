@@ -108,7 +108,7 @@ def run_section(label, results):
              f"- target: {bench.get('metric')} top-1 >= {bench.get('target_top1')}; reached: {reached}",
              f"- time to target: {_cell(bench.get('time_to_target_s'), 1)} s "
              f"(epochs: {_cell(bench.get('epochs_to_target'))}); set-up (untimed): "
-             f"{_cell(bench.get('setup_s'), 1)} s",
+             f"{_cell(bench.get('setup_s'), 1)} s, of which warm-up {_cell(bench.get('warmup_s'), 1)} s",
              f"- devices: {results['world'].get('num_devices')} ({results['world'].get('device')}), "
              f"world size {results['world'].get('world_size')}",
              dataset_line(results),

@@ -204,6 +204,11 @@ class ResultsWriter:
             self.data["bad_videos"]["eval_excluded"] = _path_reasons(eval_excluded)
         self.write()
 
+    def set_warmup(self, seconds):
+        """Seconds of the untimed warm-up (part of the set-up) before the clock started."""
+        self.data["benchmark"]["warmup_s"] = float(seconds)
+        self.write()
+
     def set_dataset(self, dataset):
         """{split: fingerprint} of the splits the run uses (`vbench.data.fingerprint`)."""
         self.data["dataset"] = copy.deepcopy(dataset)

@@ -193,6 +193,8 @@ _C.BENCHMARK.TRACK = ""  # "cnn", "transformer" or "" (not a benchmark run).
 _C.BENCHMARK.TARGET_TOP1 = 0.0  # validation top-1 (percent) that stops the clock; 0 disables.
 _C.BENCHMARK.METRIC = "clip"  # accuracy that must reach the target: "clip" or "video".
 _C.BENCHMARK.STOP_AT_TARGET = True  # stop training at the first evaluation that reaches the target.
+_C.BENCHMARK.WARMUP_STEPS = 2  # untimed training steps (+1 eval) on random clips before the clock starts; 0: none.
+_C.BENCHMARK.WARMUP_MAX_S = 600.0  # the warm-up's limit (compile, autotuning); past it the run stops.
 
 # ---------------------------------------------------------------- logging
 _C.TENSORBOARD = CfgNode()

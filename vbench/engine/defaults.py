@@ -25,6 +25,7 @@ from vbench.engine.log import get_logger, log_json_stats
 from vbench.engine.precision import make_autocast, resolve_precision
 from vbench.engine.resources import require_resolved
 from vbench.engine.train_loop import Trainer
+from vbench.engine.warmup import WarmupHook
 from vbench.errors import ConfigError
 from vbench.models import build_model
 from vbench.models.compile import compile_blocks
@@ -74,12 +75,15 @@ def default_writers(cfg, results, clock, device):
 
 
 def default_hooks(trainer, clock=None, results=None):
-    """The standard hooks, in order: the LR and progress first; after an epoch the statistics,
-    the data check, precise BN and evaluation fill the epoch record, the clock stamps it (having
-    stopped at the target), the writers write it, and the checkpoint saves the state last.
+    """The standard hooks, in order: the LR and progress first; before training the data check,
+    then the untimed warm-up (after the check, so that bad data stops a run at once); after an
+    epoch the statistics, the data check, precise BN and evaluation fill the epoch record, the
+    clock stamps it (having stopped at the target), the writers write it, and the checkpoint saves
+    the state last.
     `clock` and `results` are rank 0's benchmark clock and results.json writer (None elsewhere)."""
     cfg, ctx = trainer.cfg, trainer.ctx
-    hooks = [LRScheduleHook(), ProgressHook(cfg.LOG_PERIOD), EpochStatsHook(), DataCheckHook()]
+    hooks = [LRScheduleHook(), ProgressHook(cfg.LOG_PERIOD), EpochStatsHook(), DataCheckHook(),
+             WarmupHook(cfg.BENCHMARK.WARMUP_STEPS, cfg.BENCHMARK.WARMUP_MAX_S)]
     if cfg.TRAIN.PRECISE_BN:
         hooks.append(PreciseBNHook(cfg.TRAIN.NUM_BATCHES_PRECISE))
     evaluator = Evaluator(trainer.val_loader, ctx.device, cfg.MODEL.NUM_CLASSES, trainer.autocast,

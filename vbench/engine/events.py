@@ -180,6 +180,8 @@ class ResultsJsonWriter(EventWriter):
         self.results, self.clock, self.device = results, clock, device
 
     def open(self, storage):
+        if "warmup_s" in storage.run:
+            self.results.set_warmup(storage.run["warmup_s"])
         if "dataset" in storage.run:
             self.results.set_dataset(storage.run["dataset"])
         if "bad_videos" in storage.run:

@@ -165,6 +165,10 @@ class Trainer(TrainLoop):
 
     def train_micro_batch(self, batch, sync, scale):
         clips, labels = self.train_loader.to_device(batch, self.ctx.device)
+        self.forward_backward(clips, labels, sync, scale)
+
+    def forward_backward(self, clips, labels, sync=True, scale=1.0):
+        """Forward, loss and backward of one micro-batch on the device (gradients are summed)."""
         if self.cfg.MODEL.CHANNELS_LAST:
             clips = clips.contiguous(memory_format=torch.channels_last_3d)
         no_sync = getattr(self.model, "no_sync", None)  # DDP only

@@ -19,12 +19,8 @@ setup(
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",
-        "fvcore",
-        "yacs",
+        "fvcore",  # CfgNode (configs), precise BN, FLOP counts
         "av>=17",  # streams.best() (13), reformat(threads=) (17); tested with 18.1
-        "simplejson",
-        "iopath",
-        "timm",
         "psutil",
         "tqdm",
         "matplotlib",

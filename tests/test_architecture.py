@@ -115,3 +115,19 @@ def test_nothing_but_an_optional_package_is_imported_inside_a_function():
                     if not any(name == opt or name.startswith(opt + ".") for name in names for opt in OPTIONAL):
                         inside.append(f"{module}.{function.name}: {', '.join(names)}")
     assert not inside, "imports inside functions: " + "; ".join(sorted(inside))
+
+
+def test_every_required_package_is_imported_by_vbench():
+    setup_py = os.path.join(os.path.dirname(PACKAGE_ROOT), "setup.py")
+    tree = ast.parse(open(setup_py).read())
+    call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
+    requires = next(ast.literal_eval(k.value) for k in call.keywords if k.arg == "install_requires")
+    import_names = {"PyYAML": "yaml"}
+    used = set()
+    for tree in modules().values():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
+                used.update(name.split(".")[0] for name in imported("", node))
+    wanted = {import_names.get(name, name) for name in
+              (requirement.split(">")[0].split("=")[0].split("<")[0].strip() for requirement in requires)}
+    assert wanted - used == set(), f"required by setup.py but never imported: {sorted(wanted - used)}"

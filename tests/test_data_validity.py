@@ -16,7 +16,7 @@ from vbench.data import index as index_module
 from vbench.data.check import main as check_main
 from vbench.data.clip_list import MISSING_REASON
 from vbench.data.loader import build_loader
-from vbench.engine.launch import train_main
+from vbench.cli.train import train_main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from videos import write_audio_only, write_numbered_video  # noqa: E402

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vbench.config import ConfigError, load_config
+from vbench.cli.train import train_main
 from vbench.engine import launch
 from vbench.engine.defaults import prepare_model
 from vbench.engine.hooks import EpochStatsHook, LRScheduleHook
@@ -145,7 +146,7 @@ def test_missing_data_dir_points_to_the_readme_and_auto_generation(tmp_path):
                              "DATA.PATH_TO_DATA_DIR", missing])
     with pytest.raises(ConfigError, match="no_data' does not exist.*data/README.md.*SYNTH.AUTO_GENERATE"):
         launch.preflight(cfg)
-    code = launch.train_main(["NUM_GPUS", "0", "OUTPUT_DIR", str(tmp_path / "out"),
+    code = train_main(["NUM_GPUS", "0", "OUTPUT_DIR", str(tmp_path / "out"),
                               "DATA.PATH_TO_DATA_DIR", missing])
     assert code == 1
 

@@ -17,7 +17,8 @@ from vbench.config import ConfigError, load_config
 from vbench.engine import failures
 from vbench.engine.failures import ProcessEnd, WorkersFailed, failure_report, rerun_command
 from vbench import errors
-from vbench.engine.launch import USER_ERRORS, launch_workers
+from vbench.cli.train import USER_ERRORS
+from vbench.engine.launch import launch_workers
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_results import FAKE_SYSINFO  # noqa: E402

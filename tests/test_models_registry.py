@@ -7,6 +7,7 @@ import torch
 
 from vbench.config import ConfigError, load_config
 from vbench.models import build_model, get_builder, registered_models
+from vbench.cli.models import main as models_main
 from vbench.models import summary
 
 NUM_CLASSES = 3
@@ -70,7 +71,7 @@ def test_unknown_model_name_lists_registered_models():
 
 
 def test_vbench_models_prints_a_table_with_the_parameter_count(capsys):
-    assert summary.main(["--names", "r3d_18", "--no-progress", "--configs-dir", ""]) == 0
+    assert models_main(["--names", "r3d_18", "--no-progress", "--configs-dir", ""]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("r3d_18"))
     cells = row.split()
@@ -82,7 +83,7 @@ def test_vbench_models_prints_a_table_with_the_parameter_count(capsys):
 
 
 def test_vbench_models_unknown_name_is_a_clean_error(capsys):
-    assert summary.main(["--names", "nope_net", "--no-progress"]) == 2
+    assert models_main(["--names", "nope_net", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "nope_net" in err and "r3d_18" in err
 
@@ -135,7 +136,7 @@ def test_all_configs_table_uses_each_config_clip(tmp_path, capsys):
     (configs / "tiny.yaml").write_text(
         "MODEL:\n  MODEL_NAME: r3d_18\n  NUM_CLASSES: 7\nDATA:\n  NUM_FRAMES: 2\n"
         "  TRAIN_CROP_SIZE: 32\n")
-    assert summary.main(["--all-configs", "--configs-dir", str(configs), "--no-progress"]) == 0
+    assert models_main(["--all-configs", "--configs-dir", str(configs), "--no-progress"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if "tiny.yaml" in line)
     assert row.split()[:4] == ["configs/tiny.yaml", "r3d_18", "torchvision", "7"]
     assert row.split()[4] == f"{(33_371_472 - 512 * 393 - 393) / 1e6:.2f}"  # 7 classes
@@ -145,6 +146,6 @@ def test_all_configs_table_uses_each_config_clip(tmp_path, capsys):
 def test_flags_after_config_overrides_are_understood(capsys):
     argv = ["MODEL.MODEL_NAME", "mc3_18", "DATA.NUM_FRAMES", "2", "DATA.TRAIN_CROP_SIZE", "32",
             "--no-progress", "--configs-dir", "", "--markdown"]
-    assert summary.main(argv) == 0
+    assert models_main(argv) == 0
     out = capsys.readouterr().out
     assert "| mc3_18 | torchvision | 11.70 |" in out and "2 x 32 x 32" in out

@@ -8,7 +8,7 @@ from test_trainer import TINY_RUN
 from vbench.bench.results import load_results
 from vbench.bench.score import main as score_main
 from vbench.cli import main as vbench_main
-from vbench.engine.launch import run_net_main
+from vbench.cli.train import run_net_main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -8,6 +8,7 @@ import torch
 
 from vbench.bench import sysinfo
 from vbench.bench.clock import BenchmarkClock
+from vbench.cli.sysinfo import main as sysinfo_main
 from vbench.bench.compliance_keys import is_resource_key
 from vbench.bench.results import (
     RESULTS_FILE, ResultsError, ResultsWriter, atomic_write_json, config_hash, config_to_dict,
@@ -192,9 +193,9 @@ def test_sysinfo_blocks_follow_the_schema(tmp_path, capsys):
     assert info["software"]["torch"] == torch.__version__
     writer = make_writer(tmp_path, sysinfo_block=info)
     validate_results(writer.data)  # the real blocks pass the schema
-    assert sysinfo.main(["--json", "--data", str(tmp_path)]) == 0
+    assert sysinfo_main(["--json", "--data", str(tmp_path)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["hardware"]["storage"]["data_path"] == str(tmp_path)
-    sysinfo.main([])
+    sysinfo_main([])
     assert "CPU" in capsys.readouterr().out
     assert sysinfo._cudnn_string(90100) == "9.1.0" and sysinfo._cudnn_string(8902) == "8.9.2"

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from vbench.config import ConfigError, get_cfg
 from vbench.data import synthetic
+from vbench.cli.data import synth_main
 from vbench.data.synthetic import PATTERNS, PRESETS, ensure_synthetic, generate_dataset
 from vbench.data.synthetic_patterns import _sample_shapes, _shape_state, render_video
 
@@ -277,8 +278,8 @@ def test_bad_arguments_and_cli(tmp_path, capsys):
     with pytest.raises(ValueError, match="preset"):
         generate_dataset(tmp_path / "x", "huge", progress=False)
     out = tmp_path / "cli"
-    assert synthetic.main(["--out", str(out), "--classes", "2", "--train-per-class", "1",
+    assert synth_main(["--out", str(out), "--classes", "2", "--train-per-class", "1",
                            "--val-per-class", "1", "--workers", "1", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["videos"] == {"train": 2, "val": 2}
     with pytest.raises(SystemExit):  # not empty any more
-        synthetic.main(["--out", str(out), "--quiet"])
+        synth_main(["--out", str(out), "--quiet"])

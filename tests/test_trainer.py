@@ -270,7 +270,7 @@ def run_net(cfg_file, out, *opts, wait=True):
 
 def test_end_to_end_synthetic_run_reaches_its_target_and_tests_multi_view(tiny_cfg_file, tmp_path):
     from vbench.bench.results import validate_results
-    from vbench.engine.launch import test_main
+    from vbench.cli.train import test_main
 
     output = run_net(tiny_cfg_file, tmp_path, "TRAIN.PRECISION", "auto", "MODEL.CHANNELS_LAST", "auto")
     results = load_results(str(tmp_path))  # validates the schema

@@ -3,9 +3,7 @@
 Nothing here fails on a machine without a GPU, nvidia-smi, /proc or /sys: unknown values are null.
 Call `collect_sysinfo` in the training process (it may initialise CUDA), not in a parent that forks.
 """
-import argparse
 import importlib.metadata
-import json
 import os
 import platform
 import shutil
@@ -172,14 +170,3 @@ def format_sysinfo(info):
     lines.append("Software  " + ", ".join(f"{key} {value}" for key, value in sw.items() if key != "platform"))
     lines.append(f"Platform  {sw['platform']}")
     return "\n".join(lines)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="vbench sysinfo",
-                                     description="Print the hardware and software block of results.json.")
-    parser.add_argument("--data", default=None, help="dataset folder whose storage to describe")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    args = parser.parse_args(argv)
-    info = collect_sysinfo(args.data)
-    print(json.dumps(info, indent=2) if args.json else format_sysinfo(info))
-    return 0

@@ -3,5 +3,5 @@ checkpoints, TensorBoard), `evaluator` (clip/video accuracy, multi-view test), `
 `distributed` and `launch` (processes, entry points), `optimizer` and `lr_policy` (solver),
 `meters` and `log`.
 
-Entry points: `vbench.engine.launch.run_net_main`, `train_main`, `test_main`.
+Entry point: `vbench.engine.launch.launch(cfg)`; the commands are in `vbench.cli`.
 """

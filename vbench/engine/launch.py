@@ -19,18 +19,17 @@ import time
 import torch
 
 from vbench.bench.results import RESULTS_FILE, mark_failed
-from vbench.config import load_config, world_size_of
-from vbench.config.args import parse_cfg_args
+from vbench.config import world_size_of
 from vbench.data.decoders.torchcodec import check_cuda_decoding, import_video_decoder
 from vbench.data.resources import loader_workers, usable_cores
 from vbench.data.synthetic import ensure_synthetic
 from vbench.engine import distributed as du
 from vbench.engine.defaults import run_test, run_train
 from vbench.engine.log import setup_logging
-from vbench.engine.failures import FailureNotes, WorkersFailed, failure_report, join_workers
+from vbench.engine.failures import FailureNotes, WorkersFailed, join_workers
 from vbench.engine.lr_policy import LRSchedule
 from vbench.engine.resources import resolve_resources
-from vbench.errors import ConfigError, VbenchError
+from vbench.errors import ConfigError
 
 
 # ---------------------------------------------------------------------------- preflight
@@ -204,10 +203,7 @@ def run_job(cfg, ctx, run_info):
         run_test(cfg, ctx)
 
 
-# ---------------------------------------------------------------------------- entry points
-USER_ERRORS = (VbenchError, FileNotFoundError)
-
-
+# ---------------------------------------------------------------------------- entry point
 def launch(cfg, config_file=None, command=None, setup_started=None):
     """Check, then train and/or test as the config says. Raises on any failure.
 
@@ -225,35 +221,3 @@ def launch(cfg, config_file=None, command=None, setup_started=None):
         if cfg.TRAIN.ENABLE and cfg.SHARD_ID == 0:  # rank 0 ran here and, like every process, has ended
             mark_failed(os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE))
         raise
-
-
-def _main(argv, description, forced_opts=()):
-    setup_started = time.monotonic()
-    args = parse_cfg_args(argv, description)
-    try:
-        cfg = load_config(args.cfg_file, list(args.opts) + list(forced_opts))
-        launch(cfg, args.cfg_file, sys.argv, setup_started)
-    except USER_ERRORS as err:
-        print(f"vbench: error: {err}", file=sys.stderr)
-        return 1
-    except WorkersFailed as failure:
-        print(failure_report(cfg, failure, sys.argv, os.getcwd()),
-              file=sys.stderr)
-        return 1
-    return 0
-
-
-def run_net_main(argv=None):
-    """`python tools/run_net.py --cfg FILE [KEY VALUE ...]`: train and/or test (SlowFast style)."""
-    return _main(sys.argv[1:] if argv is None else argv, "Train and/or test a video model.")
-
-
-def train_main(argv=None):
-    """`vbench train --cfg FILE [KEY VALUE ...]`."""
-    return _main(argv, "Train (and, with TEST.ENABLE, test) a video model.")
-
-
-def test_main(argv=None):
-    """`vbench test --cfg FILE [KEY VALUE ...]`: multi-view testing of TEST.CHECKPOINT_FILE_PATH
-    or the newest checkpoint in OUTPUT_DIR (training is switched off)."""
-    return _main(argv, "Test a trained video model.", ("TRAIN.ENABLE", "False", "TEST.ENABLE", "True"))

@@ -237,7 +237,7 @@ def _check_keys(state_dict, model_state, dropped, path, source, model_name):
         raise WeightsError(
             f"weights file '{path}' (read as {source} format) does not match {what}: "
             + "; ".join(problems) + ". Check MODEL.MODEL_NAME and the model settings it was "
-            f"trained with, or set MODEL.WEIGHTS_FORMAT.")
+            "trained with, or set MODEL.WEIGHTS_FORMAT.")
 
 
 def _missing_file_message(path, model_name, family):

@@ -1,0 +1,46 @@
+"""The `vbench` command: one module per command group, each a thin layer over the package's
+functions. This is the one place that composes score, report and reference."""
+import sys
+
+from vbench.bench.report import main as report_main
+from vbench.bench.score import main as score_main
+from vbench.data.check import main as data_check_main
+
+from .data import synth_main
+from .models import main as models_main
+from .sysinfo import main as sysinfo_main
+from .train import test_main, train_main
+
+# subcommand -> (function(argv) -> exit code, one-line help)
+COMMANDS = {
+    "train": (train_main, "train (and test) a model: --cfg FILE [KEY VALUE ...]"),
+    "test": (test_main, "test a checkpoint with multi-view testing"),
+    "score": (score_main, "benchmark score from CNN and Transformer runs"),
+    "report": (report_main, "Markdown + PNG report of one run folder"),
+    "models": (models_main, "list registered models with parameters and GFLOPs"),
+    "sysinfo": (sysinfo_main, "print the hardware and software block of results.json"),
+    "data synth": (synth_main, "write the synthetic motion-pattern dataset"),
+    "data check": (data_check_main, "validate a dataset folder (layout, decodability, balance, clip list, fingerprint)"),
+}
+
+
+def usage():
+    lines = ["usage: vbench COMMAND [ARGS ...]", "", "commands:"]
+    lines += [f"  {name:<12} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    lines += ["", "Run `vbench COMMAND --help` for a command's arguments."]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name == "data" and rest and not rest[0].startswith("-"):
+        name, rest = f"data {rest[0]}", rest[1:]
+    if name not in COMMANDS:
+        print(f"vbench: unknown command '{name}'.\n\n{usage()}", file=sys.stderr)
+        return 2
+    function, _ = COMMANDS[name]
+    return function(rest) or 0

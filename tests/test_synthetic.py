@@ -264,9 +264,7 @@ def test_generation_workers_die_on_sigterm_even_under_the_trainers_handler():
     previous = signal.signal(signal.SIGTERM, trainer_handler)
     try:
         with synthetic.worker_pool(2) as pool:
-            names = pool.map(sigterm_handler_name, range(4))
-            pool.close()
-            pool.join()
+            names = list(pool.map(sigterm_handler_name, range(4)))
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert names == [str(signal.SIG_DFL)] * 4

@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import av
 import numpy as np
@@ -112,9 +113,12 @@ def _init_worker():
 def worker_pool(workers):
     """A process pool for generation. fork: workers start at once (spawn would re-import torch
     through vbench.data); they only use NumPy and PyAV, so a parent's threads or CUDA context do
-    not matter."""
+    not matter. An executor, not `multiprocessing.Pool`: after a failed job, Pool.terminate could
+    wait forever for its handler threads (seen in the suite on a loaded machine); the executor
+    cancels what has not started and waits for the videos being written."""
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method).Pool(workers, initializer=_init_worker)
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                               initializer=_init_worker)
 
 
 def _run_jobs(jobs, workers, progress):
@@ -124,13 +128,16 @@ def _run_jobs(jobs, workers, progress):
             for job in jobs:
                 total_bytes += _make_video(job)
                 bar.update()
-        else:
-            with worker_pool(workers) as pool:
-                for size in pool.imap_unordered(_make_video, jobs):
-                    total_bytes += size
+            return total_bytes
+        with worker_pool(workers) as pool:
+            futures = [pool.submit(_make_video, job) for job in jobs]
+            try:
+                for future in as_completed(futures):
+                    total_bytes += future.result()
                     bar.update()
-                pool.close()  # let the workers finish on their own; the with-exit would kill them
-                pool.join()
+            finally:  # on a failure: start nothing more (the with-exit waits for running jobs)
+                for future in futures:
+                    future.cancel()
     return total_bytes
 
 

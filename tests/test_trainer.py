@@ -159,7 +159,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
     assert names == ["checkpoint_epoch_00001.pyth"]
     results = load_results(str(tmp_path))
     assert results["run"]["status"] == "failed" and len(results["epochs"]) == 1
-    state = torch.load(tmp_path / "checkpoints" / names[0], weights_only=False)
+    state = torch.load(tmp_path / "checkpoints" / names[0], weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
@@ -316,8 +316,8 @@ def test_sigkill_and_rerun_ends_with_the_same_metrics_as_an_uninterrupted_run(ti
     keys = ("epoch", "loss", "lr", "clip_top1", "clip_top5", "video_top1", "video_top5")
     assert [[e[k] for k in keys] for e in resumed["epochs"]] == [[e[k] for k in keys] for e in straight["epochs"]]
     final = "checkpoints/checkpoint_epoch_00003.pyth"
-    a = torch.load(tmp_path / "straight" / final, weights_only=False)["model"]
-    b = torch.load(killed / final, weights_only=False)["model"]
+    a = torch.load(tmp_path / "straight" / final, weights_only=True)["model"]
+    b = torch.load(killed / final, weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

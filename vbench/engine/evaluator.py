@@ -89,15 +89,6 @@ class Evaluator:
         return result
 
 
-def find_test_checkpoint(cfg):
-    """TEST.CHECKPOINT_FILE_PATH, else the newest loadable checkpoint in OUTPUT_DIR, else None."""
-    from vbench.engine.checkpoint import Checkpointer
-
-    if cfg.TEST.CHECKPOINT_FILE_PATH:
-        return cfg.TEST.CHECKPOINT_FILE_PATH
-    return Checkpointer(cfg.OUTPUT_DIR, is_main=False).load_newest()[0]
-
-
 def run_test(cfg, ctx):
     """Multi-view testing (`vbench test`, or TEST.ENABLE after training) of a checkpoint.
 
@@ -107,11 +98,10 @@ def run_test(cfg, ctx):
     from vbench.bench.results import atomic_write_json
     from vbench.config import ConfigError
     from vbench.data.loader import build_loader
-    from vbench.engine.checkpoint import seed_everything
+    from vbench.engine.checkpoint import find_test_checkpoint, load_initial_weights, seed_everything
     from vbench.engine.log import get_logger, log_json_stats
     from vbench.engine.precision import make_autocast, resolve_precision
     from vbench.engine.resources import require_resolved
-    from vbench.engine.trainer import load_initial_weights
     from vbench.models import build_model
 
     require_resolved(cfg)

@@ -17,8 +17,8 @@ from torch.nn.parallel import DistributedDataParallel
 from vbench.config import ConfigError
 from vbench.data.dataset import check_bad_fraction
 from vbench.engine import distributed as du
-from vbench.engine.checkpoint import (Checkpointer, capture_rng_state, model_state,
-                                      restore_rng_state, seed_everything)
+from vbench.engine.checkpoint import (Checkpointer, capture_rng_state, load_initial_weights,
+                                      model_state, restore_rng_state, seed_everything)
 from vbench.engine.log import get_logger
 from vbench.engine.meters import TrainMeter, WaitTimer, check_finite
 from vbench.engine.precision import make_autocast, resolve_precision
@@ -334,22 +334,6 @@ def data_check_command(cfg):
     """The `vbench data check` command line for the run's data folder and clip list."""
     clip_list = f" --clip-list {cfg.DATA.CLIP_LIST}" if cfg.DATA.CLIP_LIST else ""
     return f"vbench data check {cfg.DATA.PATH_TO_DATA_DIR}{clip_list}"
-
-
-def load_initial_weights(model, path, cfg):
-    """Model weights only, from a vbench checkpoint or any format `load_weights` understands."""
-    from vbench.engine.checkpoint import CheckpointError, load_checkpoint_file
-
-    if not os.path.isfile(path):
-        raise ConfigError(f"checkpoint '{path}' (TRAIN.CHECKPOINT_FILE_PATH or "
-                          f"TEST.CHECKPOINT_FILE_PATH) does not exist.")
-    try:
-        model.load_state_dict(load_checkpoint_file(path)["model"])
-    except CheckpointError:
-        from vbench.models.weights import load_weights
-
-        load_weights(model, path, cfg.MODEL.WEIGHTS_FORMAT, cfg.MODEL.MODEL_NAME)
-    get_logger().info(f"loaded weights from {path}")
 
 
 def build_trainer(cfg, ctx, run_info=None, clock=None, **parts):

@@ -12,12 +12,14 @@ COMMANDS = {
     "sysinfo": ("vbench.bench.sysinfo", "main", "print the hardware and software block of results.json"),
     "data synth": ("vbench.data.synthetic", "main", "write the synthetic motion-pattern dataset"),
     "data check": ("vbench.data.check", "main", "validate a dataset folder (layout, decodability, balance, clip list, fingerprint)"),
+    "checkpoint convert": ("vbench.engine.checkpoint_convert", "main",
+                           "rewrite a trusted older checkpoint as plain data: --trust FILE [-o OUT]"),
 }
 
 
 def usage():
     lines = ["usage: vbench COMMAND [ARGS ...]", "", "commands:"]
-    lines += [f"  {name:<12} {help_text}" for name, (_, _, help_text) in COMMANDS.items()]
+    lines += [f"  {name:<20} {help_text}" for name, (_, _, help_text) in COMMANDS.items()]
     lines += ["", "Run `vbench COMMAND --help` for a command's arguments."]
     return "\n".join(lines)
 
@@ -28,8 +30,8 @@ def main(argv=None):
         print(usage())
         return 0
     name, rest = argv[0], argv[1:]
-    if name == "data" and rest and not rest[0].startswith("-"):
-        name, rest = f"data {rest[0]}", rest[1:]
+    if rest and f"{name} {rest[0]}" in COMMANDS:  # a command group: "data check", "checkpoint convert"
+        name, rest = f"{name} {rest[0]}", rest[1:]
     if name not in COMMANDS:
         print(f"vbench: unknown command '{name}'.\n\n{usage()}", file=sys.stderr)
         return 2

@@ -125,18 +125,35 @@ class FailureNotes:
         self.user_error[local_rank] = isinstance(error, VbenchError)
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles strings, numbers, lists, tuples and dicts only: any other object is a reference to
+    a global (a class or function), and those are refused, so no code can run."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain data is read")
+
+
 def _read_traceback(error_file):
     """The traceback torch's process wrapper wrote for a process that raised ("" if none, or if it
-    was stopped while writing it); the file is removed."""
+    was stopped while writing it); the file is removed.
+
+    torch names the file in the shared temporary folder (e.g. /tmp/pytorch-errorfile-*.pickle) and
+    the process writes it only when it fails, so another local user could put a file there first.
+    It is therefore read by `_PlainUnpickler`: anything but the traceback string is ignored.
+    """
     if not os.path.exists(error_file):
         return ""
     try:
         with open(error_file, "rb") as f:
-            return pickle.load(f)
-    except (EOFError, pickle.UnpicklingError):
+            text = _PlainUnpickler(f).load()
+        return text if isinstance(text, str) else ""
+    except Exception:  # noqa: BLE001 - damaged, cut short or not torch's: no traceback to show
         return ""
     finally:
-        os.remove(error_file)
+        try:
+            os.remove(error_file)
+        except OSError:
+            pass
 
 
 def _stop(processes):

@@ -109,7 +109,8 @@ def test_a_training_state_loads_with_the_weights_only_loader(tmp_path):
     loaded = torch.load(path, weights_only=True)
     restored = torch.optim.AdamW(model.parameters(), lr=0.1)
     restored.load_state_dict(loaded["optimizers"][1])
-    assert torch.equal(restored.state_dict()["state"][0]["exp_avg"], optimizers[1].state_dict()["state"][0]["exp_avg"])
+    exp_avg = [o.state_dict()["state"][0]["exp_avg"] for o in (restored, optimizers[1])]
+    assert torch.equal(*exp_avg)
     restored_scaler = torch.amp.GradScaler("cpu", enabled=True)
     restored_scaler.load_state_dict(loaded["scaler"])
     assert restored_scaler.state_dict() == scaler.state_dict()

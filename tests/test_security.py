@@ -153,11 +153,12 @@ def test_training_refuses_a_malicious_initial_checkpoint(tiny_cfg_file, tmp_path
                                   "TRAIN.CHECKPOINT_FILE_PATH", evil, wait=False))
     assert code == 1, output[-3000:]
     assert f"vbench: error: {refusal(evil)}" in output and "vbench did NOT load it" in output
-    assert not marker.exists() and not os.path.exists(tmp_path / "out" / "checkpoints" / "checkpoint_epoch_00001.pyth")
+    assert not marker.exists()
+    assert not os.path.exists(tmp_path / "out" / "checkpoints" / "checkpoint_epoch_00001.pyth")  # no training
 
 
-def test_auto_resume_skips_a_malicious_checkpoint_dropped_into_the_run_folder(one_epoch_run, tiny_cfg_file,  # noqa: F811
-                                                                               tmp_path):
+def test_auto_resume_skips_a_malicious_checkpoint_dropped_into_the_run_folder(
+        one_epoch_run, tiny_cfg_file, tmp_path):  # noqa: F811
     out = tmp_path / "run"
     shutil.copytree(one_epoch_run, out)
     marker = tmp_path / "marker"
@@ -182,8 +183,8 @@ def make_old_style(path):
     torch.save(state, path)
 
 
-def test_an_older_checkpoint_is_refused_then_converted_with_trust_and_resumed(one_epoch_run, tiny_cfg_file,  # noqa: F811
-                                                                               tmp_path):
+def test_an_older_checkpoint_is_refused_then_converted_with_trust_and_resumed(
+        one_epoch_run, tiny_cfg_file, tmp_path):  # noqa: F811
     out = tmp_path / "run"
     shutil.copytree(one_epoch_run, out)
     first = str(out / "checkpoints" / "checkpoint_epoch_00001.pyth")

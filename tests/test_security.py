@@ -63,6 +63,15 @@ def test_the_planted_file_runs_code_when_unpickled_unsafely(tmp_path):
     assert marker.exists()
 
 
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_a_planted_file_is_refused_by_name_in_either_torch_format(tmp_path, zip_format):
+    marker, path = tmp_path / "marker", str(tmp_path / "evil.pyth")
+    torch.save({"model": {}, "payload": RunsCode(marker)}, path, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(UnsafeFileError, match=r"evil.pyth' holds pickled Python objects .*\(posix.system\)"):
+        load_checkpoint_file(path)
+    assert not marker.exists()
+
+
 def test_auto_resume_refuses_a_planted_checkpoint_and_resumes_from_the_previous_one(tmp_path, caplog):
     marker = tmp_path / "marker"
     ckpt = Checkpointer(str(tmp_path / "run"), keep=2)

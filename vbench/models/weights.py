@@ -108,7 +108,7 @@ def safe_torch_load(path, what="weights file", error=WeightsError):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        unsafe = _unsafe_globals(path) if "Weights only load failed" in str(err) else []
+        unsafe = _unsafe_globals(path, err) if "Weights only load failed" in str(err) else []
         if unsafe:
             raise UnsafeFileError(unsafe_file_message(path, what, unsafe)) from None
         raise error(f"{what} '{path}' cannot be read by torch.load ({_short_reason(err)}); it is "
@@ -135,13 +135,14 @@ def _short_reason(err):
     return f"{type(err).__name__}: {detail[:200]}" if detail.strip() else type(err).__name__
 
 
-def _unsafe_globals(path):
+def _unsafe_globals(path, err):
     """The Python objects (module.name) the pickle in `path` refers to beyond torch's safe set; torch
-    reads them from the pickle's opcodes without running it."""
+    reads them from the pickle's opcodes without running it. For a file in torch's legacy (not zip)
+    format, which that reader does not take, the first one, as named in the loader's error `err`."""
     try:
         return torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # noqa: BLE001 - not a readable pickle at all
-        return []
+    except Exception:  # noqa: BLE001 - a legacy file, or not a readable pickle at all
+        return re.findall(r"(?i)unsupported (?:global: )?GLOBAL ([\w.]+)", str(err))[:1]
 
 
 def extract_state_dict(obj, path=""):

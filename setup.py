@@ -17,7 +17,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["vbench", "vbench.*"]),
     install_requires=[
-        "torch>=2.4",
+        "torch>=2.6",  # weights_only=True loading without CVE-2025-32434 (SECURITY.md)
         "torchvision>=0.19",
         "fvcore",  # CfgNode (configs), precise BN, FLOP counts
         "av>=17",  # streams.best() (13), reformat(threads=) (17); tested with 18.1

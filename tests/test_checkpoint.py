@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, pruning, damaged-file skipping, RNG state round trips."""
+"""Checkpoints: atomic writes, pruning, damaged-file skipping, RNG state round trips, and a state
+that torch's weights-only loader reads back in full (model, optimizer, grad scaler, RNG states)."""
 import logging
 import os
 import random
@@ -8,8 +9,8 @@ import pytest
 import torch
 
 from vbench.engine.checkpoint import (CheckpointError, Checkpointer, atomic_torch_save,
-                                      capture_rng_state, load_checkpoint_file, restore_rng_state,
-                                      unwrap_model)
+                                      capture_rng_state, load_checkpoint_file, plain_rng_state,
+                                      restore_rng_state, unwrap_model)
 
 
 def _state(value):
@@ -65,12 +66,73 @@ def test_non_checkpoint_file_is_rejected_with_its_path(tmp_path):
         load_checkpoint_file(str(tmp_path / "missing.pyth"))
 
 
-def test_rng_state_round_trip_reproduces_every_stream():
-    state = capture_rng_state(torch.device("cpu"))
-    first = (random.random(), np.random.rand(), torch.rand(2))
-    restore_rng_state(state, torch.device("cpu"))
-    second = (random.random(), np.random.rand(), torch.rand(2))
-    assert first[0] == second[0] and first[1] == second[1] and torch.equal(first[2], second[2])
+def draws():
+    return random.random(), random.gauss(0, 1), np.random.rand(), np.random.randn(), torch.rand(2)
+
+
+def same_draws(a, b):
+    return a[:4] == b[:4] and torch.equal(a[4], b[4])
+
+
+def test_rng_state_round_trip_through_a_safe_file_reproduces_every_stream(tmp_path):
+    random.gauss(0, 1), np.random.randn()  # a cached Gaussian in both states
+    path = str(tmp_path / "rng.pyth")
+    atomic_torch_save(capture_rng_state(torch.device("cpu")), path)
+    first = draws()
+    restore_rng_state(torch.load(path, weights_only=True), torch.device("cpu"))
+    assert same_draws(first, draws())
+
+
+def test_an_older_vbench_rng_state_made_plain_gives_the_same_streams():
+    random.gauss(0, 1), np.random.randn()
+    old = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    assert isinstance(old["numpy"][1], np.ndarray)  # what the safe loader refuses
+    first = draws()
+    restore_rng_state(plain_rng_state(old), torch.device("cpu"))
+    assert same_draws(first, draws())
+
+
+def test_a_training_state_loads_with_the_weights_only_loader(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    optimizers = [torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True),
+                  torch.optim.AdamW(model.parameters(), lr=0.1)]
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    for optimizer in optimizers:
+        scaler.scale(model(torch.ones(4, 3)).sum()).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+             "scaler": scaler.state_dict(), "rng_states": [capture_rng_state(torch.device("cpu"))]}
+    assert state["scaler"]["scale"] > 0 and state["optimizers"][0]["state"]  # not empty states
+    ckpt = Checkpointer(str(tmp_path))
+    path = ckpt.save(state, 1)
+    loaded = torch.load(path, weights_only=True)
+    restored = torch.optim.AdamW(model.parameters(), lr=0.1)
+    restored.load_state_dict(loaded["optimizers"][1])
+    exp_avg = [o.state_dict()["state"][0]["exp_avg"] for o in (restored, optimizers[1])]
+    assert torch.equal(*exp_avg)
+    restored_scaler = torch.amp.GradScaler("cpu", enabled=True)
+    restored_scaler.load_state_dict(loaded["scaler"])
+    assert restored_scaler.state_dict() == scaler.state_dict()
+    assert ckpt.load_newest()[0] == path
+
+
+def test_a_state_the_safe_loader_cannot_read_back_is_not_written(tmp_path):
+    ckpt = Checkpointer(str(tmp_path))
+    ckpt.save(_state(1), 1)
+    with pytest.raises(CheckpointError, match=r"00002.pyth' was not written.*numpy"):
+        ckpt.save(dict(_state(2), loss=np.float64(0.5)), 2)  # a NumPy scalar needs NumPy's unpickler
+    assert os.listdir(ckpt.folder) == ["checkpoint_epoch_00001.pyth"]  # no temporary file left
+
+
+def test_pruning_keeps_the_new_checkpoint_when_a_later_epoch_file_was_skipped(tmp_path):
+    ckpt = Checkpointer(str(tmp_path), keep=1)
+    stale = ckpt.path_for(9)
+    with open(stale, "wb") as f:
+        f.write(b"not a checkpoint")  # skipped at resume: the run continues from an earlier epoch
+    for epoch in (1, 2):
+        ckpt.save(_state(epoch), epoch)
+    assert sorted(os.listdir(ckpt.folder)) == ["checkpoint_epoch_00002.pyth", "checkpoint_epoch_00009.pyth"]
 
 
 def test_unwrap_model_strips_compile_and_ddp_wrappers():

@@ -8,6 +8,8 @@ import torch
 import torchvision.models.video as tv_video
 
 from vbench.config import ConfigError, load_config
+from vbench.engine.checkpoint import capture_rng_state
+from vbench.errors import UnsafeFileError
 from vbench.models import build_model, get_builder
 from vbench.models.weights import WeightsError, load_weights
 
@@ -85,13 +87,23 @@ def assert_same_tensors(a, b, skip=()):
 
 def test_vbench_checkpoint_round_trip(tmp_path, mc3_5_classes):
     path = tmp_path / "checkpoint_epoch_00003.pyth"
-    # What the trainer writes: the model beside optimizer and RNG states (NumPy arrays included).
+    # What the trainer writes: the model beside optimizer and RNG states (as plain data).
     torch.save({"format": "vbench_checkpoint", "epoch": 3, "model": mc3_5_classes.state_dict(),
-                "rng": {"numpy": np.random.get_state(), "torch": torch.get_rng_state()}}, path)
+                "rng_states": [capture_rng_state(torch.device("cpu"))]}, path)
     model = fresh_mc3()
     loaded = load_weights(model, str(path), "auto", "mc3_18")
     assert loaded.dropped_keys == []
     assert_same_tensors(mc3_5_classes.state_dict(), model.state_dict())
+
+
+def test_an_older_vbench_checkpoint_with_numpy_rng_states_is_refused_with_the_convert_command(
+        tmp_path, mc3_5_classes):
+    path = tmp_path / "checkpoint_epoch_00003.pyth"
+    torch.save({"format": "vbench_checkpoint", "epoch": 3, "model": mc3_5_classes.state_dict(),
+                "rng_states": [{"numpy": np.random.get_state(), "torch": torch.get_rng_state()}]}, path)
+    with pytest.raises(UnsafeFileError, match=r"numpy\.ndarray.*did NOT load") as err:
+        load_weights(fresh_mc3(), str(path), "auto", "mc3_18")
+    assert f"vbench checkpoint convert --trust {path}" in str(err.value)
 
 
 def test_build_model_loads_model_weights(tmp_path, mc3_5_classes):
@@ -139,7 +151,7 @@ def test_garbage_file_is_a_clear_error(tmp_path, content):
 def test_pickled_python_objects_are_not_unpickled(tmp_path, mc3_5_classes):
     path = tmp_path / "odd.pth"
     torch.save({"model_state": mc3_5_classes.state_dict(), "args": argparse.Namespace(lr=1)}, path)
-    with pytest.raises(WeightsError, match="argparse.Namespace.*weights_only=False"):
+    with pytest.raises(UnsafeFileError, match="odd.pth.*argparse.Namespace.*vbench checkpoint convert --trust"):
         load_weights(fresh_mc3(), str(path))
 
 

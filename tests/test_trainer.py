@@ -89,7 +89,8 @@ def fake_cfg(out, *opts):
     return load_config(None, [
         "NUM_GPUS", "0", "TRAIN.BATCH_SIZE", "4", "TEST.BATCH_SIZE", "4", "SOLVER.MAX_EPOCH", "4",
         "SOLVER.LR_POLICY", "constant", "SOLVER.BASE_LR", "0.01", "MODEL.NUM_CLASSES", str(K),
-        "LOG_PERIOD", "1", "BENCHMARK.TARGET_TOP1", "50.0", "OUTPUT_DIR", str(out), *opts])
+        "LOG_PERIOD", "1", "BENCHMARK.TARGET_TOP1", "50.0", "BENCHMARK.WARMUP_STEPS", "0",
+        "OUTPUT_DIR", str(out), *opts])
 
 
 def fake_trainer(cfg, fake_time=None, bad=(), setup_s=0.0):
@@ -166,7 +167,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
     assert names == ["checkpoint_epoch_00001.pyth"]
     results = load_results(str(tmp_path))
     assert results["run"]["status"] == "failed" and len(results["epochs"]) == 1
-    state = torch.load(tmp_path / "checkpoints" / names[0], weights_only=False)
+    state = torch.load(tmp_path / "checkpoints" / names[0], weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
@@ -323,8 +324,8 @@ def test_sigkill_and_rerun_ends_with_the_same_metrics_as_an_uninterrupted_run(ti
     keys = ("epoch", "loss", "lr", "clip_top1", "clip_top5", "video_top1", "video_top5")
     assert [[e[k] for k in keys] for e in resumed["epochs"]] == [[e[k] for k in keys] for e in straight["epochs"]]
     final = "checkpoints/checkpoint_epoch_00003.pyth"
-    a = torch.load(tmp_path / "straight" / final, weights_only=False)["model"]
-    b = torch.load(killed / final, weights_only=False)["model"]
+    a = torch.load(tmp_path / "straight" / final, weights_only=True)["model"]
+    b = torch.load(killed / final, weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -31,6 +31,12 @@ class CheckpointError(VbenchError):
     """A checkpoint file is missing, damaged, unsafe to load or not a vbench checkpoint."""
 
 
+class UnsafeFileError(VbenchError):
+    """A checkpoint or weights file holds pickled Python objects other than tensors, numbers,
+    strings, lists and dicts. vbench never rebuilds them (unpickling them can run any code) and
+    did not load the file; `vbench checkpoint convert --trust FILE` rewrites a file one trusts."""
+
+
 class TrainingDiverged(VbenchError):
     """The loss became NaN or infinite."""
 

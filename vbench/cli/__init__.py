@@ -6,6 +6,7 @@ from vbench.bench.report import main as report_main
 from vbench.bench.score import main as score_main
 from vbench.data.check import main as data_check_main
 
+from .checkpoint import convert_main
 from .data import synth_main
 from .models import main as models_main
 from .sysinfo import main as sysinfo_main
@@ -21,12 +22,13 @@ COMMANDS = {
     "sysinfo": (sysinfo_main, "print the hardware and software block of results.json"),
     "data synth": (synth_main, "write the synthetic motion-pattern dataset"),
     "data check": (data_check_main, "validate a dataset folder (layout, decodability, balance, clip list, fingerprint)"),
+    "checkpoint convert": (convert_main, "rewrite a trusted older checkpoint as plain data: --trust FILE [-o OUT]"),
 }
 
 
 def usage():
     lines = ["usage: vbench COMMAND [ARGS ...]", "", "commands:"]
-    lines += [f"  {name:<12} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    lines += [f"  {name:<20} {help_text}" for name, (_, help_text) in COMMANDS.items()]
     lines += ["", "Run `vbench COMMAND --help` for a command's arguments."]
     return "\n".join(lines)
 
@@ -37,8 +39,8 @@ def main(argv=None):
         print(usage())
         return 0
     name, rest = argv[0], argv[1:]
-    if name == "data" and rest and not rest[0].startswith("-"):
-        name, rest = f"data {rest[0]}", rest[1:]
+    if rest and f"{name} {rest[0]}" in COMMANDS:  # a command group: "data check", "checkpoint convert"
+        name, rest = f"{name} {rest[0]}", rest[1:]
     if name not in COMMANDS:
         print(f"vbench: unknown command '{name}'.\n\n{usage()}", file=sys.stderr)
         return 2

@@ -1,9 +1,16 @@
-"""Checkpoints: atomic writes, the newest-loadable search for auto-resume, RNG state capture.
+"""Checkpoints: atomic writes, the newest-loadable search for auto-resume, RNG state capture,
+and loading a checkpoint or weights file given by TRAIN/TEST.CHECKPOINT_FILE_PATH.
 
 A checkpoint is one file written by rank 0, OUTPUT_DIR/checkpoints/checkpoint_epoch_00005.pyth,
 holding everything needed to continue bit-for-bit: model, optimizer, grad scaler, LR schedule,
 the number of finished epochs, the RNG states of EVERY process (gathered to rank 0 as a list
 indexed by rank), the benchmark clock, the epoch history and the config hash.
+
+Checkpoints hold plain data only (tensors, numbers, strings, lists, tuples, dicts; the RNG states
+too), so every file is read by torch's weights-only unpickler (`safe_torch_load`): a checkpoint
+from someone else cannot run code. A write that would hold anything else is refused. A file that
+needs more (an older vbench's checkpoint with NumPy objects, or a planted one) is never unpickled;
+`vbench checkpoint convert --trust FILE` (checkpoint_convert.py) rewrites a file one trusts.
 """
 import glob
 import os
@@ -14,8 +21,8 @@ import numpy as np
 import torch
 
 from vbench.engine.log import get_logger
-from vbench.errors import CheckpointError, ConfigError
-from vbench.models.weights import load_weights
+from vbench.errors import CheckpointError, ConfigError, UnsafeFileError
+from vbench.models.weights import load_weights, read_weights_file, safe_torch_load
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_TAG = "vbench_checkpoint"
@@ -28,8 +35,10 @@ def checkpoint_epoch(path):
     return int(match.group(1)) if match else None
 
 
-def atomic_torch_save(obj, path):
-    """Write to a temporary file, fsync, then rename: a crash never leaves a half-written `path`."""
+def atomic_torch_save(obj, path, check=None):
+    """Write to a temporary file, fsync, then rename: a crash never leaves a half-written `path`.
+    `check(temporary_path, path)`, if given, may refuse the written file (by raising) before the
+    rename; `path` then keeps its previous content."""
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
     try:
@@ -37,6 +46,8 @@ def atomic_torch_save(obj, path):
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        if check is not None:
+            check(tmp, path)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -48,17 +59,48 @@ def atomic_torch_save(obj, path):
         os.close(dir_fd)
 
 
+def require_safe_checkpoint(written, path):
+    """Refuse a checkpoint that torch's weights-only loader could not read back: vbench would then
+    refuse to resume from it. `written`: the file to check (read from its pickle's opcodes only)."""
+    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(written)
+    if unsafe:
+        raise CheckpointError(
+            f"checkpoint '{path}' was not written: its state holds Python objects "
+            f"({', '.join(unsafe)}) that vbench's safe loader does not rebuild, so a run could not "
+            f"resume from it (the previous checkpoints are kept). Checkpoint state must be tensors, "
+            f"numbers, strings, lists and dicts; a model's state_dict (get_extra_state) or a hook "
+            f"added something else.")
+
+
 def capture_rng_state(device):
+    """The RNG states of Python, NumPy and torch (and CUDA on a GPU) as plain data."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(),
              "torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
+    return plain_rng_state(state)
+
+
+def plain_rng_state(state):
+    """An RNG state with Python's and NumPy's own tuples (NumPy's holds an ndarray, which the safe
+    loader does not rebuild; older vbench checkpoints hold these) as dicts of lists and numbers.
+    Lossless: `restore_rng_state` gives back the same streams."""
+    state = dict(state)
+    if isinstance(state["python"], tuple):
+        version, internal, gauss_next = state["python"]
+        state["python"] = {"version": version, "internal": list(internal), "gauss_next": gauss_next}
+    if isinstance(state["numpy"], tuple):
+        name, key, pos, has_gauss, gauss = state["numpy"]
+        state["numpy"] = {"bit_generator": str(name), "key": np.asarray(key).tolist(), "pos": int(pos),
+                          "has_gauss": int(has_gauss), "gauss": float(gauss)}
     return state
 
 
 def restore_rng_state(state, device):
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    python, numpy = state["python"], state["numpy"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
+    np.random.set_state((numpy["bit_generator"], np.asarray(numpy["key"], dtype=np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["gauss"]))
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -71,25 +113,21 @@ def seed_everything(seed):
 
 
 def load_checkpoint_file(path):
-    """The checkpoint dict in `path`; CheckpointError naming the file and the reason otherwise."""
+    """The vbench training checkpoint in `path`, read by the safe loader (nothing in it runs).
+
+    CheckpointError when the file is missing, damaged or not a training checkpoint;
+    UnsafeFileError when it holds Python objects beyond plain data (it is not loaded).
+    """
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: '{path}'.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a damaged file
-        raise CheckpointError(f"checkpoint '{path}' cannot be read ({type(err).__name__}: {err}); "
-                              f"it is damaged or was not written by vbench.") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT_TAG or "model" not in state:
+    state = safe_torch_load(path, "checkpoint", CheckpointError)
+    if not is_training_checkpoint(state):
         raise CheckpointError(f"'{path}' is not a vbench training checkpoint.")
     return state
 
 
-def is_vbench_checkpoint(path):
-    try:
-        load_checkpoint_file(path)
-        return True
-    except CheckpointError:
-        return False
+def is_training_checkpoint(obj):
+    return isinstance(obj, dict) and obj.get("format") == FORMAT_TAG and "model" in obj
 
 
 class Checkpointer:
@@ -116,18 +154,37 @@ class Checkpointer:
         if not self.is_main:
             return None
         path = self.path_for(epoch)
-        atomic_torch_save(dict(state, format=FORMAT_TAG, epoch=epoch), path)
-        for old in self.list_checkpoints()[self.keep:]:
+        atomic_torch_save(dict(state, format=FORMAT_TAG, epoch=epoch), path, check=require_safe_checkpoint)
+        # Only files up to this epoch are pruned: one of a later epoch (a refused or damaged file
+        # this run resumed before) must not push out the checkpoint just written.
+        earlier = [old for old in self.list_checkpoints() if checkpoint_epoch(old) <= epoch]
+        for old in earlier[self.keep:]:
             os.remove(old)
         return path
 
     def load_newest(self):
-        """(path, state) of the newest checkpoint that loads; damaged ones are skipped with a warning."""
+        """(path, state) of the newest checkpoint that loads, or (None, None) when there is none.
+
+        A damaged file is skipped with a warning. A file holding Python objects beyond plain data
+        is never unpickled: it is skipped with a warning that says so, and when no checkpoint is
+        left to resume from, UnsafeFileError stops the run instead of starting it over (which
+        would silently discard, e.g., an older vbench's checkpoints that only need converting).
+        """
+        refused = []
         for path in self.list_checkpoints():
             try:
                 return path, load_checkpoint_file(path)
+            except UnsafeFileError as err:
+                refused.append(path)
+                get_logger().warning(f"refusing checkpoint: {err}")
             except CheckpointError as err:
                 get_logger().warning(f"skipping damaged checkpoint: {err}")
+        if refused:
+            raise UnsafeFileError(
+                f"no checkpoint in '{self.folder}' can be resumed: {', '.join(refused)} hold(s) "
+                f"Python objects that vbench does not unpickle (that could run code), and nothing "
+                f"was loaded. If you trust them, convert each with `vbench checkpoint convert --trust "
+                f"FILE` and rerun; otherwise delete them, or use a new OUTPUT_DIR to start over.")
         return None, None
 
 
@@ -147,14 +204,24 @@ def unwrap_model(model):
 
 
 def load_initial_weights(model, path, cfg):
-    """Model weights only, from a vbench checkpoint or any format `load_weights` understands."""
+    """Model weights from TRAIN.CHECKPOINT_FILE_PATH or TEST.CHECKPOINT_FILE_PATH: a vbench training
+    checkpoint (its "model", strictly) or any weights file `load_weights` understands.
+
+    The file is read once, by the safe loader; what it holds decides how it is used, so no
+    unsafe loader ever sees it.
+    """
     if not os.path.isfile(path):
         raise ConfigError(f"checkpoint '{path}' (TRAIN.CHECKPOINT_FILE_PATH or "
                           f"TEST.CHECKPOINT_FILE_PATH) does not exist.")
-    try:
-        model.load_state_dict(load_checkpoint_file(path)["model"])
-    except CheckpointError:
-        load_weights(model, path, cfg.MODEL.WEIGHTS_FORMAT, cfg.MODEL.MODEL_NAME)
+    contents = read_weights_file(path, "checkpoint", CheckpointError)
+    if is_training_checkpoint(contents):
+        try:
+            model.load_state_dict(contents["model"])
+        except RuntimeError as err:
+            raise CheckpointError(f"checkpoint '{path}' does not fit the model "
+                                  f"'{cfg.MODEL.MODEL_NAME}': {str(err)[:500]}") from None
+    else:
+        load_weights(model, path, cfg.MODEL.WEIGHTS_FORMAT, cfg.MODEL.MODEL_NAME, contents=contents)
     get_logger().info(f"loaded weights from {path}")
 
 

@@ -34,7 +34,8 @@ _OOM_HINT = ("likely killed by the kernel's out-of-memory killer (check `dmesg` 
              "process {pid}'), or by hand")
 _STOP_HINT = "stopped from outside: by hand, a job scheduler (time limit, preemption) or a closed terminal"
 _CRASH_HINT = "a crash in native code (a video decoder, a CUDA or driver library, or torch itself)"
-STOP_GRACE_S = 5.0  # after a process fails, the others' time to end by themselves
+STOP_GRACE_S = 15.0  # after a process fails, the others' time to end by themselves (a torch process
+# can take several seconds to tear down on a busy machine; one that hangs is stopped after this)
 KILL_AFTER_S = 30.0  # then the time they get to end after SIGTERM, before SIGKILL
 POLL_S = 1.0  # how often the launcher looks for a process that failed but has not ended
 SIGNAL_HINTS = {"SIGKILL": _OOM_HINT, "SIGTERM": _STOP_HINT, "SIGINT": _STOP_HINT, "SIGHUP": _STOP_HINT,
@@ -125,18 +126,35 @@ class FailureNotes:
         self.user_error[local_rank] = isinstance(error, VbenchError)
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles strings, numbers, lists, tuples and dicts only: any other object is a reference to
+    a global (a class or function), and those are refused, so no code can run."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain data is read")
+
+
 def _read_traceback(error_file):
     """The traceback torch's process wrapper wrote for a process that raised ("" if none, or if it
-    was stopped while writing it); the file is removed."""
+    was stopped while writing it); the file is removed.
+
+    torch names the file in the shared temporary folder (e.g. /tmp/pytorch-errorfile-*.pickle) and
+    the process writes it only when it fails, so another local user could put a file there first.
+    It is therefore read by `_PlainUnpickler`: anything but the traceback string is ignored.
+    """
     if not os.path.exists(error_file):
         return ""
     try:
         with open(error_file, "rb") as f:
-            return pickle.load(f)
-    except (EOFError, pickle.UnpicklingError):
+            text = _PlainUnpickler(f).load()
+        return text if isinstance(text, str) else ""
+    except Exception:  # noqa: BLE001 - damaged, cut short or not torch's: no traceback to show
         return ""
     finally:
-        os.remove(error_file)
+        try:
+            os.remove(error_file)
+        except OSError:
+            pass
 
 
 def _stop(processes):

@@ -1,6 +1,7 @@
 """Load pretrained weights from a local file (MODEL.WEIGHTS); vbench never downloads anything.
 
-Accepted files (`torch.save` pickles, or `.safetensors`):
+Accepted files (`torch.save` files, which `safe_torch_load` reads without running code, or
+`.safetensors`):
 - a vbench training checkpoint ({"format": "vbench_checkpoint", "model": state_dict, ...});
 - a bare state dict of the model (vbench, or torchvision's own for torchvision models);
 - a PyTorchVideo or SlowFast checkpoint ({"model_state": state_dict, ...}) or state dict;
@@ -15,12 +16,13 @@ its keys and keeps its fresh initialisation.
 import logging
 import os
 import re
+import shlex
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
-from vbench.errors import ConfigError, WeightsError
+from vbench.errors import ConfigError, UnsafeFileError, WeightsError
 
 from .registry import converters_of, get_builder
 
@@ -54,11 +56,12 @@ class LoadedWeights(NamedTuple):
     dropped_keys: list  # classifier keys left at their initialisation (class count differs)
 
 
-def load_weights(model, path, fmt="auto", model_name=""):
+def load_weights(model, path, fmt="auto", model_name="", contents=None):
     """Load the weights in the local file `path` into `model` (in place); returns `LoadedWeights`.
 
     `fmt` is MODEL.WEIGHTS_FORMAT ("auto" detects it from the keys); `model_name` is the registered
     name (MODEL.MODEL_NAME), used to pick the converter family and for error messages.
+    `contents`: what `read_weights_file(path)` returned, when the caller has read the file already.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"MODEL.WEIGHTS_FORMAT is '{fmt}'; choose one of {list(FORMATS)}.")
@@ -66,7 +69,9 @@ def load_weights(model, path, fmt="auto", model_name=""):
     family = _family_of(model, model_name)
     if not os.path.isfile(path):
         raise WeightsError(_missing_file_message(path, model_name, family))
-    state_dict = strip_wrapper_prefixes(extract_state_dict(read_weights_file(path), path))
+    if contents is None:
+        contents = read_weights_file(path)
+    state_dict = strip_wrapper_prefixes(extract_state_dict(contents, path))
     model_state = model.state_dict()
     source = fmt if fmt != "auto" else detect_format(state_dict, model_state, family)
     if source not in ("vbench", family):
@@ -78,32 +83,51 @@ def load_weights(model, path, fmt="auto", model_name=""):
     return LoadedWeights(path, source, dropped)
 
 
-def read_weights_file(path):
-    """The object stored in `path`, unpickled with `weights_only=True` (no code execution)."""
+def read_weights_file(path, what="weights file", error=WeightsError):
+    """The object stored in `path` (`.safetensors`, or a `torch.save` file read by
+    `safe_torch_load`): no code in the file can run. `what` names the file in messages; `error` is
+    raised when it cannot be read, `UnsafeFileError` when it holds other Python objects."""
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
         try:
             return load_file(path, device="cpu")
         except Exception as err:  # noqa: BLE001 - any parse failure means a bad file
-            raise WeightsError(f"weights file '{path}' is not a readable safetensors file "
-                               f"({type(err).__name__}: {err}).") from None
+            raise error(f"{what} '{path}' is not a readable safetensors file "
+                        f"({type(err).__name__}: {err}).") from None
+    return safe_torch_load(path, what, error)
+
+
+def safe_torch_load(path, what="weights file", error=WeightsError):
+    """The object in the `torch.save` file `path`, rebuilt by torch's weights-only unpickler: it
+    makes tensors, numbers, strings, lists, tuples and dicts and refuses every other Python
+    object, so nothing in the file runs. vbench reads every checkpoint and weights file this way
+    and registers no extra types (`torch.serialization.add_safe_globals`).
+
+    Raises `UnsafeFileError` naming the objects when the file holds others (it is not loaded),
+    and `error` when it is damaged or not a torch file."""
     try:
-        with torch.serialization.safe_globals(_numpy_rng_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        unsafe = _unsafe_globals(path) if "Weights only load failed" in str(err) else []
+        unsafe = _unsafe_globals(path, err) if "Weights only load failed" in str(err) else []
         if unsafe:
-            raise WeightsError(
-                f"weights file '{path}' holds Python objects other than tensors "
-                f"({', '.join(unsafe[:3])}), which vbench does not unpickle (that could run code). "
-                f"If you trust the file, re-save its tensors: python -c \"import torch; "
-                f"c = torch.load('{path}', weights_only=False); "
-                f"torch.save(c.get('model_state', c), 'weights.pth')\" and set MODEL.WEIGHTS "
-                f"weights.pth.") from None
-        raise WeightsError(f"weights file '{path}' cannot be read by torch.load "
-                           f"({_short_reason(err)}); it is damaged, "
-                           f"truncated or not a PyTorch weights file.") from None
+            raise UnsafeFileError(unsafe_file_message(path, what, unsafe)) from None
+        raise error(f"{what} '{path}' cannot be read by torch.load ({_short_reason(err)}); it is "
+                    f"damaged, truncated or not a PyTorch file.") from None
+
+
+def unsafe_file_message(path, what, found):
+    """Why `path` was refused (`found`: the Python objects it holds) and how to convert it."""
+    shown = ", ".join(found[:SHOWN_KEYS]) + (", ..." if len(found) > SHOWN_KEYS else "")
+    return (f"{what} '{path}' holds pickled Python objects other than tensors, numbers, strings, "
+            f"lists and dicts ({shown}). vbench did NOT load it: rebuilding such objects can run "
+            f"any code. If you trust the file (you or an older vbench wrote it), convert it: "
+            f"`{convert_command(path)}` rewrites it in place as plain data (add -o OUT to write "
+            f"elsewhere); otherwise delete it.")
+
+
+def convert_command(path):
+    return f"vbench checkpoint convert --trust {shlex.quote(str(path))}"
 
 
 def _short_reason(err):
@@ -112,22 +136,14 @@ def _short_reason(err):
     return f"{type(err).__name__}: {detail[:200]}" if detail.strip() else type(err).__name__
 
 
-def _unsafe_globals(path):
+def _unsafe_globals(path, err):
+    """The Python objects (module.name) the pickle in `path` refers to beyond torch's safe set; torch
+    reads them from the pickle's opcodes without running it. For a file in torch's legacy (not zip)
+    format, which that reader does not take, the first one, as named in the loader's error `err`."""
     try:
         return torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # noqa: BLE001 - not a readable pickle at all
-        return []
-
-
-def _numpy_rng_globals():
-    # vbench training checkpoints hold NumPy RNG states: allow just the types that rebuild them.
-    import numpy as np
-
-    core = getattr(np, "_core", None) or np.core
-    allowed = [core.multiarray._reconstruct, np.ndarray, np.dtype]
-    allowed += [getattr(np.dtypes, name) for name in ("UInt32DType", "Float64DType", "Int64DType")
-                if hasattr(getattr(np, "dtypes", None), name)]
-    return allowed
+    except Exception:  # noqa: BLE001 - a legacy file, or not a readable pickle at all
+        return re.findall(r"(?i)unsupported (?:global: )?GLOBAL ([\w.]+)", str(err))[:1]
 
 
 def extract_state_dict(obj, path=""):

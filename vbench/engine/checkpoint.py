@@ -15,6 +15,7 @@ import torch
 
 from vbench.engine.log import get_logger
 from vbench.errors import CheckpointError
+from vbench.files import atomic_open
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_TAG = "vbench_checkpoint"
@@ -27,24 +28,12 @@ def checkpoint_epoch(path):
     return int(match.group(1)) if match else None
 
 
-def atomic_torch_save(obj, path):
-    """Write to a temporary file, fsync, then rename: a crash never leaves a half-written `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+def atomic_torch_save(obj, path, what_to_do=""):
+    """Write to a temporary file, fsync, then rename: a crash or a full disk never leaves a
+    half-written `path` (a full disk raises DiskFullError naming the path, the free space and
+    `what_to_do`; vbench/files.py)."""
+    with atomic_open(path, what_to_do) as f:
+        torch.save(obj, f)
 
 
 def capture_rng_state(device):
@@ -115,10 +104,17 @@ class Checkpointer:
         if not self.is_main:
             return None
         path = self.path_for(epoch)
-        atomic_torch_save(dict(state, format=FORMAT_TAG, epoch=epoch), path)
+        atomic_torch_save(dict(state, format=FORMAT_TAG, epoch=epoch), path, self._full_disk_hint())
         for old in self.list_checkpoints()[self.keep:]:
             os.remove(old)
         return path
+
+    def _full_disk_hint(self):
+        older = self.list_checkpoints()
+        kept = f"The checkpoint before it, {older[0]}, is intact. " if older else ""
+        return (kept + "Free space there (or move the run folder to a larger disk and point "
+                "OUTPUT_DIR at it), then run the same command again"
+                + (" to resume from that checkpoint." if older else " (no checkpoint exists yet)."))
 
     def load_newest(self):
         """(path, state) of the newest checkpoint that loads; damaged ones are skipped with a warning."""

@@ -10,6 +10,7 @@ from vbench.errors import ResultsError, ScoreError
 
 from .plots import plot_accuracy_vs_time, plot_throughput
 from .results import load_results
+from .world import describe_world, mixed_hardware
 
 INPUT_BOUND_SHARE = 0.20  # data-wait share above which a run is called input-bound
 LOADER_BUSY_RATIO = 1.25  # loader rate (while working) under this x the trained rate: workers are the limit
@@ -109,8 +110,8 @@ def run_section(label, results):
              f"- time to target: {_cell(bench.get('time_to_target_s'), 1)} s "
              f"(epochs: {_cell(bench.get('epochs_to_target'))}); set-up (untimed): "
              f"{_cell(bench.get('setup_s'), 1)} s",
-             f"- devices: {results['world'].get('num_devices')} ({results['world'].get('device')}), "
-             f"world size {results['world'].get('world_size')}",
+             f"- devices: {describe_world(results['world'])} (n_gpu {results['world']['num_devices']})"
+             + (f"; MIXED HARDWARE: {mixed_hardware(results['world'])}" if mixed_hardware(results['world']) else ""),
              dataset_line(results),
              f"- bottleneck: {bottleneck_verdict(results)}", ""]
     return lines + epoch_table(results) + [""]

@@ -3,7 +3,7 @@
 Trainer side (rank 0 only; see also vbench/bench/clock.py):
 
     writer = ResultsWriter(os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE), cfg,
-                           world=world_block(cfg, device="cuda", precision="bf16"),
+                           world=world_block(ranks, precision="bf16"),  # ranks: gathered by the engine
                            config_file=args.cfg_file, command=sys.argv,
                            resolved={"TRAIN.PRECISION": "bf16"})   # writes status "running"
     writer.load_state_dict(checkpoint["results"])        # when resuming (restores earlier epochs)
@@ -34,6 +34,7 @@ from vbench.files import atomic_write_bytes
 
 from .results_schema import ROW_SPEC, SCHEMA_VERSION, STATUSES, ResultsError, check_spec, validate_results
 from .sysinfo import collect_sysinfo
+from .world import world_block
 
 __all__ = ["RESULTS_FILE", "ResultsError", "ResultsWriter", "SCHEMA_VERSION", "atomic_write_json",
            "config_hash", "load_results", "mark_failed", "target_reached", "validate_results",
@@ -97,17 +98,6 @@ def git_state():
     commit, _ = _git("rev-parse", "HEAD")
     status, _ = _git("status", "--porcelain", "--untracked-files=no")
     return commit, (None if status is None else bool(status))
-
-
-def world_block(cfg, device, precision):
-    """The results.json "world" block. `precision` is the one in use ("auto" already resolved)."""
-    from vbench.config import world_size_of
-
-    if device not in ("cuda", "cpu") or precision not in ("fp32", "fp16", "bf16"):
-        raise ValueError(f"world_block needs device cuda/cpu and a resolved precision, got {device!r}, {precision!r}.")
-    num_gpus = cfg.NUM_GPUS * cfg.NUM_SHARDS if device == "cuda" else 0
-    return {"num_gpus": num_gpus, "num_devices": max(num_gpus, 1), "world_size": world_size_of(cfg),
-            "num_shards": cfg.NUM_SHARDS, "device": device, "precision": precision}
 
 
 def target_reached(metrics, cfg):

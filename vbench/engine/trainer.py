@@ -366,12 +366,13 @@ def build_trainer(cfg, ctx, run_info=None, clock=None, **parts):
     run_info = run_info or {}
     trainer = Trainer(cfg, ctx, **parts)
     trainer.register_hooks(default_hooks(trainer))
+    ranks = du.gather_ranks(ctx, cfg.SHARD_ID)  # a collective: the world as it really runs
     if ctx.is_main:
         trainer.clock = clock or BenchmarkClock(os.path.join(cfg.OUTPUT_DIR, HEARTBEAT_FILE),
                                                 setup_started=run_info.get("setup_started"))
         trainer.results = ResultsWriter(
             os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE), cfg,
-            world=world_block(cfg, ctx.device.type, trainer.precision),
+            world=world_block(ranks, trainer.precision, run_info.get("world_corrections")),
             config_file=run_info.get("config_file") or "", command=run_info.get("command", ()),
             resolved=run_info.get("resolved"))
         write_class_names(trainer.train_loader.class_names, cfg.OUTPUT_DIR)

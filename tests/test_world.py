@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from vbench.bench.reference import make_reference
-from vbench.bench.results import validate_results, world_block
+from vbench.bench.results import ResultsWriter, load_results, validate_results, world_block
 from vbench.bench.score import main as score_main
 from vbench.bench.world import describe_world, mixed_hardware
 from vbench.config import ConfigError, launcher_world, load_config, world_corrections
@@ -93,6 +93,33 @@ def test_old_results_without_gathered_ranks_still_validate_and_describe(tmp_path
     assert "ranks" not in old["world"]
     validate_results(old)
     assert describe_world(old["world"]) == "4 cuda device(s) on 1 node, 4 processes"
+
+
+def test_a_run_resumed_on_fewer_gpus_keeps_the_most_devices_it_trained_on(tmp_path):
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_results import FAKE_SYSINFO, make_cfg
+
+    cfg = make_cfg(tmp_path)
+    first = ResultsWriter(str(tmp_path / "a.json"), cfg, world=world_block(gpu_ranks([4, 4]), "bf16"),
+                          sysinfo=FAKE_SYSINFO)
+    resumed = ResultsWriter(str(tmp_path / "b.json"), cfg, world=world_block(gpu_ranks([1]), "bf16"),
+                            sysinfo=FAKE_SYSINFO)
+    resumed.load_state_dict(first.state_dict())
+    world = load_results(str(tmp_path / "b.json"))["world"]
+    assert (world["num_devices"], world["num_gpus"], world["world_size"]) == (8, 8, 1)
+    assert world["earlier_attempts"] == [{"num_devices": 8, "world_size": 8, "nodes": 2, "devices": (
+        "8 x NVIDIA H100 80GB HBM3 (79.19 GiB) on 2 nodes, 8 processes")}]
+    assert describe_world(world).endswith("; resumed from attempts on 8 x NVIDIA H100 80GB HBM3 "
+                                          "(79.19 GiB) on 2 nodes, 8 processes")
+    again = ResultsWriter(str(tmp_path / "c.json"), cfg, world=world_block(gpu_ranks([1]), "bf16"),
+                          sysinfo=FAKE_SYSINFO)
+    again.load_state_dict(resumed.state_dict())  # a second resume on the same single GPU
+    assert again.data["world"]["earlier_attempts"] == world["earlier_attempts"]
+    assert again.data["world"]["num_devices"] == 8
+    same = ResultsWriter(str(tmp_path / "d.json"), cfg, world=world_block(gpu_ranks([4, 4]), "bf16"),
+                         sysinfo=FAKE_SYSINFO)
+    same.load_state_dict(first.state_dict())
+    assert "earlier_attempts" not in same.data["world"] and same.data["world"]["num_devices"] == 8
 
 
 # ------------------------------------------------------------------------------ torchrun's world

@@ -34,7 +34,7 @@ from vbench.files import atomic_write_bytes
 
 from .results_schema import ROW_SPEC, SCHEMA_VERSION, STATUSES, ResultsError, check_spec, validate_results
 from .sysinfo import collect_sysinfo
-from .world import world_block
+from .world import resumed_world, world_block
 
 __all__ = ["RESULTS_FILE", "ResultsError", "ResultsWriter", "SCHEMA_VERSION", "atomic_write_json",
            "config_hash", "load_results", "mark_failed", "target_reached", "validate_results",
@@ -215,7 +215,8 @@ class ResultsWriter:
     def state_dict(self):
         """What a checkpoint stores so a resumed run keeps the earlier epochs."""
         return copy.deepcopy({"started_at": self.data["run"]["started_at"], "epochs": self.data["epochs"],
-                              "benchmark": self.data["benchmark"], "bad_videos": self.data["bad_videos"]})
+                              "benchmark": self.data["benchmark"], "bad_videos": self.data["bad_videos"],
+                              "world": self.data["world"]})
 
     def load_state_dict(self, state):
         state = copy.deepcopy(state)
@@ -224,6 +225,8 @@ class ResultsWriter:
         self.data["bad_videos"] = state["bad_videos"]
         for key in ("reached", "time_to_target_s", "epochs_to_target"):
             self.data["benchmark"][key] = state["benchmark"][key]
+        if state.get("world"):  # checkpoints of an older vbench have none
+            self.data["world"] = resumed_world(state["world"], self.data["world"])
         self.write()
 
 

@@ -75,7 +75,9 @@ RESULTS_SPEC = {
               "device": Choice("cuda", "cpu"), "precision": Choice("fp32", "fp16", "bf16"),
               # gathered from the process group (optional: results written before have none)
               "nodes?": int, "procs_per_node?": ListOf(int), "same_hardware?": bool,
-              "ranks?": ListOf(RANK_SPEC), "config_corrected?": MapOf({"config": int, "launcher": int})},
+              "ranks?": ListOf(RANK_SPEC), "config_corrected?": MapOf({"config": int, "launcher": int}),
+              "earlier_attempts?": ListOf({"num_devices": int, "world_size": int, "nodes": int,
+                                           "devices": str})},
     "resolved?": dict,
     "hardware": {
         "gpu": Nullable({"model": str, "count": int, "memory_gib": (*NUMBER, NULL), "driver": (str, NULL),

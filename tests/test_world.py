@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from vbench.bench.reference import make_reference
+from vbench.bench.report import devices_line
 from vbench.bench.results import ResultsWriter, load_results, validate_results, world_block
 from vbench.bench.score import main as score_main
 from vbench.bench.world import describe_world, mixed_hardware
@@ -193,6 +194,13 @@ def test_the_score_flags_mixed_hardware_in_its_text_and_json(tmp_path, capsys):
     assert score_main(["--cnn", run, "--json"]) == 0
     (entry,) = json.loads(capsys.readouterr().out)["tracks"]["cnn"]["runs"]
     assert entry["mixed_hardware"] is True and "node 0: 4 x NVIDIA A100" in entry["mixed_hardware_note"]
+
+
+def test_the_report_names_the_world_and_mixed_hardware():
+    line = devices_line(world_block(gpu_ranks([1, 1], kinds=(A100, H100)), "bf16"))
+    assert line == ("- devices: 1 x NVIDIA A100-SXM4-40GB (39.39 GiB) + 1 x NVIDIA H100 80GB HBM3 (79.19 GiB) "
+                    "on 2 nodes, 2 processes (n_gpu 2); MIXED HARDWARE: the ranks ran on different hardware "
+                    "(node 0: 1 x NVIDIA A100-SXM4-40GB (39.39 GiB); node 1: 1 x NVIDIA H100 80GB HBM3 (79.19 GiB))")
 
 
 def test_the_reference_maker_uses_the_recorded_devices_and_refuses_mixed_ones():

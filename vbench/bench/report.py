@@ -102,6 +102,12 @@ def dataset_line(results):
     return "- data: " + "; ".join(parts)
 
 
+def devices_line(world):
+    mixed = mixed_hardware(world)
+    return (f"- devices: {describe_world(world)} (n_gpu {world['num_devices']})"
+            + (f"; MIXED HARDWARE: {mixed}" if mixed else ""))
+
+
 def run_section(label, results):
     bench = results["benchmark"]
     reached = "yes" if bench.get("reached") else "no"
@@ -110,8 +116,7 @@ def run_section(label, results):
              f"- time to target: {_cell(bench.get('time_to_target_s'), 1)} s "
              f"(epochs: {_cell(bench.get('epochs_to_target'))}); set-up (untimed): "
              f"{_cell(bench.get('setup_s'), 1)} s",
-             f"- devices: {describe_world(results['world'])} (n_gpu {results['world']['num_devices']})"
-             + (f"; MIXED HARDWARE: {mixed_hardware(results['world'])}" if mixed_hardware(results['world']) else ""),
+             devices_line(results["world"]),
              dataset_line(results),
              f"- bottleneck: {bottleneck_verdict(results)}", ""]
     return lines + epoch_table(results) + [""]

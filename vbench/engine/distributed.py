@@ -16,7 +16,6 @@ from vbench.bench.sysinfo import GIB, cpu_model, ram_gib
 from vbench.config.launcher import TORCHRUN_ENV
 
 
-
 @dataclass(frozen=True)
 class DistContext:
     """Where this process sits in the run."""

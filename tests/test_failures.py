@@ -21,7 +21,7 @@ from vbench.cli.train import USER_ERRORS
 from vbench.engine.launch import launch_workers
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_results import FAKE_SYSINFO  # noqa: E402
+from test_results import CPU_RANK, FAKE_SYSINFO  # noqa: E402
 from test_trainer import run_net, tiny_cfg_file  # noqa: E402, F401 (a fixture)
 
 ARGV = ["tools/run_net.py", "--cfg", "configs/my run.yaml", "OUTPUT_DIR", "runs/a"]
@@ -111,7 +111,7 @@ def test_report_of_a_test_only_run_says_nothing_about_training(tmp_path):
 # ------------------------------------------------------------------------------ results.json
 def test_mark_failed_changes_only_a_running_results_file(tmp_path):
     cfg = report_cfg(tmp_path)
-    writer = ResultsWriter(str(tmp_path / RESULTS_FILE), cfg, world=world_block(cfg, "cpu", "fp32"),
+    writer = ResultsWriter(str(tmp_path / RESULTS_FILE), cfg, world=world_block([CPU_RANK], "fp32"),
                            sysinfo=FAKE_SYSINFO)
     before = load_results(str(tmp_path))
     assert before["run"]["status"] == "running" and before["run"]["finished_at"] is None

@@ -24,6 +24,10 @@ FAKE_SYSINFO = {
 }
 
 
+CPU_RANK = {"rank": 0, "node": 0, "local_rank": 0, "host": "a1b2c3d4e5f6", "device": "cpu",
+            "device_model": "test cpu", "memory_gib": 4.0, "device_id": "a1b2c3d4e5f6"}
+
+
 def make_cfg(tmp_path, target=50.0):
     cfg = get_cfg()
     cfg.merge_from_list(["OUTPUT_DIR", str(tmp_path), "BENCHMARK.TRACK", "cnn",
@@ -33,7 +37,7 @@ def make_cfg(tmp_path, target=50.0):
 
 def make_writer(tmp_path, cfg=None, sysinfo_block=FAKE_SYSINFO):
     cfg = cfg or make_cfg(tmp_path)
-    return ResultsWriter(str(tmp_path / RESULTS_FILE), cfg, world=world_block(cfg, "cpu", "fp32"),
+    return ResultsWriter(str(tmp_path / RESULTS_FILE), cfg, world=world_block([CPU_RANK], "fp32"),
                          config_file="configs/x.yaml", command=["vbench", "train"], sysinfo=sysinfo_block)
 
 
@@ -61,7 +65,8 @@ def test_round_trip_target_and_finish(tmp_path):
     assert data["epochs"][0]["loss"] is None  # NaN becomes null, the file stays strict JSON
     assert data["bad_videos"]["train"] == [{"path": "train/a/x.mp4", "reason": "no video stream"}]
     assert data["world"] == {"num_gpus": 0, "num_devices": 1, "world_size": 1, "num_shards": 1,
-                             "device": "cpu", "precision": "fp32"}
+                             "device": "cpu", "precision": "fp32", "nodes": 1, "procs_per_node": [1],
+                             "same_hardware": True, "ranks": [CPU_RANK]}
     assert data["config"]["BENCHMARK"]["TARGET_TOP1"] == 50.0
     assert data["config_hash"] == config_hash(data["config"])
     assert data["git_commit"] is None or len(data["git_commit"]) == 40

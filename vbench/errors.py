@@ -49,6 +49,12 @@ class ScoreError(VbenchError, ValueError):
     """A problem with the score's inputs: a run folder, a reference table, a mismatch between them."""
 
 
+class DiskFullError(VbenchError):
+    """A run file (checkpoint, results.json, a log) could not be written: the file system holding it
+    is full or the user's quota is used up. The message names the file, the free space and what to
+    do; the file's previous version is left as it was (vbench/files.py)."""
+
+
 class VideoDecodeError(VbenchError):
     """A video could not be decoded; `path` names the file and `reason` says why. Training counts
     such videos against DATA.MAX_BAD_FRACTION instead of stopping (data/dataset.py)."""

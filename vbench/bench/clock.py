@@ -31,13 +31,20 @@ The trainer's calls, in order:
 """
 import datetime
 import json
+import logging
 import os
 import time
 import uuid
 
+from vbench.errors import DiskFullError
+
 from .results import atomic_write_json
 
+logger = logging.getLogger(__name__)
 HEARTBEAT_FILE = "clock_heartbeat.json"
+HEARTBEAT_FULL_HINT = ("The clock runs on (the heartbeat only accounts for the time lost if the run "
+                       "crashes); the run stops at its next results.json or checkpoint write if the "
+                       "disk is still full.")
 STATE_VERSION = 1
 
 
@@ -117,11 +124,13 @@ class BenchmarkClock:
         if self.heartbeat_path is None:
             return
         try:
-            atomic_write_json(self.heartbeat_path, snapshot)
-        except OSError as err:
-            message = f"heartbeat write to '{self.heartbeat_path}' failed: {err}"
-            if message not in self.warnings:
+            atomic_write_json(self.heartbeat_path, snapshot, what_to_do=HEARTBEAT_FULL_HINT)
+        except (OSError, DiskFullError) as err:  # the clock runs on; only crash accounting needs the file
+            prefix = f"heartbeat write to '{self.heartbeat_path}' failed"
+            message = f"{prefix}: {err}"
+            if not any(warning.startswith(prefix) for warning in self.warnings):  # once per run
                 self.warnings.append(message)
+                logger.warning(message)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self):

@@ -9,6 +9,8 @@ import yaml
 from vbench.config import REPO_ROOT, find_repo_path
 from vbench.errors import ScoreError
 
+from .world import mixed_hardware
+
 TRACKS = ("cnn", "transformer")
 DEFAULT_REFERENCE = os.path.join(REPO_ROOT, "configs", "benchmark", "reference.yaml")
 
@@ -104,6 +106,7 @@ def make_reference(track_runs, name, hardware=""):
             raise ScoreError(f"--make-reference: every {track} run must have reached its target; "
                              f"{len(runs) - len(times)} of {len(runs)} did not.")
         first = runs[0]
+        check_reference_worlds(track, runs)
         tracks[track] = {
             "config": first["run"]["config_file"],
             "model": first["config"]["MODEL"]["MODEL_NAME"],
@@ -113,6 +116,20 @@ def make_reference(track_runs, name, hardware=""):
             "dataset": reference_dataset(track, runs),
         }
     return {"name": name, "hardware": hardware, "tracks": tracks}
+
+
+def check_reference_worlds(track, runs):
+    """A reference time stands for one number of one kind of device: every run of a track must
+    have trained on the same recorded device count, and each on one kind of hardware."""
+    counts = {int(run["world"]["num_devices"]) for run in runs}
+    if len(counts) > 1:
+        raise ScoreError(f"--make-reference: the {track} runs trained on different numbers of devices "
+                         f"({sorted(counts)}, world.num_devices); give runs of one setup.")
+    for run in runs:
+        mixed = mixed_hardware(run["world"])
+        if mixed:
+            raise ScoreError(f"--make-reference: {track} run '{run['run']['output_dir']}': {mixed}. A "
+                             f"reference time must come from one kind of device.")
 
 
 def reference_dataset(track, runs):

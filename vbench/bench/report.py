@@ -10,6 +10,7 @@ from vbench.errors import ResultsError, ScoreError
 
 from .plots import plot_accuracy_vs_time, plot_throughput
 from .results import load_results
+from .world import describe_world, mixed_hardware
 
 INPUT_BOUND_SHARE = 0.20  # data-wait share above which a run is called input-bound
 LOADER_BUSY_RATIO = 1.25  # loader rate (while working) under this x the trained rate: workers are the limit
@@ -101,6 +102,12 @@ def dataset_line(results):
     return "- data: " + "; ".join(parts)
 
 
+def devices_line(world):
+    mixed = mixed_hardware(world)
+    return (f"- devices: {describe_world(world)} (n_gpu {world['num_devices']})"
+            + (f"; MIXED HARDWARE: {mixed}" if mixed else ""))
+
+
 def run_section(label, results):
     bench = results["benchmark"]
     reached = "yes" if bench.get("reached") else "no"
@@ -109,8 +116,7 @@ def run_section(label, results):
              f"- time to target: {_cell(bench.get('time_to_target_s'), 1)} s "
              f"(epochs: {_cell(bench.get('epochs_to_target'))}); set-up (untimed): "
              f"{_cell(bench.get('setup_s'), 1)} s, of which warm-up {_cell(bench.get('warmup_s'), 1)} s",
-             f"- devices: {results['world'].get('num_devices')} ({results['world'].get('device')}), "
-             f"world size {results['world'].get('world_size')}",
+             devices_line(results["world"]),
              dataset_line(results),
              f"- bottleneck: {bottleneck_verdict(results)}", ""]
     return lines + epoch_table(results) + [""]

@@ -3,7 +3,7 @@
 Trainer side (rank 0 only; see also vbench/bench/clock.py):
 
     writer = ResultsWriter(os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE), cfg,
-                           world=world_block(cfg, device="cuda", precision="bf16"),
+                           world=world_block(ranks, precision="bf16"),  # ranks: gathered by the engine
                            config_file=args.cfg_file, command=sys.argv,
                            resolved={"TRAIN.PRECISION": "bf16"})   # writes status "running"
     writer.load_state_dict(checkpoint["results"])        # when resuming (restores earlier epochs)
@@ -27,12 +27,14 @@ import json
 import math
 import os
 import subprocess
-import tempfile
 
 import vbench
+from vbench.errors import DiskFullError
+from vbench.files import atomic_write_bytes
 
 from .results_schema import ROW_SPEC, SCHEMA_VERSION, STATUSES, ResultsError, check_spec, validate_results
 from .sysinfo import collect_sysinfo
+from .world import resumed_world, world_block
 
 __all__ = ["RESULTS_FILE", "ResultsError", "ResultsWriter", "SCHEMA_VERSION", "atomic_write_json",
            "config_hash", "load_results", "mark_failed", "target_reached", "validate_results",
@@ -43,26 +45,21 @@ METRIC_KEYS = {"clip": "clip_top1", "video": "video_top1"}
 
 
 # ---------------------------------------------------------------------- helpers
-def atomic_write_json(path, obj, indent=None):
+def atomic_write_json(path, obj, indent=None, what_to_do=""):
     """Write `obj` as JSON to `path` so that readers see the old file or the new one, never half.
 
-    Serialisation happens before the file is touched, so an unserialisable `obj` leaves `path` as it was.
+    Serialisation happens before the file is touched, so an unserialisable `obj` leaves `path` as it
+    was; so does a full disk (DiskFullError naming the path, the free space and `what_to_do`).
     """
     text = json.dumps(obj, indent=indent, allow_nan=False)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; results are meant to be read by others
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"), what_to_do)
+
+
+def resume_hint(output_dir):
+    """What to do when a run file cannot be written for lack of space."""
+    return (f"Free space there (or move the run folder to a larger disk and point OUTPUT_DIR at it), "
+            f"then run the same command again: training resumes from the newest checkpoint in "
+            f"OUTPUT_DIR ({os.path.abspath(output_dir)}).")
 
 
 def now_iso():
@@ -101,17 +98,6 @@ def git_state():
     commit, _ = _git("rev-parse", "HEAD")
     status, _ = _git("status", "--porcelain", "--untracked-files=no")
     return commit, (None if status is None else bool(status))
-
-
-def world_block(cfg, device, precision):
-    """The results.json "world" block. `precision` is the one in use ("auto" already resolved)."""
-    from vbench.config import world_size_of
-
-    if device not in ("cuda", "cpu") or precision not in ("fp32", "fp16", "bf16"):
-        raise ValueError(f"world_block needs device cuda/cpu and a resolved precision, got {device!r}, {precision!r}.")
-    num_gpus = cfg.NUM_GPUS * cfg.NUM_SHARDS if device == "cuda" else 0
-    return {"num_gpus": num_gpus, "num_devices": max(num_gpus, 1), "world_size": world_size_of(cfg),
-            "num_shards": cfg.NUM_SHARDS, "device": device, "precision": precision}
 
 
 def target_reached(metrics, cfg):
@@ -171,7 +157,7 @@ class ResultsWriter:
         self.write()
 
     def write(self):
-        atomic_write_json(self.path, _plain(self.data), indent=1)
+        atomic_write_json(self.path, _plain(self.data), indent=1, what_to_do=resume_hint(self._cfg.OUTPUT_DIR))
 
     def _update_clock(self, clock):
         if clock is None:
@@ -223,12 +209,19 @@ class ResultsWriter:
         if peak_gpu_memory_gib is not None:
             self.data["peak_gpu_memory_gib"] = float(peak_gpu_memory_gib)
         self._update_clock(clock)
-        self.write()
+        try:
+            self.write()
+        except DiskFullError:
+            if status != "failed":
+                raise
+            # the run is failing already and its own error says why: results.json keeps its last
+            # complete state ("running"; the launcher marks it failed when it can)
 
     def state_dict(self):
         """What a checkpoint stores so a resumed run keeps the earlier epochs."""
         return copy.deepcopy({"started_at": self.data["run"]["started_at"], "epochs": self.data["epochs"],
-                              "benchmark": self.data["benchmark"], "bad_videos": self.data["bad_videos"]})
+                              "benchmark": self.data["benchmark"], "bad_videos": self.data["bad_videos"],
+                              "world": self.data["world"]})
 
     def load_state_dict(self, state):
         state = copy.deepcopy(state)
@@ -237,6 +230,8 @@ class ResultsWriter:
         self.data["bad_videos"] = state["bad_videos"]
         for key in ("reached", "time_to_target_s", "epochs_to_target"):
             self.data["benchmark"][key] = state["benchmark"][key]
+        if state.get("world"):  # checkpoints of an older vbench have none
+            self.data["world"] = resumed_world(state["world"], self.data["world"])
         self.write()
 
 
@@ -263,14 +258,18 @@ def mark_failed(path):
     """Status "failed" for the results.json at `path` (a file) when it still says "running".
 
     Only once every process of its run is gone (the launcher: a rank 0 killed outright cannot
-    write its own "failed"). Rewritten atomically; a missing or unreadable file is left as it is.
-    Returns the status the file holds now, or None.
+    write its own "failed"). Rewritten atomically; a missing or unreadable file, or one a full disk
+    does not let it rewrite, is left as it is. Returns the status the file holds now, or None.
     """
     try:
         data = load_results(path)
     except ResultsError:
         return None
     if data["run"]["status"] == "running":
-        data["run"].update(status="failed", finished_at=now_iso())
-        atomic_write_json(path, data, indent=1)
+        try:
+            atomic_write_json(path, dict(data, run=dict(data["run"], status="failed", finished_at=now_iso())),
+                              indent=1)
+        except DiskFullError:
+            return "running"
+        return "failed"
     return data["run"]["status"]

@@ -52,6 +52,10 @@ ROW_SPEC = {
     "data_wait_by_rank?": ListOf(NUMBER), "loader_clips_per_s_by_rank?": ListOf((*NUMBER, NULL)),
 }
 PATH_REASON = {"path": str, "reason": str}
+RANK_SPEC = {  # vbench.engine.distributed.gather_ranks
+    "rank": int, "node": int, "local_rank": int, "host": str, "device": Choice("cuda", "cpu"),
+    "device_model": str, "memory_gib": (*NUMBER, NULL), "device_id": str,
+}
 FINGERPRINT_SPEC = {  # vbench.data.fingerprint
     "videos_listed": int, "videos_readable": int, "excluded": ListOf(Pair(str, str)), "clips_per_epoch": int,
     "bytes": int, "classes": int, "sha256": str, "listed_sha256": str,
@@ -69,7 +73,12 @@ RESULTS_SPEC = {
                   "total_time_s": NUMBER, "resumes?": int, "resume_added_s?": NUMBER,
                   "clock_warnings?": ListOf(str)},
     "world": {"num_gpus": int, "num_devices": int, "world_size": int, "num_shards": int,
-              "device": Choice("cuda", "cpu"), "precision": Choice("fp32", "fp16", "bf16")},
+              "device": Choice("cuda", "cpu"), "precision": Choice("fp32", "fp16", "bf16"),
+              # gathered from the process group (optional: results written before have none)
+              "nodes?": int, "procs_per_node?": ListOf(int), "same_hardware?": bool,
+              "ranks?": ListOf(RANK_SPEC), "config_corrected?": MapOf({"config": int, "launcher": int}),
+              "earlier_attempts?": ListOf({"num_devices": int, "world_size": int, "nodes": int,
+                                           "devices": str})},
     "resolved?": dict,
     "hardware": {
         "gpu": Nullable({"model": str, "count": int, "memory_gib": (*NUMBER, NULL), "driver": (str, NULL),

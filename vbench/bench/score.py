@@ -25,6 +25,7 @@ from .dataset_check import check_dataset
 from .reference import TRACKS, load_reference, make_reference, resolve_config_path
 from .results import load_results
 from .sysinfo import describe_hardware
+from .world import describe_world, mixed_hardware
 
 
 @dataclass
@@ -36,6 +37,8 @@ class RunScore:
     n_gpu_bench: int
     score: float
     reason: str = ""
+    world: str = ""  # the devices, nodes and processes that trained (`describe_world`)
+    mixed_hardware: str = ""  # non-empty when the ranks ran on different hardware (flagged)
     differences: list = field(default_factory=list)
     data_problems: list = field(default_factory=list)  # the data differs from the reference's
     data_notes: list = field(default_factory=list)  # e.g. training clips it lacked (still compliant)
@@ -91,9 +94,12 @@ def coefficient_of_variation(times):
 
 
 def score_run(path, results, track_ref, recipe):
-    """One run against its track's reference: time, GPUs, score, compliance differences."""
-    bench = results["benchmark"]
-    n_gpu = int(results["world"]["num_devices"])
+    """One run against its track's reference: time, GPUs, score, compliance differences.
+
+    n_gpu_bench is the run's recorded world.num_devices: the distinct GPUs its ranks trained on,
+    gathered from the process group (1 for a CPU run), never the config's NUM_GPUS."""
+    bench, world = results["benchmark"], results["world"]
+    n_gpu = int(world["num_devices"])
     reached = bool(bench["reached"]) and bench["time_to_target_s"] is not None
     t_bench = float(bench["time_to_target_s"]) if reached else math.inf
     reason = "" if reached else (
@@ -103,7 +109,8 @@ def score_run(path, results, track_ref, recipe):
         reason = f"its target {bench['target_top1']} is below the reference target {track_ref.target_top1}"
     score = track_score_value(track_ref.t_ref_s, track_ref.n_gpu_ref, t_bench, n_gpu)
     data_problems, data_notes = check_dataset(results, track_ref.dataset, recipe)
-    return RunScore(path, results, reached, t_bench, n_gpu, score, reason, differences, data_problems, data_notes)
+    return RunScore(path, results, reached, t_bench, n_gpu, score, reason, describe_world(world),
+                    mixed_hardware(world), differences, data_problems, data_notes)
 
 
 def check_same_setup(track, runs):
@@ -169,6 +176,10 @@ def format_track(ts):
         mark = "" if run.compliant else "  [NON-COMPLIANT]"
         lines.append(f"  {run.path}: t_bench {_fmt_time(run.t_bench_s)}, n_gpu {run.n_gpu_bench}, "
                      f"score {run.score:.3f}{mark}")
+        lines.append(f"      world: {run.world}")
+        if run.mixed_hardware:
+            lines.append(f"      MIXED HARDWARE: {run.mixed_hardware}; n_gpu counts every GPU alike, so "
+                         f"this score does not describe one kind of GPU")
         if run.reason:
             lines.append(f"      {run.reason}")
         for difference in run.differences:
@@ -194,6 +205,8 @@ def summary_dict(track_scores, reference):
             "compliant": ts.compliant, "t_ref_s": ts.reference.t_ref_s,
             "n_gpu_ref": ts.reference.n_gpu_ref,
             "runs": [{"path": r.path, "reached": r.reached, "n_gpu_bench": r.n_gpu_bench,
+                      "world": r.world, "mixed_hardware": bool(r.mixed_hardware),
+                      "mixed_hardware_note": r.mixed_hardware,
                       "t_bench_s": None if math.isinf(r.t_bench_s) else r.t_bench_s,
                       "score": r.score, "reason": r.reason,
                       "differences": [[d.key, d.recipe, d.run] for d in r.differences],
@@ -224,7 +237,9 @@ def _make_reference_main(args):
     if not track_runs:
         raise ScoreError("--make-reference needs --cnn and/or --transformer runs.")
     first = next(iter(track_runs.values()))[0]
-    table = make_reference(track_runs, args.name, describe_hardware(first.get("hardware") or {}))
+    hardware = describe_world(first["world"]) if first["world"].get("ranks") else describe_hardware(
+        first.get("hardware") or {})
+    table = make_reference(track_runs, args.name, hardware)
     with open(args.out, "w") as f:
         yaml.safe_dump(table, f, sort_keys=False)
     print(f"wrote reference table '{args.out}' ({', '.join(track_runs)})")

@@ -82,6 +82,10 @@ def cpu_model():
     return platform.processor() or platform.machine() or "unknown"
 
 
+def ram_gib():
+    return _round(psutil.virtual_memory().total / GIB)
+
+
 def _rotational(path):
     """Whether the block device holding `path` spins (True), is solid-state (False), or None."""
     try:
@@ -138,7 +142,7 @@ def collect_sysinfo(data_path=None):
         "gpu": gpu_info(),
         "cpu": {"model": cpu_model(), "physical_cores": psutil.cpu_count(logical=False),
                 "logical_cores": psutil.cpu_count(logical=True) or os.cpu_count() or 1},
-        "ram_gib": _round(psutil.virtual_memory().total / GIB),
+        "ram_gib": ram_gib(),
         "storage": storage_info(data_path) if data_path else None,
     }
     return {"hardware": hardware, "software": software_info()}

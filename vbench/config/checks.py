@@ -2,6 +2,7 @@
 from vbench.errors import ConfigError
 
 from .defaults import AUTO
+from .launcher import launcher_world
 
 CHOICES = {
     "TRAIN.PRECISION": ("fp32", "fp16", "bf16", "auto"),
@@ -96,11 +97,13 @@ def world_size_of(cfg):
 
 
 def _check_batches(cfg):
-    world = world_size_of(cfg)
+    launched = launcher_world()  # under torchrun its world counts, whatever NUM_GPUS/NUM_SHARDS say
+    world = launched["world_size"] if launched else world_size_of(cfg)
+    source = "torchrun's WORLD_SIZE" if launched else "NUM_GPUS x NUM_SHARDS"
     for key in ("TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE"):
         _require(config_value(cfg, key) % world == 0,
                  f"config key '{key}' = {config_value(cfg, key)} is the global batch and must divide evenly "
-                 f"over {world} processes (NUM_GPUS x NUM_SHARDS); pick a multiple of {world}.")
+                 f"over {world} processes ({source}); pick a multiple of {world}.")
     # torch's SyncBatchNorm runs on GPUs only; one process needs no synchronisation
     _require(cfg.BN.NORM_TYPE != "sync_batchnorm" or cfg.NUM_GPUS > 0 or world == 1,
              f"BN.NORM_TYPE sync_batchnorm needs GPUs (torch's SyncBatchNorm does not run on the "

@@ -13,9 +13,9 @@ AUTO = "auto"
 AUTO_KEYS = {"MODEL.CHANNELS_LAST": bool, "DATA.GPU_TRANSFORMS": bool, "DATA_LOADER.NUM_WORKERS": int}
 
 # ---------------------------------------------------------------- run and resources
-_C.NUM_GPUS = 1  # GPUs per node (one process each); 0 trains on the CPU in one process.
-_C.NUM_SHARDS = 1  # number of nodes (machines) taking part in the run.
-_C.SHARD_ID = 0  # index of this node among NUM_SHARDS.
+_C.NUM_GPUS = 1  # GPUs per node (one process each; torchrun: its --nproc-per-node); 0 trains on the CPU.
+_C.NUM_SHARDS = 1  # number of nodes (machines) taking part in the run (torchrun: its --nnodes).
+_C.SHARD_ID = 0  # index of this node among NUM_SHARDS (torchrun: its --node-rank).
 _C.INIT_METHOD = "tcp://localhost:9999"  # torch.distributed rendezvous for multi-node runs.
 _C.DIST_BACKEND = "auto"  # "auto" (nccl on GPUs, gloo on CPU), "nccl" or "gloo".
 _C.NUM_CPU_PROCS = 1  # processes when NUM_GPUS is 0 (gloo DDP on CPU; used by tests).

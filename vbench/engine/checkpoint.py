@@ -22,6 +22,7 @@ import torch
 
 from vbench.engine.log import get_logger
 from vbench.errors import CheckpointError, ConfigError, UnsafeFileError
+from vbench.files import atomic_open
 from vbench.models.weights import load_weights, read_weights_file, safe_torch_load
 
 CHECKPOINT_DIR = "checkpoints"
@@ -35,28 +36,13 @@ def checkpoint_epoch(path):
     return int(match.group(1)) if match else None
 
 
-def atomic_torch_save(obj, path, check=None):
-    """Write to a temporary file, fsync, then rename: a crash never leaves a half-written `path`.
-    `check(temporary_path, path)`, if given, may refuse the written file (by raising) before the
-    rename; `path` then keeps its previous content."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if check is not None:
-            check(tmp, path)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+def atomic_torch_save(obj, path, what_to_do="", check=None):
+    """Write to a temporary file, fsync, then rename: a crash or a full disk never leaves a
+    half-written `path` (a full disk raises DiskFullError naming the path, the free space and
+    `what_to_do`; vbench/files.py). `check(temporary_path, path)`, if given, may refuse the written
+    file (by raising) before the rename; `path` then keeps its previous content."""
+    with atomic_open(path, what_to_do, check) as f:
+        torch.save(obj, f)
 
 
 def require_safe_checkpoint(written, path):
@@ -154,13 +140,21 @@ class Checkpointer:
         if not self.is_main:
             return None
         path = self.path_for(epoch)
-        atomic_torch_save(dict(state, format=FORMAT_TAG, epoch=epoch), path, check=require_safe_checkpoint)
+        atomic_torch_save(dict(state, format=FORMAT_TAG, epoch=epoch), path, self._full_disk_hint(),
+                          check=require_safe_checkpoint)
         # Only files up to this epoch are pruned: one of a later epoch (a refused or damaged file
         # this run resumed before) must not push out the checkpoint just written.
         earlier = [old for old in self.list_checkpoints() if checkpoint_epoch(old) <= epoch]
         for old in earlier[self.keep:]:
             os.remove(old)
         return path
+
+    def _full_disk_hint(self):
+        older = self.list_checkpoints()
+        kept = f"The checkpoint before it, {older[0]}, is intact. " if older else ""
+        return (kept + "Free space there (or move the run folder to a larger disk and point "
+                "OUTPUT_DIR at it), then run the same command again"
+                + (" to resume from that checkpoint." if older else " (no checkpoint exists yet)."))
 
     def load_newest(self):
         """(path, state) of the newest checkpoint that loads, or (None, None) when there is none.

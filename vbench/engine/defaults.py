@@ -116,13 +116,14 @@ def build_trainer(cfg, ctx, run_info=None, clock=None, model=None, train_loader=
         val_loader = build_loader(cfg, cfg.DATA.VAL_SPLIT, training=False, rank=ctx.rank,
                                   world_size=ctx.world_size)
     trainer = Trainer(cfg, ctx, models, train_loader, val_loader)
+    ranks = du.gather_ranks(ctx, cfg.SHARD_ID)  # a collective: the world as it really runs
     results = None
     if ctx.is_main:
         clock = clock or BenchmarkClock(os.path.join(cfg.OUTPUT_DIR, HEARTBEAT_FILE),
                                         setup_started=run_info.get("setup_started"))
         results = ResultsWriter(
             os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE), cfg,
-            world=world_block(cfg, ctx.device.type, trainer.precision),
+            world=world_block(ranks, trainer.precision, run_info.get("world_corrections")),
             config_file=run_info.get("config_file") or "", command=run_info.get("command", ()),
             resolved=run_info.get("resolved"))
         write_class_names(train_loader.class_names, cfg.OUTPUT_DIR)

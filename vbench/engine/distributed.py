@@ -4,6 +4,7 @@ One process per GPU (NCCL) or NUM_CPU_PROCS processes on the CPU (gloo). Every h
 without a process group (world size 1), so single-process runs need no special cases.
 """
 import datetime
+import hashlib
 import os
 import socket
 from dataclasses import dataclass
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+from vbench.bench.sysinfo import GIB, cpu_model, ram_gib
+from vbench.config.launcher import TORCHRUN_ENV
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,34 @@ def init_process(cfg, local_rank, procs_per_node, init_method):
                                 rank=rank, timeout=datetime.timedelta(minutes=30), **kwargs)
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device,
                        backend=backend)
+
+
+def short_hash(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def device_description(device):
+    """{"device", "device_model", "memory_gib", "device_id"} of the device a process trains on.
+
+    device_id tells GPUs apart across nodes (a hash of the GPU's UUID: two processes on one GPU
+    count it once); on the CPU it is the host (a run counts as one device there, see results.json).
+    """
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        uuid = getattr(props, "uuid", None)
+        gpu = str(uuid) if uuid is not None else f"{socket.gethostname()}:{device.index}"
+        return {"device": "cuda", "device_model": props.name,
+                "memory_gib": round(props.total_memory / GIB, 2), "device_id": short_hash(gpu)}
+    return {"device": "cpu", "device_model": cpu_model(), "memory_gib": ram_gib(),
+            "device_id": short_hash(socket.gethostname())}
+
+
+def gather_ranks(ctx, node):
+    """Every rank's {"rank", "node", "local_rank", "host", device...} in rank order: the world as it
+    really ran, for results.json (a collective: every process must call it). Host names are hashed."""
+    mine = {"rank": ctx.rank, "node": int(node), "local_rank": ctx.local_rank,
+            "host": short_hash(socket.gethostname()), **device_description(ctx.device)}
+    return all_gather_objects(mine)
 
 
 def shutdown():

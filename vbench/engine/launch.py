@@ -19,7 +19,7 @@ import time
 import torch
 
 from vbench.bench.results import RESULTS_FILE, mark_failed
-from vbench.config import world_size_of
+from vbench.config import launcher_world, replace_values, world_corrections, world_size_of
 from vbench.data.decoders.torchcodec import check_cuda_decoding, import_video_decoder
 from vbench.data.resources import loader_workers, usable_cores
 from vbench.data.synthetic import ensure_synthetic
@@ -203,18 +203,40 @@ def run_job(cfg, ctx, run_info):
         run_test(cfg, ctx)
 
 
+def follow_launcher(cfg, launched):
+    """Under torchrun: (cfg with NUM_GPUS or NUM_CPU_PROCS, NUM_SHARDS and SHARD_ID as torchrun
+    started the run, {key: (config value, launcher value)} of those that changed). Local rank 0
+    of each node warns about the ones a user set (SHARD_ID left at 0 is torchrun's usual case)."""
+    corrections = world_corrections(cfg, launched)
+    if not corrections:
+        return cfg, {}
+    named = {key: pair for key, pair in corrections.items() if key != "SHARD_ID" or pair[0] != 0}
+    if named and int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        given = ", ".join(f"{key} {was}" for key, (was, _) in named.items())
+        used = ", ".join(f"{key} {now}" for key, (_, now) in named.items())
+        print(f"vbench: warning: torchrun started {launched['nodes']} node(s) x {launched['procs_per_node']} "
+              f"process(es) (WORLD_SIZE {launched['world_size']}), but the config says {given}. This run "
+              f"uses what torchrun started ({used}); results.json records the change under "
+              f"world.config_corrected. Under torchrun, --nnodes and --nproc-per-node set the world.",
+              file=sys.stderr)
+    return replace_values(cfg, {key: now for key, (_, now) in corrections.items()},
+                          "the processes torchrun started"), corrections
+
+
 # ---------------------------------------------------------------------------- entry point
 def launch(cfg, config_file=None, command=None, setup_started=None):
     """Check, then train and/or test as the config says. Raises on any failure.
 
     setup_started: time.monotonic() when the command started (the clock's set-up begins there).
     """
-    world = int(os.environ["WORLD_SIZE"]) if du.launched_by_torchrun() else world_size_of(cfg)
-    preflight(cfg, world)
+    launched = launcher_world()
+    cfg, corrections = follow_launcher(cfg, launched) if launched else (cfg, {})
+    preflight(cfg, launched["world_size"] if launched else world_size_of(cfg))
     cfg, resolved = resolve_resources(cfg)
     # CLOCK_MONOTONIC is shared by every process of this machine: spawned workers can use it.
     run_info = {"config_file": config_file, "command": list(command or sys.argv),
-                "setup_started": setup_started or time.monotonic(), "resolved": resolved}
+                "setup_started": setup_started or time.monotonic(), "resolved": resolved,
+                "world_corrections": corrections}
     try:
         launch_workers(cfg, run_job, run_info)
     except WorkersFailed:

@@ -10,6 +10,9 @@ import sys
 
 from tqdm import tqdm
 
+from vbench.errors import DiskFullError
+from vbench.files import append_line
+
 LOGGER_NAME = "vbench"
 JSON_STATS_FILE = "json_stats.log"
 
@@ -54,13 +57,30 @@ def _rounded(value):
     return value
 
 
+_FULL_WARNED = set()  # json_stats files already warned about (one warning per file and process)
+JSON_STATS_FULL_HINT = ("Its lines are missing until space is freed; the console and results.json still "
+                        "hold every epoch. The run goes on, and stops with an error at its next "
+                        "results.json or checkpoint write if the disk is still full.")
+
+
 def log_json_stats(stats, output_dir=""):
-    """Print `json_stats: {...}` and append the same line to OUTPUT_DIR/json_stats.log."""
+    """Print `json_stats: {...}` and append the same line to OUTPUT_DIR/json_stats.log.
+
+    A full disk does not stop the run here (a warning, once per file): json_stats.log is a copy of
+    what the console and results.json show, and the run's next results.json or checkpoint write
+    stops it with a DiskFullError if the disk is still full (docs/PROTOCOL.md, "A full disk").
+    """
     line = "json_stats: " + json.dumps({k: _rounded(v) for k, v in stats.items()}, sort_keys=True)
     get_logger().info(line)
-    if output_dir:
-        with open(os.path.join(output_dir, JSON_STATS_FILE), "a") as f:
-            f.write(line + "\n")
+    if not output_dir:
+        return
+    path = os.path.join(output_dir, JSON_STATS_FILE)
+    try:
+        append_line(path, line, JSON_STATS_FULL_HINT)
+    except DiskFullError as error:
+        if path not in _FULL_WARNED:
+            _FULL_WARNED.add(path)
+            get_logger().warning(str(error))
 
 
 def progress_bar(total, desc, enabled=True):

@@ -52,9 +52,14 @@ ROW_SPEC = {
     "data_wait_by_rank?": ListOf(NUMBER), "loader_clips_per_s_by_rank?": ListOf((*NUMBER, NULL)),
 }
 PATH_REASON = {"path": str, "reason": str}
+SPREAD_SPEC = Nullable({"median": NUMBER, "min": NUMBER, "max": NUMBER})
+ENCODING_SPEC = {  # vbench.data.encoding
+    "videos": int, "codecs": MapOf(int), "pixel_formats": MapOf(int), "short_side": SPREAD_SPEC,
+    "fps": SPREAD_SPEC, "bitrate_kbps": (*NUMBER, NULL), "keyframe_interval": (*NUMBER, NULL), "bytes": int,
+}
 FINGERPRINT_SPEC = {  # vbench.data.fingerprint
     "videos_listed": int, "videos_readable": int, "excluded": ListOf(Pair(str, str)), "clips_per_epoch": int,
-    "bytes": int, "classes": int, "sha256": str, "listed_sha256": str,
+    "bytes": int, "classes": int, "sha256": str, "listed_sha256": str, "encoding?": ENCODING_SPEC,
 }
 # Keys ending in "?" are optional (additions after the first published schema).
 RESULTS_SPEC = {

@@ -205,3 +205,34 @@ def test_shipped_synthetic_reference_carries_encoding_and_epochs():
             encoding = entry.dataset[split]["encoding"]
             assert encoding["videos"] == entry.dataset[split]["videos"] and encoding["codecs"] == {"h264": encoding["videos"]}
 
+
+
+# ---------------------------------------------------------------------------------- the canonical re-encode
+
+
+def test_reencode_writes_the_canonical_recipe_byte_for_byte_again(tmp_path):
+    from vbench.data.prepare_kinetics import main as prepare_main
+    from videos import read_frame_number
+
+    clip = "train/abseiling/vid_000000_000010.mp4"
+    source = tmp_path / "k400" / "train" / "abseiling" / "vid_000000_000010.mp4"
+    source.parent.mkdir(parents=True)
+    write_numbered_video(source, 300, fps=30, gop=100, size=(64, 48))  # keyframes 0, 100, 200
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "train.txt").write_text(clip + "\n")
+    outputs = []
+    for name in ("a", "b"):
+        dst = tmp_path / name
+        assert prepare_main(["--src", str(tmp_path / "k400"), "--dst", str(dst), "--clip-list", str(lists),
+                             "--splits", "train", "--mode", "reencode", "--workers", "1"]) == 0
+        outputs.append((dst / clip).read_bytes())
+    assert outputs[0] == outputs[1]  # one encoder thread: the same bytes every time
+    metadata = index_module.probe_video(str(tmp_path / "a" / clip))
+    assert (metadata["codec"], metadata["pix_fmt"], metadata["width"], metadata["height"]) == ("h264", "yuv420p", 342, 256)
+    assert metadata["keyframes"] == [0, 250] and metadata["num_frames"] == 300 and metadata["fps"] == 30
+    with av.open(str(tmp_path / "a" / clip)) as container:
+        numbers = [read_frame_number(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
+    assert numbers == list(range(300))  # every frame, in order, at its own time
+    header = (tmp_path / "a" / "prepare_report.txt").read_text().splitlines()[0]
+    assert "libx264 yuv420p, short side 256, CRF 23, preset medium, keyframe every 250 frames; canonical" in header

@@ -17,6 +17,12 @@ Which clips:
   `<src>/<split>.csv`, header `label,youtube_id,time_start,time_end,split`); a missing or unreadable
   clip is replaced by the next candidate.
 Existing output files are kept, so an interrupted run can be restarted.
+
+`--mode reencode` writes the canonical re-encode (docs/PROTOCOL.md, "The encoding"; REENCODE
+below): FFmpeg's best video stream, short side scaled to 256 (bicubic, both sides even), H.264
+yuv420p at CRF 23 with x264's "medium" preset, one keyframe every 250 frames (no scene-cut
+keyframes), one encoder thread (the same bytes from the same source and x264 build), the source's
+timestamps, no audio, in MP4.
 """
 import argparse
 import csv
@@ -30,12 +36,13 @@ from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
 import av
+from av.video.frame import PictureType
 from tqdm import tqdm
 
 from vbench.errors import DatasetError
 
 from .clip_list import list_file, read_clip_list
-from .index import probe_video
+from .index import probe_video, select_video_stream
 from .layouts import (SPLIT_NAMES, find_kinetics_video, kinetics_annotation_file, kinetics_stem,
                       read_kinetics_csv)
 
@@ -47,6 +54,9 @@ KINETICS20_CLASSES = (
 DEFAULT_CLIP_LIST = "configs/datasets/kinetics20"  # the benchmark's clips (DATA.CLIP_LIST of the recipe)
 # A sampled subset (--classes ...): these defaults give about the size of kinetics20.
 SAMPLING_DEFAULTS = {"classes": "kinetics20", "train_per_class": 64, "val_per_class": 5, "seed": 0}
+# The canonical re-encode (docs/PROTOCOL.md, "The encoding"); --short-side changes only the size.
+REENCODE = {"short_side": 256, "codec": "libx264", "pix_fmt": "yuv420p", "crf": 23, "preset": "medium",
+            "gop": 250, "interpolation": "BICUBIC"}
 
 
 def parse_args(argv):
@@ -64,9 +74,10 @@ def parse_args(argv):
                         help="sampled subset: clips per class for every other split (0 = all; default 5)")
     parser.add_argument("--from-list", default="", help="a subset.csv from an earlier run: take exactly these clips")
     parser.add_argument("--mode", choices=("copy", "link", "reencode"), default="copy",
-                        help="copy files, hard-link them (falls back to copy across file systems), "
-                             "or re-encode to H.264 with the short side scaled to --short-side")
-    parser.add_argument("--short-side", type=int, default=256, help="short side for --mode reencode")
+                        help="copy files, hard-link them (falls back to copy across file systems), or "
+                             "write the canonical re-encode (H.264, short side 256, keyframe every 250 frames)")
+    parser.add_argument("--short-side", type=int, default=REENCODE["short_side"],
+                        help="short side for --mode reencode (another value than 256 is not the canonical recipe)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="parallel clips")
     parser.add_argument("--seed", type=int, default=None, help="sampled subset: seed of the per-class clip order")
     parser.add_argument("--report", default="", help="report file (default <dst>/prepare_report.txt)")
@@ -175,23 +186,36 @@ def rows_from_list(list_path, split):
 # ---------------------------------------------------------------- writing one clip
 
 
-def reencode(src_path, dst_path, short_side):
-    """Decode with PyAV and write H.264 with the short side scaled to `short_side` (even sizes)."""
+def reencode_size(width, height, short_side):
+    """(width, height) with the short side scaled to `short_side`, both rounded to even numbers."""
+    scale = short_side / min(width, height)
+    return 2 * round(width * scale / 2), 2 * round(height * scale / 2)
+
+
+def x264_options():
+    r = REENCODE
+    return {"crf": str(r["crf"]), "preset": r["preset"],
+            "x264-params": f"keyint={r['gop']}:min-keyint={r['gop'] // 10}:scenecut=0:threads=1"}
+
+
+def reencode(src_path, dst_path, short_side=REENCODE["short_side"]):
+    """Write the canonical re-encode of `src_path` (REENCODE, the module docstring) to `dst_path`."""
     with av.open(src_path, metadata_errors="ignore") as source:
-        stream = source.streams.video[0]
-        width, height = stream.codec_context.width, stream.codec_context.height
-        scale = short_side / min(width, height)
-        out_w, out_h = (2 * round(width * scale / 2), 2 * round(height * scale / 2))
+        stream, _ = select_video_stream(source)
+        out_w, out_h = reencode_size(stream.codec_context.width, stream.codec_context.height, short_side)
         rate = stream.average_rate or stream.guessed_rate or Fraction(30)
         with av.open(dst_path, mode="w", format="mp4") as target:
-            out = target.add_stream("libx264", rate=rate)
-            out.width, out.height, out.pix_fmt = out_w, out_h, "yuv420p"
+            out = target.add_stream(REENCODE["codec"], rate=rate)
+            out.width, out.height, out.pix_fmt = out_w, out_h, REENCODE["pix_fmt"]
             out.time_base = stream.time_base
             out.codec_context.time_base = stream.time_base
-            out.codec_context.options = {"crf": "23", "preset": "veryfast", "threads": "2"}
+            out.codec_context.thread_count = 1
+            out.codec_context.options = x264_options()
             for frame in source.decode(stream):
-                scaled = frame.reformat(width=out_w, height=out_h, format="yuv420p")
+                scaled = frame.reformat(width=out_w, height=out_h, format=REENCODE["pix_fmt"],
+                                        interpolation=REENCODE["interpolation"])
                 scaled.pts, scaled.time_base = frame.pts, stream.time_base
+                scaled.pict_type = PictureType.NONE  # else x264 keeps the source's keyframes
                 target.mux(out.encode(scaled))
             target.mux(out.encode(None))
 
@@ -279,6 +303,16 @@ def build_split(args, split, per_class, results):
     return chosen
 
 
+def recipe_text(args):
+    """The re-encode recipe for the report header ("" for copy and link)."""
+    if args.mode != "reencode":
+        return ""
+    r = REENCODE
+    canonical = "canonical" if args.short_side == r["short_side"] else "NOT the canonical recipe: short side changed"
+    return (f": {r['codec']} {r['pix_fmt']}, short side {args.short_side}, CRF {r['crf']}, preset {r['preset']}, "
+            f"keyframe every {r['gop']} frames; {canonical}")
+
+
 def write_outputs(args, chosen, results):
     with open(os.path.join(args.dst, "subset.csv"), "w") as f:
         f.write("label,youtube_id,time_start,time_end,split\n")
@@ -286,7 +320,7 @@ def write_outputs(args, chosen, results):
             f.write(f"{label},{youtube_id},{start},{end},{split}\n")
     report = args.report or os.path.join(args.dst, "prepare_report.txt")
     with open(report, "w") as f:
-        f.write(f"# prepare_kinetics: {args.src} -> {args.dst} (mode {args.mode})\n")
+        f.write(f"# prepare_kinetics: {args.src} -> {args.dst} (mode {args.mode}{recipe_text(args)})\n")
         f.write(f"# {sum(results.written.values())} clips written, {len(results.missing)} missing, "
                 f"{len(results.unreadable)} unreadable\n")
         for line in results.missing + results.unreadable:

@@ -8,6 +8,7 @@ COMMANDS = {
     "test": ("vbench.engine.launch", "test_main", "test a checkpoint with multi-view testing"),
     "score": ("vbench.bench.score", "main", "benchmark score from CNN and Transformer runs"),
     "report": ("vbench.bench.report", "main", "Markdown + PNG report of one run folder"),
+    "export": ("vbench.bench.export", "main", "write a run as an MLPerf-format log: --mllog RUN"),
     "models": ("vbench.models.summary", "main", "list registered models with parameters and GFLOPs"),
     "sysinfo": ("vbench.bench.sysinfo", "main", "print the hardware and software block of results.json"),
     "data synth": ("vbench.data.synthetic", "main", "write the synthetic motion-pattern dataset"),

@@ -43,6 +43,10 @@ class ScoreError(VbenchError, ValueError):
     """A problem with the score's inputs: a run folder, a reference table, a mismatch between them."""
 
 
+class ExportError(VbenchError):
+    """A run cannot be exported (`vbench export`): a missing optional package, an unwritable file."""
+
+
 class VideoDecodeError(VbenchError):
     """A video could not be decoded; `path` names the file and `reason` says why. Training counts
     such videos against DATA.MAX_BAD_FRACTION instead of stopping (data/dataset.py)."""

@@ -140,15 +140,14 @@ def test_score_flags_a_run_on_otherwise_encoded_data_naming_run_and_figure(tmp_p
     run = score_track("cnn", [reencoded], reference).runs[0]
     assert not run.compliant
     assert run.data_problems[:2] == [
-        "train: encoding differs from the reference: median short side 320 px, the reference 256 px (tolerance ±5%)",
-        "train: encoding differs from the reference: bitrate 1400 kbit/s, the reference 700 kbit/s (tolerance ±20%)"]
+        "train: encoding: median short side 320 px, the reference 256 px (tolerance ±5%)",
+        "train: encoding: bitrate 1400 kbit/s, the reference 700 kbit/s (tolerance ±20%)"]
     assert score_track("cnn", [close], reference).compliant
     assert score_main(["--cnn", reencoded, "--reference", str(reference_file)]) == 0
     out = capsys.readouterr().out
     block = out.split(f"  {reencoded}: ")[1]
     assert block.split("\n")[0].endswith("[NON-COMPLIANT]")
-    assert "data differs from the reference: train: encoding differs from the reference: median short side " \
-           "320 px, the reference 256 px" in block
+    assert "data differs from the reference: train: encoding: median short side 320 px, the reference 256 px" in block
     assert "encoding of the run's data:\n    train: h264, yuv420p, short side 320 px (median; 240-320)" in out
     assert "encoding of the reference's data:\n    train: h264, yuv420p, short side 256 px (median; 240-256)" in out
 
@@ -168,8 +167,7 @@ def test_codec_mix_and_a_run_without_an_encoding_summary(tmp_path, reference_fil
     old = fake_results(X3D, "cnn", 90.0)  # an older vbench: a fingerprint without an encoding
     reference = load_reference(str(reference_file))
     (problem,) = score_track("cnn", [save(tmp_path, "mixed", mixed)], reference).runs[0].data_problems
-    assert problem == ("train: encoding differs from the reference: codecs h264 92%/vp9 8%, the reference "
-                       "h264 100% (tolerance ±5 points per value)")
+    assert problem == "train: encoding: codecs h264 92%/vp9 8%, the reference h264 100% (tolerance ±5 points per value)"
     problems = score_track("cnn", [save(tmp_path, "old", old)], reference).runs[0].data_problems
     assert problems == [f"{split}: results.json has no encoding summary (a run of an older vbench); the encoding "
                         f"cannot be checked" for split in ("train", "val")]

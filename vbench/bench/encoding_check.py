@@ -97,6 +97,6 @@ def check_encoding(results, expected_dataset):
             problems.append(f"{split}: results.json has no encoding summary (a run of an older vbench); "
                             f"the encoding cannot be checked")
             continue
-        problems += [f"{split}: encoding differs from the reference: {message}"
+        problems += [f"{split}: encoding: {message}"
                      for message in encoding_differences(fingerprint["encoding"], reference)]
     return problems

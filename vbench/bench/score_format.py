@@ -29,10 +29,10 @@ def encoding_lines(ts):
     lines = []
     for encodings, paths in groups.values():
         if len(groups) == 1:
-            who = "the run's" if len(paths) == 1 else f"the {len(paths)} runs'"
+            who = "the run's data" if len(paths) == 1 else f"the {len(paths)} runs' data"
         else:
-            who = ", ".join(repr(path) for path in paths) + "'s"
-        lines += _split_lines(f"encoding of {who} data", encodings)
+            who = "the data of " + ", ".join(repr(path) for path in paths)
+        lines += _split_lines(f"encoding of {who}", encodings)
     reference = {split: e["encoding"] for split, e in ts.reference.dataset.items() if e.get("encoding")}
     if reference:
         lines += _split_lines("encoding of the reference's data", reference)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from vbench.bench.export import main as export_main
+from vbench.bench.mlperf_log import parse_json_stats
 from vbench.bench.results import load_results
 from vbench.engine.launch import train_main
 
@@ -117,6 +118,7 @@ def test_a_run_that_missed_its_target_logs_every_epoch_and_aborted(tiny_run, tmp
     out = tmp_path / "log.txt"
     assert export_main(["--mllog", str(missed / "results.json"), "--out", str(out), "--org", "lab"]) == 0
     assert "no json_stats.log" in capsys.readouterr().err
+    assert not [line for line in parse(out) if line.key == "tracked_stats"]
     lines = parse(out)
     assert common_rule_messages(lines) == []
     assert [line.value["metadata"]["epoch_num"] for line in by_key(lines, "epoch_stop")] == [1, 2, 3]
@@ -125,6 +127,19 @@ def test_a_run_that_missed_its_target_logs_every_epoch_and_aborted(tiny_run, tmp
     (start,), (stop,) = by_key(lines, "run_start"), by_key(lines, "run_stop")
     assert stop.value["metadata"]["status"] == "aborted"
     assert stop.timestamp - start.timestamp == pytest.approx(1000 * results["benchmark"]["total_time_s"], abs=1)
+
+
+def test_json_stats_keeps_the_last_line_of_each_step_and_counts_unreadable_lines():
+    lines = ['json_stats: {"_type": "train_iter", "epoch": "2/3", "iter": "2/4", "loss": 1.5}',
+             'json_stats: {"_type": "val_epoch", "epoch": "2/3", "clip_top1": 50.0}',
+             'json_stats: {"_type": "train_iter", "epoch": "2/3", "iter": "2/4", "loss": 0.5}',  # after a resume
+             'json_stats: {"_type": "train_epoch", "epoch": "2/3", "loss": 0.7}',
+             'json_stats: {"_type": "train_iter", "epoch": "2/3", "iter": "two/4", "loss": 9.0}',
+             'json_stats: {"_type": "train_iter", "epoch": "2/3", "iter"', "", "not a stats line"]
+    steps, skipped = parse_json_stats(lines)
+    assert skipped == 3 and list(steps) == [2]
+    assert [(done, total, r["loss"]) for done, total, r in steps[2]["iters"]] == [(2, 4, 0.5)]
+    assert steps[2]["epoch"]["loss"] == 0.7
 
 
 def test_without_mlperf_logging_the_command_names_the_pip_line(tmp_path, monkeypatch, capsys):

@@ -32,13 +32,13 @@ def _parser():
 
 
 def read_stats(run_dir):
-    """(json_stats records, lines skipped, whether the file exists)."""
+    """(training steps per epoch (`parse_json_stats`), lines skipped, whether the file exists)."""
     path = os.path.join(run_dir, JSON_STATS_FILE)
     if not os.path.isfile(path):
-        return [], 0, False
+        return {}, 0, False
     with open(path, encoding="utf-8", errors="replace") as f:
-        stats, skipped = parse_json_stats(f)
-    return stats, skipped, True
+        steps, skipped = parse_json_stats(f)
+    return steps, skipped, True
 
 
 def export_mllog(run, out=None, org="unspecified", reference=None):
@@ -46,11 +46,11 @@ def export_mllog(run, out=None, org="unspecified", reference=None):
     logger_class = require_mllog()
     results = load_results(run)
     run_dir = run if os.path.isdir(run) else os.path.dirname(os.path.abspath(run))
-    stats, skipped, found = read_stats(run_dir)
+    steps, skipped, found = read_stats(run_dir)
     notes = [] if found else [f"no {JSON_STATS_FILE} in {run_dir}: no per-step training stats"]
     if skipped:
         notes.append(f"{skipped} unreadable line(s) of {JSON_STATS_FILE} skipped")
-    events = mllog_events(results, stats, load_reference(reference), org)
+    events = mllog_events(results, steps, load_reference(reference), org)
     out = out or os.path.join(run_dir, DEFAULT_OUT)
     if out == "-":
         write_mllog(events, sys.stdout, logger_class, REPO_ROOT)

@@ -1,7 +1,8 @@
 """A run as an MLPerf-format log (`:::MLLOG {...}` lines, mlcommons/logging), so that tools made for
 MLPerf Training logs (its reader, compliance checker, result summarizer) can read vbench runs.
 
-`mllog_events(results, stats)` turns a run's results.json and json_stats.log lines into events;
+`mllog_events(results, steps, reference)` turns a run's results.json and its json_stats.log
+training lines (`parse_json_stats`) into events;
 `write_mllog(events, stream)` writes them with the `mlperf-logging` package (`pip install
 vbench[mllog]`). The events, in order:
 
@@ -50,48 +51,52 @@ def require_mllog():
     return MLLogger
 
 
+def _fraction(text):
+    """(numerator, denominator) of "3/20"; ValueError when it is not two positive integers."""
+    numerator, denominator = (int(x) for x in str(text).split("/"))
+    if numerator < 1 or denominator < 1:
+        raise ValueError(text)
+    return numerator, denominator
+
+
+def _training_record(line):
+    """The json_stats record of one line as (type, epoch, iteration, iterations, record), None for
+    other records (test, val_epoch); ValueError for a line that cannot be read."""
+    try:
+        record = json.loads(line.split("json_stats:", 1)[1])
+        if record.get("_type") not in ("train_iter", "train_epoch"):
+            return None
+        epoch = _fraction(record["epoch"])[0]
+        done, total = _fraction(record["iter"]) if record["_type"] == "train_iter" else (0, 0)
+    except (IndexError, KeyError, AttributeError, TypeError, json.JSONDecodeError) as error:
+        raise ValueError(str(error)) from None
+    return record["_type"], epoch, done, total, record
+
+
 def parse_json_stats(lines):
-    """(stats dicts, lines skipped) of json_stats.log lines (`json_stats: {...}`)."""
-    stats, skipped = [], 0
+    """({epoch: {"iters": [(iteration, iterations, record)], "epoch": record}}, lines skipped) of
+    json_stats.log lines: training records only, the last line of each step (epochs re-run after
+    a resume count once); lines that cannot be read are skipped and counted."""
+    by_epoch, skipped = {}, 0
     for line in lines:
-        text = line.strip()
-        if not text:
+        if not line.strip():
             continue
         try:
-            record = json.loads(text.split("json_stats:", 1)[1])
-        except (IndexError, json.JSONDecodeError):
+            parsed = _training_record(line)
+        except ValueError:
             skipped += 1
             continue
-        if isinstance(record, dict):
-            stats.append(record)
-        else:
-            skipped += 1
-    return stats, skipped
-
-
-def _epoch_number(record):
-    """1-based epoch of a json_stats record ("3/20" -> 3), None when absent."""
-    try:
-        return int(str(record.get("epoch", "")).split("/")[0])
-    except ValueError:
-        return None
-
-
-def _last_per_step(stats):
-    """{epoch: {"iters": [(iteration, iterations, record)], "epoch": record}}: the last line for each
-    step, so epochs re-run after a resume count once."""
-    by_epoch = {}
-    for record in stats:
-        epoch = _epoch_number(record)
-        if epoch is None:
+        if parsed is None:
             continue
+        kind, epoch, done, total, record = parsed
         entry = by_epoch.setdefault(epoch, {"iters": {}, "epoch": None})
-        if record.get("_type") == "train_iter":
-            done, total = (int(x) for x in str(record["iter"]).split("/"))
+        if kind == "train_iter":
             entry["iters"][done] = (done, total, record)
-        elif record.get("_type") == "train_epoch":
+        else:
             entry["epoch"] = record
-    return {e: {"iters": sorted(v["iters"].values()), "epoch": v["epoch"]} for e, v in by_epoch.items()}
+    steps = {e: {"iters": sorted(v["iters"].values(), key=lambda item: item[0]), "epoch": v["epoch"]}
+             for e, v in by_epoch.items()}
+    return steps, skipped
 
 
 def _ms(seconds):
@@ -100,7 +105,11 @@ def _ms(seconds):
 
 def start_ms(results):
     """run.started_at (ISO 8601) in milliseconds since the epoch."""
-    started = datetime.datetime.fromisoformat(results["run"]["started_at"])
+    try:
+        started = datetime.datetime.fromisoformat(results["run"]["started_at"])
+    except ValueError:
+        raise ExportError(f"results.json run.started_at {results['run']['started_at']!r} is not an ISO 8601 "
+                          f"time; the file was edited or damaged.") from None
     if started.tzinfo is None:
         started = started.replace(tzinfo=datetime.timezone.utc)
     return _ms(started.timestamp())
@@ -200,7 +209,7 @@ def epoch_events(row, previous_clock_s, run_start, steps, metric_key):
     return events
 
 
-def mllog_events(results, stats, reference, org="unspecified"):
+def mllog_events(results, steps, reference, org="unspecified"):
     """Every event of the log, in time order, as (time_ms, kind, key, value, metadata)."""
     bench = results["benchmark"]
     t0 = start_ms(results)
@@ -209,7 +218,7 @@ def mllog_events(results, stats, reference, org="unspecified"):
     events = [(t0, "event", "cache_clear", value, metadata), (t0, "start", "init_start", None, {})]
     events += [(t0, "event", key, value, metadata) for key, value, metadata in setup_events(results, org, reference)]
     events += [(run_start, "end", "init_stop", None, {}), (run_start, "start", "run_start", None, {})]
-    steps, previous = _last_per_step(stats), 0.0
+    previous = 0.0
     for row in _benchmark_rows(results):
         events += epoch_events(row, previous, run_start, steps.get(row["epoch"], {}), METRIC_KEYS[bench["metric"]])
         previous = row["clock_s"]

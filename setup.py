@@ -31,6 +31,7 @@ setup(
         "test": ["pytest", "tensorboard"],
         "bench": ["pytorchvideo"],
         "codec": ["torchcodec"],
+        "mllog": ["mlperf-logging"],  # vbench export --mllog
     },
     entry_points={"console_scripts": ["vbench=vbench.cli:main"]},
 )

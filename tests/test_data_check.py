@@ -6,7 +6,8 @@ import av
 import pytest
 
 from vbench.cli import main as vbench_main
-from vbench.data.check import clip_indices, main
+from vbench.cli.data import check_main as main
+from vbench.data.check import clip_indices
 from vbench.data.index import VideoInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -135,7 +136,7 @@ SUBSET = ("--classes", "abseiling,bending_back,push_up", "--train-per-class", "2
 
 
 def prepare(src, dst, *extra, subset=SUBSET):
-    from vbench.data.prepare_kinetics import main as prepare_main
+    from vbench.cli.data import prepare_main
     return prepare_main(["--src", str(src), "--dst", str(dst), *subset, "--workers", "2", *extra])
 
 

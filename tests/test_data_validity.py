@@ -10,10 +10,10 @@ import av
 import pytest
 
 from vbench.bench.results import ResultsError, load_results, validate_results
-from vbench.bench.score import main as score_main
+from vbench.cli.score import score_main
 from vbench.config import load_config
 from vbench.data import index as index_module
-from vbench.data.check import main as check_main
+from vbench.cli.data import check_main
 from vbench.data.clip_list import MISSING_REASON
 from vbench.data.loader import build_loader
 from vbench.cli.train import train_main
@@ -259,7 +259,7 @@ KINETICS20 = Path(__file__).resolve().parent.parent / "configs" / "datasets" / "
 
 
 def test_prepare_kinetics_builds_the_listed_clips_a_partial_copy_has_and_reports_the_rest(tmp_path, capsys):
-    from vbench.data.prepare_kinetics import main as prepare_main
+    from vbench.cli.data import prepare_main
 
     train = (KINETICS20 / "train.txt").read_text().split()
     val = (KINETICS20 / "val.txt").read_text().split()

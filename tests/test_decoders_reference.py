@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vbench.data.check import main as check_main
+from vbench.cli.data import check_main
 from vbench.data.decoders import get_decoder
 from vbench.data.index import VideoInfo, info_from_probe, probe_video
 

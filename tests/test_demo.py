@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from vbench.bench.results import load_results
-from vbench.bench.score import main as score_main
+from vbench.cli.score import score_main
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -47,4 +47,5 @@ def test_demo_runs_score_against_the_synthetic_reference(demo_runs, capsys):
                        "--reference", reference])
     output = capsys.readouterr().out
     assert code == 0, output
-    assert "benchmark_score = " in output and "NON-COMPLIANT" not in output
+    assert "benchmark_score = " in output and "NON-COMPLIANT" not in output and "SUSPECT" not in output
+    assert "encoding of the reference's data:\n    train: h264, yuv420p, short side 96 px" in output

@@ -7,6 +7,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import pytest
 
 from vbench.data import index as index_module
@@ -76,6 +77,11 @@ def test_metadata_matches_what_was_encoded(dataset, tmp_path):
     assert infos["train/b/offset.webm"].codec == "vp9"
     assert infos["train/b/mpeg4.avi"].keyframes == [0, 6, 12, 18]
     assert "not a readable video" in infos["train/b/broken.mp4"].error
+    assert {infos[rel].pix_fmt for rel in expected} == {"yuv420p"}
+    for rel in expected:  # the video stream's compressed size: every packet, no container overhead
+        with av.open(str(root / rel)) as container:
+            packets = sum(packet.size for packet in container.demux(video=0))
+        assert 0 < infos[rel].video_bytes == packets < infos[rel].file_bytes
 
 
 def test_order_labels_and_paths_follow_the_entries(dataset, tmp_path):

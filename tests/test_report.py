@@ -6,7 +6,7 @@ import yaml
 from test_trainer import TINY_RUN
 
 from vbench.bench.results import load_results
-from vbench.bench.score import main as score_main
+from vbench.cli.score import score_main
 from vbench.cli import main as vbench_main
 from vbench.cli.train import run_net_main
 

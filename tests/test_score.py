@@ -8,7 +8,9 @@ import yaml
 
 from vbench.bench.compliance import recipe_config
 from vbench.bench.reference import ScoreError, load_reference, resolve_config_path
-from vbench.bench.score import aggregate_times, benchmark_score, main, score_track, track_score_value
+from vbench.bench.run_set import aggregate_times
+from vbench.bench.score import benchmark_score, score_track, track_score_value
+from vbench.cli.score import score_main as main
 
 X3D = "configs/Kinetics/X3D_M.yaml"
 MVIT = "configs/Kinetics/MVIT_B_16x4.yaml"

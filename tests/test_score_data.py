@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from vbench.bench.reference import load_reference
-from vbench.bench.score import main, score_track
+from vbench.bench.score import score_track
+from vbench.cli.score import score_main as main
 from vbench.data.clip_list import MISSING_REASON, read_clip_list
 from vbench.data.fingerprint import ids_sha256
 

@@ -10,7 +10,7 @@ import pytest
 from vbench.bench.reference import make_reference
 from vbench.bench.report import devices_line
 from vbench.bench.results import ResultsWriter, load_results, validate_results, world_block
-from vbench.bench.score import main as score_main
+from vbench.cli.score import score_main
 from vbench.bench.world import describe_world, mixed_hardware
 from vbench.config import ConfigError, launcher_world, load_config, world_corrections
 from vbench.engine.distributed import DistContext, gather_ranks

@@ -55,6 +55,10 @@ class DiskFullError(VbenchError):
     do; the file's previous version is left as it was (vbench/files.py)."""
 
 
+class ExportError(VbenchError):
+    """A run cannot be exported (`vbench export`): a missing optional package, an unwritable file."""
+
+
 class VideoDecodeError(VbenchError):
     """A video could not be decoded; `path` names the file and `reason` says why. Training counts
     such videos against DATA.MAX_BAD_FRACTION instead of stopping (data/dataset.py)."""

@@ -1,6 +1,8 @@
 """Reference tables: the times a benchmark run is compared with (configs/benchmark/*.yaml), and the
 dataset each track must be trained and evaluated on: per split, the number of clips, classes and the
-SHA-256 of the sorted clip IDs (`vbench.data.fingerprint`; a run's `listed_sha256`)."""
+SHA-256 of the sorted clip IDs (`vbench.data.fingerprint`; a run's `listed_sha256`), and optionally
+the encoding of those clips (`vbench.data.encoding`). A track may list the epochs to target of the
+runs it was made from (`epochs_to_target`), for the score's convergence check (`run_set.py`)."""
 import os
 from dataclasses import dataclass, field
 
@@ -9,6 +11,8 @@ import yaml
 from vbench.config import REPO_ROOT, find_repo_path
 from vbench.errors import ScoreError
 
+from .encoding_check import encoding_differences, encoding_problems_in
+from .run_set import aggregate_times
 from .world import mixed_hardware
 
 TRACKS = ("cnn", "transformer")
@@ -23,7 +27,8 @@ class TrackReference:
     target_top1: float
     t_ref_s: float
     n_gpu_ref: int
-    dataset: dict = field(default_factory=dict)  # split -> {"videos", "classes", "sha256"}; {}: not checked
+    dataset: dict = field(default_factory=dict)  # split -> {"videos", "classes", "sha256"[, "encoding"]}; {}: not checked
+    epochs_to_target: tuple = ()  # of the runs the table was made from; (): convergence not checked
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,16 @@ def _track_from_yaml(path, track, entry):
         raise ScoreError(f"reference file '{path}': tracks.{track}: t_ref_s and n_gpu_ref must be positive.")
     return TrackReference(track, entry["config"], str(entry.get("model", "")),
                           float(entry["target_top1"]), float(entry["t_ref_s"]), int(entry["n_gpu_ref"]),
-                          _dataset_from_yaml(path, track, entry.get("dataset") or {}))
+                          _dataset_from_yaml(path, track, entry.get("dataset") or {}),
+                          _epochs_from_yaml(path, track, entry.get("epochs_to_target", [])))
+
+
+def _epochs_from_yaml(path, track, epochs):
+    ok = isinstance(epochs, list) and all(isinstance(e, int) and not isinstance(e, bool) and e > 0 for e in epochs)
+    if not ok:
+        raise ScoreError(f"reference file '{path}': tracks.{track}.epochs_to_target must be a list of positive "
+                         f"integers (the epoch at which each reference run reached the target); got {epochs!r}.")
+    return tuple(epochs)
 
 
 def _dataset_from_yaml(path, track, dataset):
@@ -69,6 +83,10 @@ def _dataset_from_yaml(path, track, dataset):
         if not ok:
             raise ScoreError(f"{where}.{split} must hold videos (int), classes (int) and sha256 (hex string); "
                              f"got {expected!r}.")
+        problems = encoding_problems_in(expected["encoding"]) if "encoding" in expected else []
+        if problems:
+            raise ScoreError(f"{where}.{split}.encoding does not follow the encoding summary of "
+                             f"vbench.data.encoding: {'; '.join(problems)}.")
     return {str(split): dict(expected) for split, expected in dataset.items()}
 
 
@@ -97,8 +115,6 @@ def make_reference(track_runs, name, hardware=""):
 
     t_ref is the aggregated time to target of the given runs (see `aggregate_times`).
     """
-    from .score import aggregate_times
-
     tracks = {}
     for track, runs in track_runs.items():
         times = [r["benchmark"]["time_to_target_s"] for r in runs if r["benchmark"]["reached"]]
@@ -114,6 +130,7 @@ def make_reference(track_runs, name, hardware=""):
             "t_ref_s": round(aggregate_times(times)[0], 2),
             "n_gpu_ref": int(first["world"]["num_devices"]),
             "dataset": reference_dataset(track, runs),
+            "epochs_to_target": [int(r["benchmark"]["epochs_to_target"]) for r in runs],
         }
     return {"name": name, "hardware": hardware, "tracks": tracks}
 
@@ -145,4 +162,18 @@ def reference_dataset(track, runs):
         if other != {split: e["sha256"] for split, e in expected.items()}:
             raise ScoreError(f"--make-reference: the {track} runs did not use the same clips ('"
                              f"{runs[0]['run']['output_dir']}' and '{run['run']['output_dir']}' differ).")
+    for split, entry in expected.items():
+        encodings = [dataset[split].get("encoding") for dataset in datasets]
+        if all(encodings):  # runs of an older vbench have none: the table then carries none
+            entry["encoding"] = encodings[0]
+            _check_same_encoding(track, split, runs, encodings)
     return expected
+
+
+def _check_same_encoding(track, split, runs, encodings):
+    for run, encoding in zip(runs[1:], encodings[1:]):
+        differences = encoding_differences(encoding, encodings[0])
+        if differences:
+            raise ScoreError(f"--make-reference: the {track} runs' {split} data was encoded differently ("
+                             f"'{run['run']['output_dir']}' against '{runs[0]['run']['output_dir']}': "
+                             f"{'; '.join(differences)}).")

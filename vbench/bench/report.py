@@ -1,15 +1,13 @@
 """Markdown + PNG reports: for a scored benchmark (`vbench score --report DIR`) or one run
 (`vbench report RUN_DIR [--out DIR]`)."""
-import argparse
 import math
 import os
 import statistics
-import sys
 
-from vbench.errors import ResultsError, ScoreError
 
 from .plots import plot_accuracy_vs_time, plot_throughput
 from .results import load_results
+from .score import benchmark_score, format_track
 from .world import describe_world, mixed_hardware
 
 INPUT_BOUND_SHARE = 0.20  # data-wait share above which a run is called input-bound
@@ -132,8 +130,6 @@ def _plots(out_dir, name, runs, metric, target, t_ref_s):
 
 def write_report(out_dir, track_scores, reference):
     """Report for scored tracks (`vbench score --report`); returns the Markdown path."""
-    from .score import benchmark_score, format_track
-
     os.makedirs(out_dir, exist_ok=True)
     total = benchmark_score(track_scores)
     lines = ["# vbench report", "", f"Reference: {reference.name} (`{reference.path}`)", "",
@@ -169,17 +165,3 @@ def _write(out_dir, lines):
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="vbench report", description="Markdown + PNG report of one run")
-    parser.add_argument("run", help="run folder or its results.json")
-    parser.add_argument("--out", default=None, help="report folder (default RUN/report)")
-    args = parser.parse_args(argv)
-    try:
-        path = write_run_report(args.run, args.out)
-    except (ScoreError, ResultsError) as err:
-        print(f"vbench report: error: {err}", file=sys.stderr)
-        return 2
-    print(f"report: {path}")
-    return 0

@@ -56,9 +56,14 @@ RANK_SPEC = {  # vbench.engine.distributed.gather_ranks
     "rank": int, "node": int, "local_rank": int, "host": str, "device": Choice("cuda", "cpu"),
     "device_model": str, "memory_gib": (*NUMBER, NULL), "device_id": str,
 }
+SPREAD_SPEC = Nullable({"median": NUMBER, "min": NUMBER, "max": NUMBER})
+ENCODING_SPEC = {  # vbench.data.encoding
+    "videos": int, "codecs": MapOf(int), "pixel_formats": MapOf(int), "short_side": SPREAD_SPEC,
+    "fps": SPREAD_SPEC, "bitrate_kbps": (*NUMBER, NULL), "keyframe_interval": (*NUMBER, NULL), "bytes": int,
+}
 FINGERPRINT_SPEC = {  # vbench.data.fingerprint
     "videos_listed": int, "videos_readable": int, "excluded": ListOf(Pair(str, str)), "clips_per_epoch": int,
-    "bytes": int, "classes": int, "sha256": str, "listed_sha256": str,
+    "bytes": int, "classes": int, "sha256": str, "listed_sha256": str, "encoding?": ENCODING_SPEC,
 }
 # Keys ending in "?" are optional (additions after the first published schema).
 RESULTS_SPEC = {

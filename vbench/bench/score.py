@@ -7,24 +7,24 @@ A RUN is a run folder or its results.json. Several runs per track are aggregated
 one run is taken as is, 2-4 runs by their median time, 5 or more by the mean after dropping the
 fastest and the slowest. A run that never reached its target counts as an infinite time.
 A run is compliant when its config differs from the track's benchmark config only in resource keys
-(`compliance.py`) and its data matches the reference table's fingerprints (`dataset_check.py`).
+(`compliance.py`), its data matches the reference table's fingerprints (`dataset_check.py`) and
+their encoding (`encoding_check.py`), and the runs of its track used distinct seeds; a run that
+converged faster than the reference's runs allow is marked suspect (`run_set.py`).
 """
-import argparse
-import json
 import math
 import statistics
-import sys
 from dataclasses import dataclass, field
 
-import yaml
 
-from vbench.errors import ResultsError, ScoreError
+from vbench.errors import ScoreError
 
 from .compliance import compare_with_recipe, recipe_config, setup_differences
 from .dataset_check import check_dataset
-from .reference import TRACKS, load_reference, make_reference, resolve_config_path
+from .encoding_check import check_encoding
+from .reference import TRACKS, resolve_config_path
 from .results import load_results
-from .sysinfo import describe_hardware
+from .run_set import aggregate_times, convergence_problem, seed_problems
+from .score_format import encoding_lines, run_encodings
 from .world import describe_world, mixed_hardware
 
 
@@ -42,6 +42,7 @@ class RunScore:
     differences: list = field(default_factory=list)
     data_problems: list = field(default_factory=list)  # the data differs from the reference's
     data_notes: list = field(default_factory=list)  # e.g. training clips it lacked (still compliant)
+    suspect: str = ""  # why its convergence is suspect (`run_set.convergence_problem`); "" when it is not
 
     @property
     def compliant(self):
@@ -58,10 +59,15 @@ class TrackScore:
     median_t_s: float
     cv: float  # coefficient of variation of t_bench over reached runs; nan below 2 runs
     score: float
+    seed_problems: list = field(default_factory=list)  # runs that shared a seed (`run_set.seed_problems`)
 
     @property
     def compliant(self):
-        return all(run.compliant for run in self.runs)
+        return all(run.compliant for run in self.runs) and not self.seed_problems
+
+    @property
+    def suspect(self):
+        return any(run.suspect for run in self.runs)
 
 
 def track_score_value(t_ref_s, n_gpu_ref, t_bench_s, n_gpu_bench):
@@ -69,21 +75,6 @@ def track_score_value(t_ref_s, n_gpu_ref, t_bench_s, n_gpu_bench):
     if not math.isfinite(t_bench_s):
         return 0.0
     return t_ref_s / t_bench_s * (n_gpu_ref / n_gpu_bench)
-
-
-def aggregate_times(times):
-    """(time, method): single run, median of 2-4, or MLPerf mean without fastest and slowest (>= 5)."""
-    times = sorted(times)
-    if not times:
-        raise ScoreError("no runs to aggregate")
-    if len(times) == 1:
-        return times[0], "single run"
-    if len(times) < 5:
-        return statistics.median(times), f"median of {len(times)} runs"
-    kept = times[1:-1]
-    if any(math.isinf(t) for t in kept):
-        return math.inf, f"mean of {len(kept)} runs (fastest and slowest dropped)"
-    return sum(kept) / len(kept), f"mean of {len(kept)} runs (fastest and slowest dropped)"
 
 
 def coefficient_of_variation(times):
@@ -109,8 +100,10 @@ def score_run(path, results, track_ref, recipe):
         reason = f"its target {bench['target_top1']} is below the reference target {track_ref.target_top1}"
     score = track_score_value(track_ref.t_ref_s, track_ref.n_gpu_ref, t_bench, n_gpu)
     data_problems, data_notes = check_dataset(results, track_ref.dataset, recipe)
+    data_problems += check_encoding(results, track_ref.dataset)
     return RunScore(path, results, reached, t_bench, n_gpu, score, reason, describe_world(world),
-                    mixed_hardware(world), differences, data_problems, data_notes)
+                    mixed_hardware(world), differences, data_problems, data_notes,
+                    convergence_problem(path, results, track_ref.epochs_to_target))
 
 
 def check_same_setup(track, runs):
@@ -153,7 +146,8 @@ def score_track(track, paths, reference):
     t_agg, method = aggregate_times(times)
     value = track_score_value(track_ref.t_ref_s, track_ref.n_gpu_ref, t_agg, runs[0].n_gpu_bench)
     return TrackScore(track, track_ref, runs, t_agg, method, statistics.median(times),
-                      coefficient_of_variation(times), value)
+                      coefficient_of_variation(times), value,
+                      seed_problems([(run.path, run.results) for run in runs]))
 
 
 def benchmark_score(track_scores):
@@ -173,7 +167,7 @@ def format_track(ts):
     lines = [f"{ts.track} track ({ref.model or ref.config}): target top-1 {ref.target_top1}, "
              f"t_ref {ref.t_ref_s:.2f} s, n_gpu_ref {ref.n_gpu_ref}"]
     for run in ts.runs:
-        mark = "" if run.compliant else "  [NON-COMPLIANT]"
+        mark = ("" if run.compliant else "  [NON-COMPLIANT]") + ("  [SUSPECT]" if run.suspect else "")
         lines.append(f"  {run.path}: t_bench {_fmt_time(run.t_bench_s)}, n_gpu {run.n_gpu_bench}, "
                      f"score {run.score:.3f}{mark}")
         lines.append(f"      world: {run.world}")
@@ -186,10 +180,14 @@ def format_track(ts):
             lines.append(f"      differs from the benchmark config: {difference}")
         lines += [f"      data differs from the reference: {problem}" for problem in run.data_problems]
         lines += [f"      data: {note}" for note in run.data_notes]
+        lines += [f"      SUSPECT: {run.suspect}"] if run.suspect else []
+    lines += [f"  run set: {problem}" for problem in ts.seed_problems]
+    lines += encoding_lines(ts)
     cv = "n/a" if math.isnan(ts.cv) else f"{100 * ts.cv:.1f}%"
     lines.append(f"  t_bench = {_fmt_time(ts.t_bench_s)} ({ts.aggregation}; median "
                  f"{_fmt_time(ts.median_t_s)}; CV {cv})")
     status = "" if ts.compliant else " (NON-COMPLIANT: see the differences above)"
+    status += " (SUSPECT: see the convergence above)" if ts.suspect else ""
     lines.append(f"  {ts.track}_score = {ts.score:.3f}{status}")
     return lines
 
@@ -210,69 +208,11 @@ def summary_dict(track_scores, reference):
                       "t_bench_s": None if math.isinf(r.t_bench_s) else r.t_bench_s,
                       "score": r.score, "reason": r.reason,
                       "differences": [[d.key, d.recipe, d.run] for d in r.differences],
-                      "data_problems": r.data_problems, "data_notes": r.data_notes}
+                      "data_problems": r.data_problems, "data_notes": r.data_notes, "suspect": r.suspect,
+                      "seed": r.results["config"].get("RNG_SEED"),
+                      "encoding": run_encodings(r.results)}
                      for r in ts.runs],
+            "seed_problems": ts.seed_problems, "suspect": ts.suspect,
         }
     return {"reference": reference.path, "benchmark_score": total, "tracks": tracks,
             "missing_tracks": [t for t in TRACKS if t not in track_scores]}
-
-
-def _parser():
-    parser = argparse.ArgumentParser(prog="vbench score", description=__doc__.split("\n")[0])
-    parser.add_argument("--cnn", nargs="+", default=[], metavar="RUN", help="CNN-track runs")
-    parser.add_argument("--transformer", nargs="+", default=[], metavar="RUN", help="Transformer-track runs")
-    parser.add_argument("--reference", default=None, help="reference table (default: configs/benchmark/reference.yaml)")
-    parser.add_argument("--report", default=None, metavar="DIR", help="also write a Markdown + PNG report here")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--make-reference", action="store_true", help="write a reference table from the runs")
-    parser.add_argument("--out", default=None, help="output file for --make-reference")
-    parser.add_argument("--name", default="custom reference", help="name for --make-reference")
-    return parser
-
-
-def _make_reference_main(args):
-    if not args.out:
-        raise ScoreError("--make-reference needs --out FILE.")
-    track_runs = {t: [load_results(p) for p in getattr(args, t)] for t in TRACKS if getattr(args, t)}
-    if not track_runs:
-        raise ScoreError("--make-reference needs --cnn and/or --transformer runs.")
-    first = next(iter(track_runs.values()))[0]
-    hardware = describe_world(first["world"]) if first["world"].get("ranks") else describe_hardware(
-        first.get("hardware") or {})
-    table = make_reference(track_runs, args.name, hardware)
-    with open(args.out, "w") as f:
-        yaml.safe_dump(table, f, sort_keys=False)
-    print(f"wrote reference table '{args.out}' ({', '.join(track_runs)})")
-    return 0
-
-
-def main(argv=None):
-    args = _parser().parse_args(argv)
-    try:
-        if args.make_reference:
-            return _make_reference_main(args)
-        if not args.cnn and not args.transformer:
-            raise ScoreError("give runs with --cnn RUN ... and/or --transformer RUN ...")
-        reference = load_reference(args.reference)
-        track_scores = {t: score_track(t, getattr(args, t), reference) for t in TRACKS if getattr(args, t)}
-    except (ScoreError, ResultsError) as err:
-        print(f"vbench score: error: {err}", file=sys.stderr)
-        return 2
-    summary = summary_dict(track_scores, reference)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"reference: {reference.name} ({reference.path})")
-        for ts in track_scores.values():
-            print("\n".join(format_track(ts)))
-        if summary["benchmark_score"] is None:
-            print(f"benchmark_score: not computed: missing track(s) {', '.join(summary['missing_tracks'])}")
-        else:
-            mark = "" if all(ts.compliant for ts in track_scores.values()) else " (NON-COMPLIANT)"
-            print(f"benchmark_score = {summary['benchmark_score']:.3f}{mark}")
-    if args.report:
-        from .report import write_report
-
-        path = write_report(args.report, track_scores, reference)
-        print(f"report: {path}")
-    return 0

@@ -2,13 +2,11 @@
 functions. This is the one place that composes score, report and reference."""
 import sys
 
-from vbench.bench.report import main as report_main
-from vbench.bench.score import main as score_main
-from vbench.data.check import main as data_check_main
-
 from .checkpoint import convert_main
-from .data import synth_main
+from .data import check_main, synth_main
+from .export import export_main
 from .models import main as models_main
+from .score import report_main, score_main
 from .sysinfo import main as sysinfo_main
 from .train import test_main, train_main
 
@@ -18,10 +16,11 @@ COMMANDS = {
     "test": (test_main, "test a checkpoint with multi-view testing"),
     "score": (score_main, "benchmark score from CNN and Transformer runs"),
     "report": (report_main, "Markdown + PNG report of one run folder"),
+    "export": (export_main, "write a run as an MLPerf-format log: --mllog RUN"),
     "models": (models_main, "list registered models with parameters and GFLOPs"),
     "sysinfo": (sysinfo_main, "print the hardware and software block of results.json"),
     "data synth": (synth_main, "write the synthetic motion-pattern dataset"),
-    "data check": (data_check_main, "validate a dataset folder (layout, decodability, balance, clip list, fingerprint)"),
+    "data check": (check_main, "validate a dataset folder (layout, decodability, balance, clip list, fingerprint)"),
     "checkpoint convert": (convert_main, "rewrite a trusted older checkpoint as plain data: --trust FILE [-o OUT]"),
 }
 

@@ -11,24 +11,20 @@ records in results.json); exits 1 when it finds problems, 0 otherwise.
 `--cfg FILE` takes the data folder, layout, clip list, splits, clip settings and epoch plans from a
 config, so the fingerprints equal the run's; options given on the command line win.
 """
-import argparse
-import logging
 import math
 import os
 import random
-import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from vbench.config import config_value, load_config
-from vbench.errors import ConfigError, DatasetError, VideoDecodeError
+from vbench.errors import DatasetError, VideoDecodeError
 
 from .clip_list import class_key, index_files, read_split_files
 from .decoders import get_decoder
-from .fingerprint import format_fingerprint, split_fingerprint
-from .layouts import LAYOUTS, SPLIT_NAMES, detect_layout
+from .fingerprint import split_fingerprint
+from .layouts import SPLIT_NAMES
 from .sampling import ClipSettings, build_eval_plan, plan_from_cfg
 
 IMBALANCE_RATIO = 10.0  # largest / smallest class above this is reported as a warning
@@ -38,45 +34,6 @@ CONFIG_OPTIONS = {"path": ("DATA.PATH_TO_DATA_DIR", None), "layout": ("DATA.LAYO
                   "frame_rate": ("DATA.FRAME_RATE", 15.0), "path_prefix": ("DATA.PATH_PREFIX", ""),
                   "separator": ("DATA.PATH_LABEL_SEPARATOR", " "), "cache_dir": ("DATA.INDEX_CACHE_DIR", ""),
                   "backend": ("DATA.DECODING_BACKEND", "pyav")}
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="vbench data check", description=__doc__.splitlines()[0])
-    parser.add_argument("path", nargs="?", help="dataset root (DATA.PATH_TO_DATA_DIR; default: that of --cfg)")
-    parser.add_argument("--cfg", default=None, help="config file: take the data settings from it")
-    parser.add_argument("--layout", choices=("auto",) + LAYOUTS, help="dataset layout (DATA.LAYOUT)")
-    parser.add_argument("--clip-list", help="clip list folder to compare with (DATA.CLIP_LIST), e.g. "
-                                            "configs/datasets/kinetics20")
-    parser.add_argument("--split", nargs="+", default=None, help="splits to check (default: all found)")
-    parser.add_argument("--decode-sample", type=int, default=0,
-                        help="decode one clip from N random videos per split (0 = every video)")
-    parser.add_argument("--num-frames", type=int, help="clip length (DATA.NUM_FRAMES)")
-    parser.add_argument("--frame-rate", type=float, help="clip frame rate (DATA.FRAME_RATE)")
-    parser.add_argument("--path-prefix", help="DATA.PATH_PREFIX (csv layout)")
-    parser.add_argument("--separator", help="DATA.PATH_LABEL_SEPARATOR (csv layout)")
-    parser.add_argument("--cache-dir", help="index cache folder (DATA.INDEX_CACHE_DIR)")
-    parser.add_argument("--backend", help="decoding backend (DATA.DECODING_BACKEND)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="probe/decode threads")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the decode sample")
-    return fill_from_config(parser.parse_args(argv), parser)
-
-
-def fill_from_config(args, parser):
-    """Options not given take the --cfg config's value, else their default; args.cfg becomes the
-    loaded config (or None)."""
-    cfg = None
-    if args.cfg:
-        try:
-            cfg = load_config(args.cfg, [])
-        except ConfigError as error:
-            parser.error(str(error))
-    for option, (key, default) in CONFIG_OPTIONS.items():
-        if getattr(args, option) is None:
-            setattr(args, option, config_value(cfg, key) if cfg is not None else default)
-    if not args.path:
-        parser.error("give the dataset folder, or --cfg FILE whose DATA.PATH_TO_DATA_DIR names it")
-    args.cfg = cfg
-    return args
 
 
 def splits_present(root, layout):
@@ -251,42 +208,3 @@ def print_list(title, items, limit=20):
         print(f"  - {item}")
     if len(items) > limit:
         print(f"  ... and {len(items) - limit} more")
-
-
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    root = os.path.abspath(os.path.expanduser(args.path))
-    problems, warnings = [], []
-    try:
-        layout = detect_layout(root) if args.layout in ("", "auto") else args.layout
-    except DatasetError as error:
-        print(f"dataset {root}: PROBLEM: {error}")
-        return 1
-    splits = args.split or default_splits(root, layout, args)
-    if not splits:
-        print(f"dataset {root}: PROBLEM: no split found for layout '{layout}' (looked for {', '.join(SPLIT_NAMES)}).")
-        return 1
-    against = f", clip list {args.clip_list}" if args.clip_list else ""
-    print(f"dataset {root}: layout '{layout}', splits {', '.join(splits)}{against}")
-    reports, class_names = [], None
-    for split in splits:
-        report, names = check_split(root, split, layout, args, problems, warnings)
-        reports.append(report)
-        class_names = class_names or names
-    print()
-    print_table(reports, class_names)
-    print_class_differences(reports)
-    print("\nfingerprints (as results.json records them):")
-    for report in reports:
-        if report.fingerprint:
-            print("  " + format_fingerprint(report.name, report.fingerprint))
-    print_list("warnings", warnings)
-    print_list("problems", problems)
-    verdict = f"{len(problems)} problem{'s' * (len(problems) != 1)} found" if problems else "no problems found"
-    print(f"\n{verdict} ({len(warnings)} warnings).")
-    return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

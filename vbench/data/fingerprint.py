@@ -10,14 +10,16 @@ A split's fingerprint (results.json "dataset", `vbench data check`, the referenc
     classes           number of classes (labels)
     sha256            SHA-256 of the sorted clip IDs of the readable videos, one per line
     listed_sha256     the same over every listed video (readable or not)
+    encoding          how the readable videos are encoded (`vbench.data.encoding`)
 
 Clip IDs are file names without extension, so a fingerprint does not depend on where the folder
 lives or how the files were encoded. Nothing here reads a video: sizes come from the stat the index
-makes anyway (`VideoInfo.file_bytes`).
+makes anyway (`VideoInfo.file_bytes`), the encoding from the probe the index caches.
 """
 import hashlib
 
 from .clip_list import clip_id
+from .encoding import encoding_summary, format_encoding
 
 
 def ids_sha256(ids):
@@ -38,12 +40,16 @@ def split_fingerprint(infos, excluded, num_classes, clips_per_epoch):
         "classes": int(num_classes),
         "sha256": ids_sha256(clip_id(info.rel_path) for info in readable),
         "listed_sha256": ids_sha256(clip_id(info.rel_path) for info in infos),
+        "encoding": encoding_summary(readable),
     }
 
 
 def format_fingerprint(split, fingerprint):
-    """Two lines for `vbench data check` and logs."""
+    """Three lines for `vbench data check` and logs (two for a fingerprint without an encoding)."""
     f = fingerprint
-    return (f"{split}: {f['videos_readable']} of {f['videos_listed']} listed videos readable, "
+    text = (f"{split}: {f['videos_readable']} of {f['videos_listed']} listed videos readable, "
             f"{len(f['excluded'])} excluded, {f['classes']} classes, {f['clips_per_epoch']} clips per "
             f"epoch, {f['bytes'] / 1e6:.1f} MB\n    sha256 {f['sha256']}")
+    if f.get("encoding"):
+        text += f"\n    encoding {format_encoding(f['encoding'])}"
+    return text

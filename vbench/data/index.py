@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
-PROBE_VERSION = 2  # bump when probe_video's output changes; older cache entries are re-probed
+PROBE_VERSION = 3  # bump when probe_video's output changes; older cache entries are re-probed
 CACHE_FILE = f"video_index_v{PROBE_VERSION}.json"
 CACHE_MAX_ENTRIES = 500_000  # oldest entries are dropped beyond this
 
@@ -65,6 +65,8 @@ class VideoInfo:
     note: str = None  # a non-fatal oddity (e.g. the header claims more frames than exist)
     stream_index: int = None  # container index of the decoded video stream (see `select_video_stream`)
     video_streams: int = 1  # video streams in the file, attached pictures excluded
+    pix_fmt: str = ""  # pixel format of the decoded stream (header), e.g. "yuv420p"
+    video_bytes: int = 0  # sum of the video packets' sizes (the packet scan; 0: not scanned)
     file_bytes: int = 0  # size on disk, from the stat that keys the cache (not stored in it)
 
     @property
@@ -119,8 +121,8 @@ def _fit_timeline(pts, time_base, rates):
 
 
 def _scan_packets(container, stream):
-    """Presentation timestamps and keyframe flags of every video packet, without decoding."""
-    pts, key_pts, reordered, missing_pts, problem = [], [], False, False, None
+    """Presentation timestamps, keyframe flags and total size of every video packet, without decoding."""
+    pts, key_pts, reordered, missing_pts, problem, size = [], [], False, False, None, 0
     try:
         for packet in container.demux(stream):
             if packet.size == 0 or getattr(packet, "is_discard", False):  # discard: cut by an edit list
@@ -132,11 +134,12 @@ def _scan_packets(container, stream):
                 timestamp = pts[-1] + 1 if pts else 0
             reordered |= packet.dts is not None and packet.pts is not None and packet.dts != packet.pts
             pts.append(timestamp)
+            size += packet.size
             if packet.is_keyframe:
                 key_pts.append(timestamp)
     except av.FFmpegError as error:  # truncated or damaged after some packets
         problem = f"demuxing stopped after {len(pts)} packets: {error}"
-    return pts, key_pts, reordered, missing_pts, problem
+    return pts, key_pts, reordered, missing_pts, problem, size
 
 
 def _header_frame_count(stream, container, fps):
@@ -174,8 +177,10 @@ def probe_video(path, scan_packets=True):
 def _probe_stream(container, stream, scan_packets):
     time_base = stream.time_base or Fraction(1, 1000)
     rates = _nominal_rates(stream)
+    pixel_format = stream.codec_context.format
     info = {"codec": stream.codec_context.name, "width": stream.codec_context.width,
-            "height": stream.codec_context.height, "time_base": f"{time_base.numerator}/{time_base.denominator}"}
+            "height": stream.codec_context.height, "time_base": f"{time_base.numerator}/{time_base.denominator}",
+            "pix_fmt": pixel_format.name if pixel_format else ""}
     if not info["width"] or not info["height"]:
         return {**info, "error": "the video stream has no frame size (damaged header)"}
     if not scan_packets:
@@ -185,7 +190,7 @@ def _probe_stream(container, stream, scan_packets):
         return {**info, "fps": fps, "num_frames": num_frames, "start_pts": start_pts,
                 "start_s": float(start_pts * time_base), "duration_s": num_frames / fps if fps else 0.0,
                 "timestamps": "cfr", "error": None if num_frames else "no frame count in the header"}
-    pts, key_pts, reordered, missing_pts, problem = _scan_packets(container, stream)
+    pts, key_pts, reordered, missing_pts, problem, video_bytes = _scan_packets(container, stream)
     if not pts:
         return {**info, "error": problem or "the video stream has no packets"}
     header_frames = stream.frames or 0
@@ -204,7 +209,8 @@ def _probe_stream(container, stream, scan_packets):
     return {**info, "num_frames": len(pts), "fps": fps, "duration_s": duration_s,
             "start_pts": pts_sorted[0], "start_s": float(pts_sorted[0] * time_base),
             "keyframes": sorted(position[p] for p in set(key_pts)), "timestamps": timestamps,
-            "frame_pts": pts_sorted if timestamps == "vfr" else None, "note": note, "error": None}
+            "frame_pts": pts_sorted if timestamps == "vfr" else None, "note": note, "video_bytes": video_bytes,
+            "error": None}
 
 
 def info_from_probe(entry, metadata, file_bytes=0):

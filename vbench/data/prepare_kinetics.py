@@ -17,25 +17,30 @@ Which clips:
   `<src>/<split>.csv`, header `label,youtube_id,time_start,time_end,split`); a missing or unreadable
   clip is replaced by the next candidate.
 Existing output files are kept, so an interrupted run can be restarted.
+
+`--mode reencode` writes the canonical re-encode (docs/PROTOCOL.md, "The encoding"; REENCODE
+below): FFmpeg's best video stream, short side scaled to 256 (bicubic, both sides even), H.264
+yuv420p at CRF 23 with x264's "medium" preset, one keyframe every 250 frames (no scene-cut
+keyframes), one encoder thread (the same bytes from the same source and x264 build), the source's
+timestamps, no audio, in MP4.
 """
-import argparse
 import csv
 import difflib
 import os
 import random
 import shutil
-import sys
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
 import av
+from av.video.frame import PictureType
 from tqdm import tqdm
 
 from vbench.errors import DatasetError
 
 from .clip_list import list_file, read_clip_list
-from .index import probe_video
+from .index import probe_video, select_video_stream
 from .layouts import (SPLIT_NAMES, find_kinetics_video, kinetics_annotation_file, kinetics_stem,
                       read_kinetics_csv)
 
@@ -47,46 +52,9 @@ KINETICS20_CLASSES = (
 DEFAULT_CLIP_LIST = "configs/datasets/kinetics20"  # the benchmark's clips (DATA.CLIP_LIST of the recipe)
 # A sampled subset (--classes ...): these defaults give about the size of kinetics20.
 SAMPLING_DEFAULTS = {"classes": "kinetics20", "train_per_class": 64, "val_per_class": 5, "seed": 0}
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="tools/prepare_kinetics.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--src", required=True, help="Kinetics download root (<split>/ folders, annotations)")
-    parser.add_argument("--dst", required=True, help="output dataset folder, e.g. data/kinetics20")
-    parser.add_argument("--clip-list", default=None,
-                        help=f"build exactly the clips of this list folder (<split>.txt); default {DEFAULT_CLIP_LIST}")
-    parser.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to build")
-    parser.add_argument("--classes", default=None, help="sampled subset: 'kinetics20', a text file with one "
-                                                        "class per line, or a comma-separated list")
-    parser.add_argument("--train-per-class", type=int, default=None,
-                        help="sampled subset: train clips per class (0 = every available clip; default 64)")
-    parser.add_argument("--val-per-class", type=int, default=None,
-                        help="sampled subset: clips per class for every other split (0 = all; default 5)")
-    parser.add_argument("--from-list", default="", help="a subset.csv from an earlier run: take exactly these clips")
-    parser.add_argument("--mode", choices=("copy", "link", "reencode"), default="copy",
-                        help="copy files, hard-link them (falls back to copy across file systems), "
-                             "or re-encode to H.264 with the short side scaled to --short-side")
-    parser.add_argument("--short-side", type=int, default=256, help="short side for --mode reencode")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="parallel clips")
-    parser.add_argument("--seed", type=int, default=None, help="sampled subset: seed of the per-class clip order")
-    parser.add_argument("--report", default="", help="report file (default <dst>/prepare_report.txt)")
-    return choose_clips(parser.parse_args(argv), parser)
-
-
-def choose_clips(args, parser):
-    """Set args.source to "clip list", "from list" or "sampled" (see the module docstring)."""
-    sampling = [f"--{name.replace('_', '-')}" for name in SAMPLING_DEFAULTS if getattr(args, name) is not None]
-    chosen = [name for name, given in (("--clip-list", args.clip_list is not None),
-                                       ("--from-list", bool(args.from_list)), (" / ".join(sampling), sampling))
-              if given]
-    if len(chosen) > 1:
-        parser.error(f"{' and '.join(chosen)} choose the clips in different ways; give one of them.")
-    args.source = "from list" if args.from_list else "sampled" if sampling else "clip list"
-    args.clip_list = args.clip_list or DEFAULT_CLIP_LIST
-    for name, default in SAMPLING_DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, default)
-    return args
+# The canonical re-encode (docs/PROTOCOL.md, "The encoding"); --short-side changes only the size.
+REENCODE = {"short_side": 256, "codec": "libx264", "pix_fmt": "yuv420p", "crf": 23, "preset": "medium",
+            "gop": 250, "interpolation": "BICUBIC"}
 
 
 def folder_name(label):
@@ -175,23 +143,36 @@ def rows_from_list(list_path, split):
 # ---------------------------------------------------------------- writing one clip
 
 
-def reencode(src_path, dst_path, short_side):
-    """Decode with PyAV and write H.264 with the short side scaled to `short_side` (even sizes)."""
+def reencode_size(width, height, short_side):
+    """(width, height) with the short side scaled to `short_side`, both rounded to even numbers."""
+    scale = short_side / min(width, height)
+    return 2 * round(width * scale / 2), 2 * round(height * scale / 2)
+
+
+def x264_options():
+    r = REENCODE
+    return {"crf": str(r["crf"]), "preset": r["preset"],
+            "x264-params": f"keyint={r['gop']}:min-keyint={r['gop'] // 10}:scenecut=0:threads=1"}
+
+
+def reencode(src_path, dst_path, short_side=REENCODE["short_side"]):
+    """Write the canonical re-encode of `src_path` (REENCODE, the module docstring) to `dst_path`."""
     with av.open(src_path, metadata_errors="ignore") as source:
-        stream = source.streams.video[0]
-        width, height = stream.codec_context.width, stream.codec_context.height
-        scale = short_side / min(width, height)
-        out_w, out_h = (2 * round(width * scale / 2), 2 * round(height * scale / 2))
+        stream, _ = select_video_stream(source)
+        out_w, out_h = reencode_size(stream.codec_context.width, stream.codec_context.height, short_side)
         rate = stream.average_rate or stream.guessed_rate or Fraction(30)
         with av.open(dst_path, mode="w", format="mp4") as target:
-            out = target.add_stream("libx264", rate=rate)
-            out.width, out.height, out.pix_fmt = out_w, out_h, "yuv420p"
+            out = target.add_stream(REENCODE["codec"], rate=rate)
+            out.width, out.height, out.pix_fmt = out_w, out_h, REENCODE["pix_fmt"]
             out.time_base = stream.time_base
             out.codec_context.time_base = stream.time_base
-            out.codec_context.options = {"crf": "23", "preset": "veryfast", "threads": "2"}
+            out.codec_context.thread_count = 1
+            out.codec_context.options = x264_options()
             for frame in source.decode(stream):
-                scaled = frame.reformat(width=out_w, height=out_h, format="yuv420p")
+                scaled = frame.reformat(width=out_w, height=out_h, format=REENCODE["pix_fmt"],
+                                        interpolation=REENCODE["interpolation"])
                 scaled.pts, scaled.time_base = frame.pts, stream.time_base
+                scaled.pict_type = PictureType.NONE  # else x264 keeps the source's keyframes
                 target.mux(out.encode(scaled))
             target.mux(out.encode(None))
 
@@ -279,6 +260,16 @@ def build_split(args, split, per_class, results):
     return chosen
 
 
+def recipe_text(args):
+    """The re-encode recipe for the report header ("" for copy and link)."""
+    if args.mode != "reencode":
+        return ""
+    r = REENCODE
+    canonical = "canonical" if args.short_side == r["short_side"] else "NOT the canonical recipe: short side changed"
+    return (f": {r['codec']} {r['pix_fmt']}, short side {args.short_side}, CRF {r['crf']}, preset {r['preset']}, "
+            f"keyframe every {r['gop']} frames; {canonical}")
+
+
 def write_outputs(args, chosen, results):
     with open(os.path.join(args.dst, "subset.csv"), "w") as f:
         f.write("label,youtube_id,time_start,time_end,split\n")
@@ -286,7 +277,7 @@ def write_outputs(args, chosen, results):
             f.write(f"{label},{youtube_id},{start},{end},{split}\n")
     report = args.report or os.path.join(args.dst, "prepare_report.txt")
     with open(report, "w") as f:
-        f.write(f"# prepare_kinetics: {args.src} -> {args.dst} (mode {args.mode})\n")
+        f.write(f"# prepare_kinetics: {args.src} -> {args.dst} (mode {args.mode}{recipe_text(args)})\n")
         f.write(f"# {sum(results.written.values())} clips written, {len(results.missing)} missing, "
                 f"{len(results.unreadable)} unreadable\n")
         for line in results.missing + results.unreadable:
@@ -308,39 +299,3 @@ def report_incomplete(args, results, report, limit=50):
           "training list be missing or unreadable (docs/PROTOCOL.md, \"Data\"); find the clips above in "
           "another Kinetics copy and run this command again (clips already written are kept).")
     return 1
-
-
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    results, chosen = Results(), []
-    os.makedirs(args.dst, exist_ok=True)
-    try:
-        for split in args.splits:
-            per_class = args.train_per_class if split == "train" else args.val_per_class
-            per_class = per_class if args.source == "sampled" else 0  # 0: every clip, none replaced
-            chosen += build_split(args, split, per_class, results)
-    except DatasetError as error:
-        print(f"prepare_kinetics: {error}", file=sys.stderr)
-        return 2
-    report = write_outputs(args, chosen, results)
-    classes = sorted({name for _, name in results.wanted})
-    print(f"wrote {sum(results.written.values())} clips of {len(classes)} classes to {args.dst} "
-          f"({', '.join(f'{s}: {sum(n for (sp, _), n in results.written.items() if sp == s)}' for s in args.splits)}); "
-          f"{len(results.missing)} missing, {len(results.unreadable)} unreadable: see {report}")
-    short = [f"{split}/{name}: {results.written[(split, name)]} of {n}"
-             for (split, name), n in sorted(results.wanted.items()) if results.written[(split, name)] < n]
-    if short:
-        print(f"classes with fewer clips than asked: {', '.join(short)}")
-    if args.source != "sampled":
-        return report_incomplete(args, results, report)
-    empty = [key for key in results.wanted if results.written[key] == 0]
-    if empty:
-        print(f"prepare_kinetics: {len(empty)} split/class folders got no clip at all (first: "
-              f"{'/'.join(empty[0])}); the class list of the dataset would differ between splits.",
-              file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

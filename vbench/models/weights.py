@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn as nn
+import torchvision
 
 from vbench.errors import ConfigError, UnsafeFileError, WeightsError
 
@@ -268,8 +269,6 @@ def _download_hint(model_name, family):
     name = model_name.lower()
     if family == "torchvision" and name:
         try:
-            import torchvision
-
             return f"torchvision's file for {name}: {torchvision.models.get_model_weights(name).DEFAULT.url}"
         except Exception:  # noqa: BLE001 - a hint only
             return ""

@@ -127,7 +127,7 @@ class Rebatcher:
 
 
 # ------------------------------------------------------------------------------------ loader
-class ClipLoader:
+class ClipLoader:  # follows protocol.BatchLoader, what the engine uses
     """One rank's batches for an epoch; see `build_loader`."""
 
     def __init__(self, dataset, data_loader, class_names, num_videos, gpu_transform=None):

@@ -81,7 +81,7 @@ class Evaluator:
         bar.close()
         model.train(was_training)
         result = acc.summarize()
-        bad.extend(getattr(self.loader, "excluded", []))  # this rank's view: index + decode failures
+        bad.extend(self.loader.excluded)  # this rank's view: index + decode failures
         excluded = {path: reason for items in du.all_gather_objects(bad) for path, reason in items}
         result["excluded"] = [{"path": path, "reason": excluded[path]} for path in sorted(excluded)]
         result["eval_s"] = time.perf_counter() - start

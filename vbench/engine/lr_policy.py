@@ -82,7 +82,9 @@ class LRSchedule:
         self.warmup_epochs = float(solver.WARMUP_EPOCHS)
         self.warmup_factor = solver.WARMUP_FACTOR
         self.end_lr = solver.COSINE_END_LR
-        self._lr_fn = getattr(self, f"_setup_{self.policy}")(cfg)
+        setups = {"cosine_linear_warmup": self._setup_cosine_linear_warmup, "cosine": self._setup_cosine,
+                  "multistep_warmup": self._setup_multistep_warmup, "constant": self._setup_constant}
+        self._lr_fn = setups[self.policy](cfg)
 
     def lr_at(self, epoch):
         """Learning rate at fractional epoch `epoch` (0-based; epoch + it / iters_per_epoch)."""

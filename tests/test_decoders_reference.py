@@ -17,7 +17,8 @@ from vbench.data.check import main as check_main
 from vbench.data.index import VideoInfo, info_from_probe, probe_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from videos import BACKENDS, SHARED_VIDEOS, decoder_or_skip, ffmpeg_encoders, ffmpeg_rgb24, ffmpeg_run  # noqa: E402
+from videos import (BACKENDS, SHARED_VIDEOS, decoder_or_skip, ffmpeg_encoders, ffmpeg_rgb24,  # noqa: E402
+                    ffmpeg_run)
 
 pytestmark = pytest.mark.extras
 

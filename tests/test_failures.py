@@ -133,7 +133,10 @@ def _rank1_raises(cfg, ctx):
     du.barrier()  # rank 0 waits for rank 1, as in a collective, until it fails or is stopped
 
 
-def test_a_worker_that_raises_is_named_before_the_rank_its_failure_broke(tmp_path):
+def test_a_worker_that_raises_is_named_before_the_rank_its_failure_broke(tmp_path, monkeypatch):
+    # Time for rank 1 to end by itself after raising: 5 s (the default) was not enough on 2 cores
+    # at load average 12, where the launcher then stopped it (exit code -15, not 1).
+    monkeypatch.setattr(failures, "STOP_GRACE_S", 60.0)
     with pytest.raises(WorkersFailed) as info:
         launch_workers(report_cfg(tmp_path), _rank1_raises)
     cause = info.value.ends[0]

@@ -145,7 +145,7 @@ def test_a_worker_that_raises_is_named_before_the_rank_its_failure_broke(tmp_pat
     assert str(info.value) == f"rank 1 of 2 (pid {cause.pid}) failed with {cause.error}"
     # rank 0's barrier lost its peer: it failed later, so it is not the cause (or the launcher stopped it)
     assert [end.rank for end in info.value.ends[1:]] == [0] or info.value.stopped == 1
-    assert not [child for child in psutil.Process().children() if "spawn_main" in " ".join(child.cmdline())]
+    assert not spawned_children(os.getpid())
 
 
 class HangingError(Exception):
@@ -175,12 +175,23 @@ def test_a_worker_that_fails_then_hangs_is_named_and_a_busy_one_stopped_is_not(t
 TWO_PROCESSES = ("NUM_CPU_PROCS", "2", "TEST.ENABLE", "False")
 
 
+def spawned_children(pid):
+    """The multiprocessing-spawned children of `pid` (a child that ends meanwhile is left out)."""
+    found = []
+    for child in psutil.Process(pid).children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:  # ended, or a zombie not yet reaped
+            pass
+    return found
+
+
 def worker_pids(process, count=2, timeout_s=120):
     """The pids of the spawned training processes of `process`, in rank order."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and process.poll() is None:
-        workers = [child for child in psutil.Process(process.pid).children()
-                   if "spawn_main" in " ".join(child.cmdline())]
+        workers = spawned_children(process.pid)
         if len(workers) == count:
             return [w.pid for w in sorted(workers, key=lambda w: (w.create_time(), w.pid))]
         time.sleep(0.05)

@@ -1,8 +1,11 @@
 """benchmarks/bench_model.py --matrix: the cells it measures, the JSON it leaves (also when its
 time budget runs out), on tiny X3D-M clips on the CPU. Timings are not checked, only shapes."""
+import contextlib
+import io
 import itertools
 import json
 import os
+import re
 import sys
 import time
 
@@ -30,19 +33,38 @@ def test_cells_cover_precision_and_layout_for_both_models_with_one_baseline():
     assert variants == {"default", "contiguous", "contiguous_fp32"}
 
 
-def test_matrix_writes_every_cell_to_json(tmp_path, capsys):
-    out = tmp_path / "matrix.json"
-    bench_model.main(TINY + ["--json", str(out)])
-    record = json.loads(out.read_text())
+@pytest.fixture(scope="module")
+def tiny_matrix(tmp_path_factory):
+    """One tiny matrix run: the JSON it left and what it printed."""
+    out = tmp_path_factory.mktemp("matrix") / "matrix.json"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        bench_model.main(TINY + ["--json", str(out)])
+    return json.loads(out.read_text()), printed.getvalue()
+
+
+def test_matrix_writes_every_cell_to_json(tiny_matrix):
+    record, printed = tiny_matrix
     assert isinstance(record["device"], str) and record["torch"] == torch.__version__
-    assert record["skipped"] == [] and len(record["cells"]) == len(model_matrix.cells_of("x3d_m"))
+    # Without PyTorchVideo (the "bench" extra) its cell is recorded as skipped, naming the package.
+    assert all(s["impl"] == "pytorchvideo" and "pytorchvideo" in s["reason"] for s in record["skipped"])
+    assert len(record["cells"]) + len(record["skipped"]) == len(model_matrix.cells_of("x3d_m"))
+    vbench_cells = [c for c in model_matrix.cells_of("x3d_m") if c.impl == "vbench"]
+    assert [c["impl"] for c in record["cells"]].count("vbench") == len(vbench_cells)
     for cell in record["cells"]:
         assert cell["model"] == "x3d_m" and cell["impl"] in ("vbench", "pytorchvideo")
         assert cell["precision"] in ("fp32", "bf16") and isinstance(cell["channels_last"], bool)
         assert cell["compile"] is False and cell["clips_per_s"] > 0 and cell["mfu"] is None  # no peak on CPU
     assert sum(cell["auto"] for cell in record["cells"]) == 1
-    printed = capsys.readouterr().out
     assert "| x3d_m | vbench fp32 contiguous (auto) |" in printed and "rule that picks it" in printed
+
+
+@pytest.mark.extras
+def test_matrix_measures_the_pytorchvideo_baseline_and_the_ratios_to_it(tiny_matrix):
+    pytest.importorskip("pytorchvideo")
+    record, printed = tiny_matrix
+    assert record["skipped"] == [] and [c["impl"] for c in record["cells"]].count("pytorchvideo") == 1
+    assert re.search(r"\| x3d_m \| vbench fp32 contiguous \(auto\) \| [0-9.]+ \| [0-9.]+x \|", printed), printed
 
 
 def test_profile_names_the_top_ops_forward_and_backward():

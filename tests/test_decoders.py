@@ -15,8 +15,8 @@ from vbench.data.decoders.pyav import PyAVDecoder, Timeline
 from vbench.data.index import VideoInfo, info_from_probe, probe_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from videos import (SHARED_VIDEOS, encoder_available, read_frame_number, write_audio_only,  # noqa: E402
-                    write_numbered_video)
+from videos import (BACKENDS, SHARED_VIDEOS, decoder_or_skip, encoder_available,  # noqa: E402
+                    read_frame_number, write_audio_only, write_numbered_video)
 
 NUM_FRAMES = 50
 
@@ -65,13 +65,6 @@ def index_sets(seed=0):
 
 def numbers(frames):
     return [read_frame_number(frame) for frame in frames]
-
-
-def torchcodec_or_skip():
-    try:
-        return get_decoder("torchcodec")
-    except RuntimeError as error:
-        pytest.skip(f"torchcodec unavailable: {error}")
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -133,20 +126,27 @@ def cut_with_edit_list(source, target, drop_frames):
                 out.mux(packet)
 
 
-def test_edit_list_cut_mid_gop_decodes_the_presented_frames(tmp_path, monkeypatch):
+@pytest.fixture
+def edit_list_cut(tmp_path):
+    """A 60-frame file cut at source frame 15 by an edit list, mid-GOP: (path, index entry)."""
     source, cut = tmp_path / "source.mp4", tmp_path / "cut.mp4"
     write_numbered_video(source, 60, fps=30, gop=20)
     cut_with_edit_list(str(source), str(cut), drop_frames=15)
     info = info_for(cut)
     assert info.num_frames == 45 and info.keyframes == [5, 25]  # presented frame 0 is source frame 15
-    backends = [get_decoder("pyav")]
-    try:
-        backends.append(get_decoder("torchcodec"))
-    except RuntimeError:
-        pass
-    for decoder in backends:
-        for indices in ([0, 1], [4, 5, 6], [24, 25, 26, 44], [44]):
-            assert numbers(decoder.decode(str(cut), indices, info)) == [15 + i for i in indices], decoder.name
+    return cut, info
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_edit_list_cut_mid_gop_decodes_the_presented_frames(edit_list_cut, backend):
+    decoder = decoder_or_skip(backend)
+    cut, info = edit_list_cut
+    for indices in ([0, 1], [4, 5, 6], [24, 25, 26, 44], [44]):
+        assert numbers(decoder.decode(str(cut), indices, info)) == [15 + i for i in indices]
+
+
+def test_pyav_decodes_frames_before_the_first_keyframe_in_one_pass(edit_list_cut, monkeypatch):
+    cut, info = edit_list_cut
     runs = []
     original = PyAVDecoder._run
     monkeypatch.setattr(PyAVDecoder, "_run", lambda self, *args: runs.append(args[-1]) or original(self, *args))
@@ -154,9 +154,10 @@ def test_edit_list_cut_mid_gop_decodes_the_presented_frames(tmp_path, monkeypatc
     assert runs == [None]  # frames before the first keyframe: one pass from the start, no seek
 
 
+@pytest.mark.extras
 @pytest.mark.parametrize("case", list(CASES))
 def test_torchcodec_agrees_with_pyav_frame_for_frame(videos, case):
-    decoder = torchcodec_or_skip()
+    decoder = decoder_or_skip("torchcodec")
     path = video_of(videos, case)
     info = info_for(path)
     for indices in index_sets(seed=2)[:7]:
@@ -180,7 +181,9 @@ def sequential_frames(path, wanted):
 @pytest.mark.skipif(not SHARED_VIDEOS.is_dir(), reason=f"real clips not found at {SHARED_VIDEOS}")
 @pytest.mark.parametrize("name", ["kinetics_style_340x256_30fps.mp4", "mpeg4_320x240_25fps.avi",
                                   "hevc_128x128_10fps.mp4"])
-def test_real_clips_decode_the_right_frames(name):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_real_clips_decode_the_right_frames(name, backend):
+    decoder = decoder_or_skip(backend)
     path = str(SHARED_VIDEOS / name)
     if not Path(path).exists():
         pytest.skip(f"{path} is absent")
@@ -192,17 +195,11 @@ def test_real_clips_decode_the_right_frames(name):
         k = info.keyframes[-1]
         sets.append([k - 1, k, k + 1] if k + 1 < n else [k - 1, k])  # around a keyframe
     truth = sequential_frames(path, {i for s in sets for i in s})
-    backends = [get_decoder("pyav")]
-    try:
-        backends.append(get_decoder("torchcodec"))
-    except RuntimeError:
-        pass  # pyav alone is still checked against the sequential decode
     for indices in sets:
-        for decoder in backends:
-            frames = decoder.decode(path, indices, info)
-            assert tuple(frames.shape) == (len(indices), info.height, info.width, 3), decoder.name
-            for frame, index in zip(frames, indices):
-                assert np.array_equal(frame.numpy(), truth[index]), (decoder.name, index)
+        frames = decoder.decode(path, indices, info)
+        assert tuple(frames.shape) == (len(indices), info.height, info.width, 3)
+        for frame, index in zip(frames, indices):
+            assert np.array_equal(frame.numpy(), truth[index]), index
 
 
 # ---------------------------------------------------------------- failures
@@ -219,9 +216,9 @@ def bad_files(videos, folder):
             "text": folder / "text.mp4", "audio_only": folder / "audio_only.m4a"}
 
 
-@pytest.mark.parametrize("backend", ["pyav", "torchcodec"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_files_raise_video_decode_error_naming_the_path(videos, tmp_path, backend):
-    decoder = torchcodec_or_skip() if backend == "torchcodec" else get_decoder("pyav")
+    decoder = decoder_or_skip(backend)
     for kind, path in bad_files(videos, tmp_path / "bad").items():
         for info in (None, info_for(path)):
             with pytest.raises(VideoDecodeError) as error:
@@ -232,9 +229,9 @@ def test_bad_files_raise_video_decode_error_naming_the_path(videos, tmp_path, ba
     assert "empty" in info_for(tmp_path / "bad" / "empty.mp4").error
 
 
-@pytest.mark.parametrize("backend", ["pyav", "torchcodec"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_requests_raise_video_decode_error(videos, backend):
-    decoder = torchcodec_or_skip() if backend == "torchcodec" else get_decoder("pyav")
+    decoder = decoder_or_skip(backend)
     path = videos["h264_gop12"]
     info = info_for(path)
     bad = (([NUM_FRAMES], "past the end"), ([5, 3], "ascending"), ([], "no frame"), ([-1], "negative"))

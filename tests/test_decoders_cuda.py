@@ -32,24 +32,17 @@ from vbench.data.index import VideoInfo, info_from_probe, probe_video
 from vbench.engine.launch import check_decoder, check_gpu_decoding
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from videos import encoder_available, read_frame_number, write_numbered_video  # noqa: E402
+from videos import decoder_or_skip, encoder_available, read_frame_number, write_numbered_video  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA_MAX_DIFF = 3  # per channel value, 8-bit sources (see the module docstring)
 CUDA_MAX_MEAN_DIFF = 1.0
 
 
-def torchcodec_or_skip():
-    try:
-        return get_decoder("torchcodec")
-    except RuntimeError as error:
-        pytest.skip(f"torchcodec unavailable: {error}")
-
-
 def cuda_decoder_or_skip():
     if not torch.cuda.is_available():
         pytest.skip("GPU decoding needs CUDA")
-    torchcodec_or_skip()
+    decoder_or_skip("torchcodec")
     from vbench.data.decoders.torchcodec import check_cuda_decoding
     try:
         check_cuda_decoding("cuda:0")
@@ -81,8 +74,9 @@ def test_missing_torchcodec_is_named_before_the_run(monkeypatch):
     check_decoder(load_config(None, ["NUM_GPUS", "0"]))  # the pyav backend needs none of it
 
 
+@pytest.mark.extras
 def test_torchcodec_without_ffmpeg_libraries_is_named(monkeypatch):
-    torchcodec_or_skip()
+    decoder_or_skip("torchcodec")
     import torchcodec
     monkeypatch.setattr(torchcodec, "ffmpeg_major_version", None)  # as when no FFmpeg library loads
     with pytest.raises(RuntimeError, match="found no FFmpeg shared libraries.*apt install ffmpeg"):
@@ -90,8 +84,9 @@ def test_torchcodec_without_ffmpeg_libraries_is_named(monkeypatch):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the errors of a machine without CUDA")
+@pytest.mark.extras
 def test_gpu_decoding_without_cuda_says_what_is_missing():
-    torchcodec_or_skip()
+    decoder_or_skip("torchcodec")
     with pytest.raises(RuntimeError, match="needs CUDA, which is not available here.*DATA.DECODER_DEVICE cpu"):
         get_decoder("torchcodec", device="cuda")
     cfg = get_cfg()
@@ -125,6 +120,7 @@ def assert_close_to_cpu(gpu, cpu, what):
     assert difference.float().mean() <= CUDA_MAX_MEAN_DIFF, f"{what}: mean {float(difference.float().mean())}"
 
 
+@pytest.mark.extras
 @pytest.mark.parametrize("codec", ["libx264", "libx265"])
 def test_cuda_frames_equal_cpu_frames_within_the_bound(tmp_path, codec):
     gpu = cuda_decoder_or_skip()
@@ -154,6 +150,7 @@ def gpu_decoding_cfg(root, workers):
     return cfg
 
 
+@pytest.mark.extras
 @pytest.mark.parametrize("workers", [0, 1])
 def test_loader_clips_decoded_on_the_gpu_stay_there_and_match_the_cpu(tmp_path, workers):
     cuda_decoder_or_skip()
@@ -177,6 +174,7 @@ def test_loader_clips_decoded_on_the_gpu_stay_there_and_match_the_cpu(tmp_path, 
         assert clips.device.type == "cuda" and clips.shape == (4, 3, 4, 32, 32)
 
 
+@pytest.mark.extras
 def test_short_training_run_decodes_on_the_gpu(tmp_path):
     cuda_decoder_or_skip()
     command = [sys.executable, str(REPO / "tools" / "run_net.py"), "--cfg",

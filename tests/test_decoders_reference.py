@@ -5,6 +5,7 @@ and torchcodec backends must return it exactly, on 8-bit, 10-bit, 4:2:2 and inte
 generated here with the ffmpeg command-line tool (colour test patterns with sharp edges, where
 chroma siting and filters show) and on the real clips in ../shared/videos. On a file with two
 video streams, audio and subtitles, the index and both backends must describe the same stream.
+Every test here needs the ffmpeg command-line tool (marker `extras`; tests/README.md).
 """
 import sys
 from pathlib import Path
@@ -13,11 +14,13 @@ import numpy as np
 import pytest
 
 from vbench.cli.data import check_main
-from vbench.data.decoders import get_decoder
 from vbench.data.index import VideoInfo, info_from_probe, probe_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from videos import SHARED_VIDEOS, ffmpeg_encoders, ffmpeg_rgb24, ffmpeg_run  # noqa: E402
+from videos import (BACKENDS, SHARED_VIDEOS, decoder_or_skip, ffmpeg_encoders, ffmpeg_rgb24,  # noqa: E402
+                    ffmpeg_run)
+
+pytestmark = pytest.mark.extras
 
 FRAMES = 12
 # name -> (file name, encoder, size, ffmpeg encoding arguments)
@@ -44,15 +47,6 @@ def info_for(path):
     return info_from_probe(VideoInfo(Path(path).name, str(path), 0), probe_video(str(path)))
 
 
-def backends():
-    found = [get_decoder("pyav")]
-    try:
-        found.append(get_decoder("torchcodec"))
-    except RuntimeError:
-        pass  # PyAV alone is still held to the reference
-    return found
-
-
 def assert_same_pixels(got, expected, what):
     assert got.shape == expected.shape, (what, got.shape, expected.shape)
     difference = np.abs(got.astype(np.int16) - expected.astype(np.int16))
@@ -61,36 +55,38 @@ def assert_same_pixels(got, expected, what):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_both_backends_return_ffmpegs_own_rgb(tmp_path, case):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_both_backends_return_ffmpegs_own_rgb(tmp_path, case, backend):
     file_name, encoder, size, arguments = CASES[case]
     require_encoder(encoder)
+    decoder = decoder_or_skip(backend)
     path = tmp_path / file_name
     ffmpeg_run("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25", "-frames:v", FRAMES, "-g", 5,
                "-c:v", encoder, *arguments, path)
     info = info_for(path)
     reference = ffmpeg_rgb24(path, info.width, info.height)
     assert info.error is None and info.num_frames == len(reference) == FRAMES
-    for decoder in backends():
-        for indices in INDEX_SETS:
-            frames = decoder.decode(str(path), indices, info).numpy()
-            assert_same_pixels(frames, reference[indices], f"{decoder.name} {case} frames {indices}")
+    for indices in INDEX_SETS:
+        frames = decoder.decode(str(path), indices, info).numpy()
+        assert_same_pixels(frames, reference[indices], f"{backend} {case} frames {indices}")
 
 
 @pytest.mark.skipif(not SHARED_VIDEOS.is_dir(), reason=f"real clips not found at {SHARED_VIDEOS}")
 @pytest.mark.parametrize("name", ["kinetics_style_340x256_30fps.mp4", "mpeg4_320x240_25fps.avi",
                                   "hevc_128x128_10fps.mp4"])
-def test_real_clips_keep_ffmpegs_own_rgb(name):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_real_clips_keep_ffmpegs_own_rgb(name, backend):
     path = SHARED_VIDEOS / name
     if not path.exists() or "libx264" not in ffmpeg_encoders():  # any ffmpeg build has libx264
         pytest.skip(f"{path} or the ffmpeg command-line tool is absent")
+    decoder = decoder_or_skip(backend)
     info = info_for(path)
     reference = ffmpeg_rgb24(path, info.width, info.height)
     assert info.num_frames == len(reference)
     n = info.num_frames
-    for decoder in backends():
-        for indices in ([0, 1], [n // 2 - 1, n // 2 + 1], [n - 2, n - 1]):
-            frames = decoder.decode(str(path), indices, info).numpy()
-            assert_same_pixels(frames, reference[indices], f"{decoder.name} {name} frames {indices}")
+    for indices in ([0, 1], [n // 2 - 1, n // 2 + 1], [n - 2, n - 1]):
+        frames = decoder.decode(str(path), indices, info).numpy()
+        assert_same_pixels(frames, reference[indices], f"{backend} {name} frames {indices}")
 
 
 def two_stream_file(folder):
@@ -108,24 +104,24 @@ def two_stream_file(folder):
     return path
 
 
-def test_two_video_streams_index_and_both_backends_read_the_same_one(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_video_streams_index_and_both_backends_read_the_same_one(tmp_path, backend):
     for encoder in ("libx264", "aac", "mov_text"):
         require_encoder(encoder)
+    decoder = decoder_or_skip(backend)
     path = two_stream_file(tmp_path)
     info = info_for(path)
     assert (info.stream_index, info.video_streams) == (1, 2)
     assert (info.width, info.height) == (96, 54) and info.fps == pytest.approx(30000 / 1001)
     reference = ffmpeg_rgb24(path, 96, 54, stream_index=1)
     assert info.num_frames == len(reference) == 30
-    decoders = backends()
     for indices in ([0, 1, 2], [9, 10, 29]):
-        for decoder in decoders:
-            frames = decoder.decode(str(path), indices, info).numpy()
-            assert_same_pixels(frames, reference[indices], f"{decoder.name} frames {indices}")
-        for decoder in decoders:  # the header-only path too: no index entry, the same rule
-            assert_same_pixels(decoder.decode(str(path), indices, None).numpy(), reference[indices],
-                               f"{decoder.name} without an index entry")
-    if len(decoders) > 1:
+        frames = decoder.decode(str(path), indices, info).numpy()
+        assert_same_pixels(frames, reference[indices], f"{backend} frames {indices}")
+        # the header-only path too: no index entry, the same rule
+        assert_same_pixels(decoder.decode(str(path), indices, None).numpy(), reference[indices],
+                           f"{backend} without an index entry")
+    if backend == "torchcodec":
         from torchcodec.decoders import VideoDecoder
         assert VideoDecoder(str(path)).stream_index == 1  # torchcodec's own default is the same stream
 

@@ -1,6 +1,6 @@
 """The README's main job and GETTING_STARTED's demo, as shipped: both synthetic tracks reach their
 targets on the CPU, and the score against configs/benchmark/reference_synthetic.yaml works.
-(About two minutes on 2 cores: the demo's learnability is what the quick start promises.)"""
+(About two minutes on 2 idle cores: the demo's learnability is what the quick start promises.)"""
 import os
 import subprocess
 import sys
@@ -16,8 +16,10 @@ REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 def run_net(cfg_file, out, data, cache):
     command = [sys.executable, os.path.join(REPO, "tools", "run_net.py"), "--cfg", cfg_file,
                "OUTPUT_DIR", str(out), "DATA.PATH_TO_DATA_DIR", str(data), "DATA.INDEX_CACHE_DIR", str(cache)]
+    # The timeout only guards against a hang: on 2 cores shared with other jobs (load average 12)
+    # the X3D run alone took 8-10 minutes with its data generation (docs/BENCHMARKS.md).
     process = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, timeout=600)
+                             text=True, timeout=1800)
     assert process.returncode == 0, process.stdout[-3000:]
     return load_results(str(out))
 

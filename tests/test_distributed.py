@@ -1,5 +1,8 @@
 """Launch and DDP: 2 gloo processes match 1 process on the same global batch; preflight failures."""
+import math
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +15,12 @@ from vbench.engine.hooks import EpochStatsHook, LRScheduleHook
 from vbench.engine.launch import launch_workers
 from vbench.engine.train_loop import Trainer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from numerics import assert_all_same_up_to_rounding  # noqa: E402
+
 GLOBAL_BATCH, STEPS, NUM_CLASSES = 8, 3, 3
+CLIP = (3, 2, 6, 6)
+POSITIONS = GLOBAL_BATCH * math.prod(CLIP[1:])  # positions in a global batch: n of tests/numerics.py
 
 
 class GlobalBatchShard:
@@ -23,7 +31,7 @@ class GlobalBatchShard:
         g = torch.Generator().manual_seed(7)
         total = GLOBAL_BATCH * STEPS
         self.labels = torch.arange(total) % NUM_CLASSES
-        self.clips = torch.randn(total, 3, 2, 6, 6, generator=g) + self.labels.view(-1, 1, 1, 1, 1)
+        self.clips = torch.randn(total, *CLIP, generator=g) + self.labels.view(-1, 1, 1, 1, 1)
         self.rank, self.world, self.micro = rank, world, micro
         self.num_videos, self.class_names = total, [str(i) for i in range(NUM_CLASSES)]
         self.index_excluded = []
@@ -94,8 +102,7 @@ def test_two_gloo_processes_match_one_process_and_accumulation(tmp_path):
         assert not torch.allclose(value, initial[key]) or "bias" in key  # training moved the weights
     for other in (runs[2, 1], runs[1, 2]):
         assert other["loss"] == pytest.approx(single["loss"], rel=1e-5)
-        for key, value in single["params"].items():
-            torch.testing.assert_close(other["params"][key], value, rtol=1e-5, atol=1e-6)
+        assert_all_same_up_to_rounding(other["params"], single["params"], POSITIONS)
 
 
 # ------------------------------------------------------------------------------ preflight failures

@@ -177,6 +177,7 @@ def test_wrong_family_or_format_is_reported(tmp_path, mc3_5_classes):
 
 
 # ------------------------------------------------------------- foreign layouts via converters
+@pytest.mark.extras
 def test_pytorchvideo_x3d_checkpoint_is_detected_and_converted(tmp_path):
     x3d = pytest.importorskip("pytorchvideo.models.x3d")
     torch.manual_seed(0)

@@ -184,6 +184,7 @@ def _check_pytorchvideo_fidelity(settings, input_size, num_classes=7):
     assert (expected - actual).abs().max().item() <= 1e-4
 
 
+@pytest.mark.extras
 def test_pytorchvideo_mvit_b_structure_fidelity():
     """MViT-B's 16-block schedule (widths, heads, q and adaptive kv strides) against PyTorchVideo's
     builder, at 1/6 of the width and on an 8x64x64 clip to stay cheap on CPU."""
@@ -191,6 +192,7 @@ def test_pytorchvideo_mvit_b_structure_fidelity():
     _check_pytorchvideo_fidelity(dict(MVIT_B_16X4, EMBED_DIM=16), (8, 64, 64))
 
 
+@pytest.mark.extras
 @pytest.mark.parametrize("mode, pool_first, sep_pos, cls_on, kernel", [
     ("max", False, True, True, []),
     ("avg", True, False, False, [3, 3, 3]),

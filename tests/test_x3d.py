@@ -137,6 +137,7 @@ def test_configs_load_with_the_recipe():
 
 
 # ----------------------------------------------------------------------------- fidelity
+@pytest.mark.extras
 def test_x3d_m_matches_pytorchvideo_create_x3d():
     """Converted random PyTorchVideo X3D-M weights give the same logits (fp32, CPU, eval)."""
     ref = _pytorchvideo_reference(16, 224, 2.2, 400)
@@ -152,6 +153,7 @@ def test_x3d_m_matches_pytorchvideo_create_x3d():
     assert max_abs_diff <= 1e-4
 
 
+@pytest.mark.extras
 def test_sliding_window_head_matches_pytorchvideo_on_larger_clips():
     """X3D-XS (pool 4x5x5) on 192 px clips: both models average a 2x2 window of positions."""
     ref = _pytorchvideo_reference(4, 160, 2.2, 10, seed=2)
@@ -170,6 +172,7 @@ def test_sliding_window_head_matches_pytorchvideo_on_larger_clips():
 
 
 # ----------------------------------------------------------------------------- converters
+@pytest.mark.extras
 def test_pytorchvideo_converter_rejects_missing_and_unexpected_keys():
     one_tensor = {"blocks.1.res_blocks.0.branch2.conv_a.weight": torch.zeros(54, 24, 1, 1, 1)}
     with pytest.raises(ValueError, match="missing .*stem.conv_xy.weight"):

@@ -26,6 +26,9 @@ Public API (keep it small; other test files import it):
         Run `ffmpeg -v error -y ARGS` (raises CalledProcessError with ffmpeg's message).
     ffmpeg_rgb24(path, width, height, stream_index=None) -> uint8 array N x H x W x 3
         FFmpeg's own RGB conversion of every frame of one video stream (default: ffmpeg's choice).
+    BACKENDS, decoder_or_skip(backend)
+        The CPU decoding backends to parametrize a test with (torchcodec, an optional package, is
+        marked `extras`), and get_decoder(backend) or a skip naming what is missing.
 
 Typical calls: H.264 mp4 with a long GOP (`gop=250`), MPEG-4 avi (`codec="mpeg4"`, `.avi`),
 HEVC mp4 (`codec="libx265"`), VP9 webm (`codec="libvpx-vp9"`, `.webm`), variable frame rate
@@ -40,6 +43,9 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
+
+from vbench.data.decoders import get_decoder
 
 BITS = 10  # frame numbers 0..1023
 GRID_COLS, GRID_ROWS = 5, 2
@@ -48,6 +54,16 @@ VFR_TICKS = (1, 1, 1, 9, 8)  # frame durations in ticks of 1/(4*fps) for vfr=Tru
 TICKS_PER_FRAME = 4
 SHARED_VIDEOS = Path(os.environ.get("VBENCH_SHARED_VIDEOS",
                                     Path(__file__).resolve().parents[2] / "shared" / "videos"))
+
+
+BACKENDS = ["pyav", pytest.param("torchcodec", marks=pytest.mark.extras)]
+
+
+def decoder_or_skip(backend, **kwargs):
+    try:
+        return get_decoder(backend, **kwargs)
+    except RuntimeError as error:  # torchcodec or FFmpeg's shared libraries are missing
+        pytest.skip(f"{backend} unavailable: {error}")
 
 
 def encoder_available(codec):

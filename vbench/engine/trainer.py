@@ -12,7 +12,6 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from vbench.config import ConfigError
 from vbench.data.dataset import check_bad_fraction
@@ -44,8 +43,7 @@ def prepare_model(model, cfg, ctx):
         model = compile_blocks(model)
     eval_model = model
     if ctx.world_size > 1:
-        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        model = DistributedDataParallel(model, device_ids=device_ids)
+        model = du.wrap_ddp(model, ctx.device)  # gradients in DDP's buckets, zeroed in place
     return model, eval_model, bare
 
 
@@ -225,7 +223,7 @@ class Trainer:
         clip_gradients(self.bare_model.parameters(), self.cfg)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=not du.zero_grad_in_place(self.model))
 
     def current_lr(self):
         return self.optimizer.param_groups[0]["lr"]

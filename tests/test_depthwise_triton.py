@@ -16,6 +16,8 @@ shapes are tiny; it runs CPU tensors, so the same tests cover both devices.
 """
 import copy
 import math
+import os
+import subprocess
 import sys
 import zlib
 
@@ -89,10 +91,19 @@ def _rel_error(actual, expected):
     return ((actual.double() - expected).norm() / expected.norm()).item()
 
 
-@pytest.mark.parametrize("name, dtype", [(name, torch.float32) for name in CASES] + [
-    ("x3d_block", torch.bfloat16), ("mvit_pool_kv4", torch.bfloat16),
-    ("x3d_block_strided", torch.float16), ("x3d_stem", torch.float16)])
-def test_output_and_both_gradients_equal_conv3d_in_float64(name, dtype):
+@pytest.fixture(autouse=True)
+def one_tile(monkeypatch):
+    """On a GPU every kernel runs the FIXED tile: autotuning would compile and time every candidate
+    for each test shape (`test_every_tuned_tile_on_cuda` checks those)."""
+    if CUDA:
+        from vbench.models.layers import depthwise_triton as kernels
+
+        for tuner in (kernels._fwd_tuned, kernels._dgrad_tuned, kernels._wgrad_tuned):
+            monkeypatch.setattr(tuner, "configs", [kernels.FIXED])
+            monkeypatch.setattr(tuner, "cache", {})
+
+
+def _check_against_conv3d(name, dtype):
     case = CASES[name]
     generator = torch.Generator().manual_seed(zlib.crc32(f"{name} {dtype}".encode()))
     conv = _conv(case, dtype, generator)
@@ -108,6 +119,25 @@ def test_output_and_both_gradients_equal_conv3d_in_float64(name, dtype):
         assert actual.shape == ref.shape, what
         error = _rel_error(actual, ref)  # NaN fails too
         assert error < TOLERANCE[dtype], f"{name} {dtype} {what}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("name, dtype", [(name, torch.float32) for name in CASES] + [
+    ("x3d_block", torch.bfloat16), ("mvit_pool_kv4", torch.bfloat16),
+    ("x3d_block_strided", torch.float16), ("x3d_stem", torch.float16)])
+def test_output_and_both_gradients_equal_conv3d_in_float64(name, dtype):
+    _check_against_conv3d(name, dtype)
+
+
+@pytest.mark.skipif(not CUDA, reason="the interpreter runs one tile; the tuned ones compile for a GPU")
+def test_every_tuned_tile_on_cuda(monkeypatch):
+    from vbench.models.layers import depthwise_triton as kernels
+
+    for config in kernels.TUNE_CONFIGS:  # 70 channels: 1 to 3 channel blocks, masked
+        for tuner in (kernels._fwd_tuned, kernels._dgrad_tuned, kernels._wgrad_tuned):
+            monkeypatch.setattr(tuner, "configs", [config])
+            monkeypatch.setattr(tuner, "cache", {})
+        _check_against_conv3d("x3d_block", torch.bfloat16)
+        _check_against_conv3d("x3d_block_strided", torch.float32)
 
 
 def test_weight_gradient_is_bit_identical_from_run_to_run():
@@ -162,6 +192,39 @@ def test_inside_torch_compile_with_inductor():
     torch.testing.assert_close(torch.autograd.grad(actual.sum(), conv.weight)[0],
                                torch.autograd.grad(expected.sum(), conv.weight)[0])
     torch._dynamo.reset()
+
+
+COMPILE_FOR_HOPPER = """
+import itertools
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from vbench.models.layers import depthwise_triton as kernels
+
+geometry = dict(KT=3, KH=3, KW=3, ST=1, SH=2, SW=2, PT=1, PH=1, PW=1, WIDE=False, **kernels.FIXED.kwargs)
+for dtype, (kernel, constants) in itertools.product(("bf16", "fp32"), (
+        (kernels._dw_fwd, geometry), (kernels._dw_dgrad, geometry),
+        (kernels._dw_wgrad, dict(geometry, CHUNK=256)), (kernels._dw_reduce, dict(TAPS=27, BLOCK=256)))):
+    names = kernel.arg_names
+    signature = {name: "constexpr" if name in constants else "*fp32" if name == "part"
+                 else f"*{dtype}" if name in ("x", "w", "y", "dy", "dx", "dw") else "i32" for name in names}
+    source = ASTSource(kernel, signature, constexprs={(names.index(k),): v for k, v in constants.items()})
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+    assert compiled.asm["cubin"], kernel.__name__
+    print(kernel.__name__, dtype, "compiled")
+"""
+
+
+@pytest.mark.skipif(CUDA, reason="with a GPU the other tests compile the kernels for it")
+def test_kernels_compile_for_hopper_without_a_gpu():
+    # The interpreter runs what Triton's compiler may still reject (types, constexpr use): compile
+    # each kernel to a cubin for sm_90 (H100) with the ptxas that comes with Triton, in a process
+    # without TRITON_INTERPRET (in this one the kernels are the interpreter's).
+    env = dict(os.environ, TRITON_INTERPRET="0", PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("compiled") == 8  # 4 kernels in bf16 and float32
 
 
 def test_triton_where_it_cannot_run_is_a_config_error(monkeypatch):

@@ -11,18 +11,21 @@ rounded once to the input's dtype.
     input grad    dx[b,g,i,c] = sum over taps k with (i+p-k) divisible by s of dy[b,g,(i+p-k)/s,c] * w[c,k]
     weight grad   dw[c,k]     = sum over outputs o of dy[b,g,o,c] * x[b,g,o*s-p+k,c]
 
-One program computes a tile of BLOCK_P flattened positions x BLOCK_C channels. Forward and input
+One program computes a tile of BLOCK_P flattened positions x BLOCK_C channels, looping over the
+taps (loops, not unrolled: a fully unrolled 3x3x3 kernel took ptxas minutes). Forward and input
 gradient add the taps in one fixed order, so their results do not depend on the tile shape. The
-weight gradient is deterministic: one program per (tap, chunk of CHUNK output positions, channel
-block) writes its partial sum (programs of the same chunk are launched side by side, so the chunk
-is read from memory once and from the L2 cache by the other taps), then `_dw_reduce` adds the
-partials chunk by chunk in index order. The partials depend on the tile shape and warp count,
-so autotuning, which may pick another tile in another process, is used for the weight gradient
-only while `torch.are_deterministic_algorithms_enabled()` is off; with it on, a fixed tile.
+weight gradient is deterministic: one program per (chunk of output positions, channel block)
+loops over the taps, and over the chunk's positions for each, so that the chunk's dy and x come
+from memory once and from the cache for the other taps; it writes one partial sum per tap, and
+`_dw_reduce` adds the partials chunk by chunk in index order. The chunk length depends on the
+shape only (`chunk_size`), but the sum inside a chunk depends on the tile shape and warp count,
+so autotuning (which may pick another tile in another process) is used for the weight gradient
+only while `torch.are_deterministic_algorithms_enabled()` is off; with it on, one fixed tile.
 
-On a GPU, forward and input gradient are autotuned over a small space per shape (TUNE_CONFIGS)
-the first time each shape runs. Under TRITON_INTERPRET=1 (read by Triton when this module is
-imported) the kernels run on the CPU in Triton's interpreter, slowly, with one fixed tile.
+On a GPU the kernels are autotuned over a small space (TUNE_CONFIGS) the first time each shape
+runs, and Triton keeps the choice on disk for later processes. Under TRITON_INTERPRET=1 (read by
+Triton when this module is imported) the kernels run on the CPU in Triton's interpreter, slowly,
+with one fixed tile.
 """
 import functools
 import os
@@ -32,24 +35,32 @@ import triton
 import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-# Output positions per weight-gradient program: a multiple of every BLOCK_P below.
-CHUNK = 1024
-FIXED = triton.Config({"BLOCK_P": 32, "BLOCK_C": 64}, num_warps=4)  # the deterministic weight gradient
-TUNE_CONFIGS = [
-    triton.Config({"BLOCK_P": 64, "BLOCK_C": 32}, num_warps=4),
-    triton.Config({"BLOCK_P": 32, "BLOCK_C": 64}, num_warps=4),
-    triton.Config({"BLOCK_P": 64, "BLOCK_C": 64}, num_warps=4),
-    triton.Config({"BLOCK_P": 128, "BLOCK_C": 64}, num_warps=8),
-    triton.Config({"BLOCK_P": 32, "BLOCK_C": 128}, num_warps=4),
-    triton.Config({"BLOCK_P": 64, "BLOCK_C": 128}, num_warps=8),
+# Tiles of few positions per thread: the threads of a warp cover consecutive channels (coalesced
+# loads), so every position of the tile is live in each thread; at 32 elements per thread
+# ((64, 64) with 4 warps) the kernels spilled (255 registers, a stack frame; ptxas for sm_90).
+FIXED = triton.Config({"BLOCK_P": 16, "BLOCK_C": 64}, num_warps=4)  # the deterministic weight gradient
+TUNE_CONFIGS = [  # (BLOCK_P positions x BLOCK_C channels, warps): 47-141 registers, no spills
+    triton.Config({"BLOCK_P": 8, "BLOCK_C": 64}, num_warps=4),
+    triton.Config({"BLOCK_P": 16, "BLOCK_C": 32}, num_warps=4),
+    triton.Config({"BLOCK_P": 16, "BLOCK_C": 64}, num_warps=4),
+    triton.Config({"BLOCK_P": 8, "BLOCK_C": 128}, num_warps=4),
+    triton.Config({"BLOCK_P": 32, "BLOCK_C": 64}, num_warps=8),
+    triton.Config({"BLOCK_P": 4, "BLOCK_C": 64}, num_warps=2),
 ]
 if INTERPRET:  # one wide tile: the interpreter's cost is per operation, not per element
-    CHUNK = 256  # (still several chunks at test sizes)
     FIXED = triton.Config({"BLOCK_P": 128, "BLOCK_C": 64}, num_warps=4)
 CONFIGS = [FIXED] if INTERPRET else TUNE_CONFIGS
 TUNE_KEY = ["C", "P", "T", "H", "W", "TO", "HO", "WO", "KT", "KH", "KW", "ST", "SH", "SW"]
-# Short timing per candidate: ~6 candidates x 3 kernels x each distinct shape at the first step.
+# Short timing per candidate: 6 candidates x 3 kernels x each distinct shape at the first step.
 _bench = functools.partial(triton.testing.do_bench, warmup=5, rep=20)
+
+
+# Sizes and strides are not specialised (Triton would compile a variant per divisibility by 16
+# of each, i.e. per shape; the loads do not vectorise across channels anyway): one compiled
+# kernel per geometry, dtype and tile.
+_RUNTIME_INTS = ("G", "C", "T", "H", "W", "TO", "HO", "WO", "P", "NCHUNK", "sxb", "sxg", "sxt", "sxh",
+                 "sxw", "syb", "syg", "syt", "syh", "syw", "sgb", "sgg", "sgt", "sgh", "sgw")
+_kernel = triton.jit(do_not_specialize=_RUNTIME_INTS)
 
 
 @triton.jit
@@ -65,111 +76,117 @@ def _decode(p, G, TO, HO, WO):
 
 
 @triton.jit
+def _wide(v, WIDE: tl.constexpr):
+    """Offsets in int64 only where a tensor has 2**31 elements or more (WIDE)."""
+    if WIDE:
+        return v.to(tl.int64)
+    return v
+
+
+@_kernel
 def _dw_fwd(x, w, y, G, C, T, H, W, TO, HO, WO, P,
             sxb, sxg, sxt, sxh, sxw, syb, syg, syt, syh, syw,
             KT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
             ST: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
             PT: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
-            BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+            WIDE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     p_ok, c_ok = p < P, c < C
     b, g, to, ho, wo = _decode(p, G, TO, HO, WO)
-    base = b.to(tl.int64) * sxb + g.to(tl.int64) * sxg
+    b, g, to, ho, wo = _wide(b, WIDE), _wide(g, WIDE), _wide(to, WIDE), _wide(ho, WIDE), _wide(wo, WIDE)
+    row = b * sxb + g * sxg
+    t0, h0, w0 = to * ST - PT, ho * SH - PH, wo * SW - PW  # the first tap's input position
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for kt in tl.static_range(KT):
-        ti = to * ST - PT + kt
-        t_ok = p_ok & (ti >= 0) & (ti < T)
-        for kh in tl.static_range(KH):
-            hi = ho * SH - PH + kh
-            th_ok = t_ok & (hi >= 0) & (hi < H)
-            for kw in tl.static_range(KW):
-                wi = wo * SW - PW + kw
-                ok = th_ok & (wi >= 0) & (wi < W)
-                off = base + ti.to(tl.int64) * sxt + hi.to(tl.int64) * sxh + wi.to(tl.int64) * sxw
+    for kt in range(KT):
+        t_ok = p_ok & (t0 + kt >= 0) & (t0 + kt < T)
+        for kh in range(KH):
+            th_ok = t_ok & (h0 + kh >= 0) & (h0 + kh < H)
+            for kw in range(KW):
+                ok = th_ok & (w0 + kw >= 0) & (w0 + kw < W)
+                off = row + (t0 + kt) * sxt + (h0 + kh) * sxh + (w0 + kw) * sxw
                 xv = tl.load(x + off[:, None] + c[None, :], mask=ok[:, None] & c_ok[None, :], other=0.0)
                 wv = tl.load(w + c * (KT * KH * KW) + (kt * KH + kh) * KW + kw, mask=c_ok, other=0.0)
                 acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
-    off = (b.to(tl.int64) * syb + g.to(tl.int64) * syg + to.to(tl.int64) * syt
-           + ho.to(tl.int64) * syh + wo.to(tl.int64) * syw)
-    tl.store(y + off[:, None] + c[None, :], acc.to(y.dtype.element_ty),
-             mask=p_ok[:, None] & c_ok[None, :])
+    off = b * syb + g * syg + to * syt + ho * syh + wo * syw
+    tl.store(y + off[:, None] + c[None, :], acc.to(y.dtype.element_ty), mask=p_ok[:, None] & c_ok[None, :])
 
 
-@triton.jit
+@_kernel
 def _dw_dgrad(dy, w, dx, G, C, T, H, W, TO, HO, WO, P,
               sgb, sgg, sgt, sgh, sgw, sxb, sxg, sxt, sxh, sxw,
               KT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
               ST: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
               PT: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
-              BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """P counts input positions here: each program writes a tile of dx."""
+              WIDE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """P counts input positions here: each program writes a tile of dx. Tap k reaches input i
+    from output o = (i + p - k) / s where that divides exactly (and 0 <= o < the output size)."""
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     p_ok, c_ok = p < P, c < C
     b, g, ti, hi, wi = _decode(p, G, T, H, W)
-    base = b.to(tl.int64) * sgb + g.to(tl.int64) * sgg
+    b, g, ti, hi, wi = _wide(b, WIDE), _wide(g, WIDE), _wide(ti, WIDE), _wide(hi, WIDE), _wide(wi, WIDE)
+    row = b * sgb + g * sgg
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for kt in tl.static_range(KT):
-        nt = ti + PT - kt  # = to * ST for the output `to` this tap reaches from input ti
-        nt = tl.where(nt >= 0, nt, 0)  # (negative: masked below; keeps the division exact)
-        to = nt // ST
-        t_ok = p_ok & (ti + PT - kt >= 0) & (nt % ST == 0) & (to < TO)
-        for kh in tl.static_range(KH):
+    for kt in range(KT):
+        nt = ti + PT - kt
+        to = tl.where(nt >= 0, nt, 0) // ST  # (negative: masked; keeps the division exact)
+        t_ok = p_ok & (nt >= 0) & (nt == to * ST) & (to < TO)
+        for kh in range(KH):
             nh = hi + PH - kh
-            nh = tl.where(nh >= 0, nh, 0)
-            ho = nh // SH
-            th_ok = t_ok & (hi + PH - kh >= 0) & (nh % SH == 0) & (ho < HO)
-            for kw in tl.static_range(KW):
+            ho = tl.where(nh >= 0, nh, 0) // SH
+            th_ok = t_ok & (nh >= 0) & (nh == ho * SH) & (ho < HO)
+            for kw in range(KW):
                 nw = wi + PW - kw
-                nw = tl.where(nw >= 0, nw, 0)
-                wo = nw // SW
-                ok = th_ok & (wi + PW - kw >= 0) & (nw % SW == 0) & (wo < WO)
-                off = base + to.to(tl.int64) * sgt + ho.to(tl.int64) * sgh + wo.to(tl.int64) * sgw
+                wo = tl.where(nw >= 0, nw, 0) // SW
+                ok = th_ok & (nw >= 0) & (nw == wo * SW) & (wo < WO)
+                off = row + to * sgt + ho * sgh + wo * sgw
                 gv = tl.load(dy + off[:, None] + c[None, :], mask=ok[:, None] & c_ok[None, :], other=0.0)
                 wv = tl.load(w + c * (KT * KH * KW) + (kt * KH + kh) * KW + kw, mask=c_ok, other=0.0)
                 acc += gv.to(tl.float32) * wv.to(tl.float32)[None, :]
-    off = (b.to(tl.int64) * sxb + g.to(tl.int64) * sxg + ti.to(tl.int64) * sxt
-           + hi.to(tl.int64) * sxh + wi.to(tl.int64) * sxw)
-    tl.store(dx + off[:, None] + c[None, :], acc.to(dx.dtype.element_ty),
-             mask=p_ok[:, None] & c_ok[None, :])
+    off = b * sxb + g * sxg + ti * sxt + hi * sxh + wi * sxw
+    tl.store(dx + off[:, None] + c[None, :], acc.to(dx.dtype.element_ty), mask=p_ok[:, None] & c_ok[None, :])
 
 
-@triton.jit
+@_kernel
 def _dw_wgrad(x, dy, part, G, C, T, H, W, TO, HO, WO, P,
               sxb, sxg, sxt, sxh, sxw, sgb, sgg, sgt, sgh, sgw,
               KT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
               ST: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
               PT: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
-              CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """part[chunk, tap, c] = the sum over the chunk's output positions for one tap."""
-    tap, chunk = tl.program_id(0), tl.program_id(1)
-    c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+              WIDE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """part[chunk, tap, c] = the sum over the chunk's CHUNK output positions, for every tap.
+
+    Taps outside, positions inside: the chunk's dy and x (with its halo) are read from memory by
+    the first tap and from the cache by the others."""
+    chunk = tl.program_id(0)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C
-    kw = tap % KW
-    kh = (tap // KW) % KH
-    kt = tap // (KW * KH)
-    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for start in range(chunk * CHUNK, tl.minimum(chunk * CHUNK + CHUNK, P), BLOCK_P):
-        p = start + tl.arange(0, BLOCK_P)
-        p_ok = p < P
-        b, g, to, ho, wo = _decode(p, G, TO, HO, WO)
-        ti = to * ST - PT + kt
-        hi = ho * SH - PH + kh
-        wi = wo * SW - PW + kw
-        ok = p_ok & (ti >= 0) & (ti < T) & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
-        b64, g64 = b.to(tl.int64), g.to(tl.int64)
-        x_off = (b64 * sxb + g64 * sxg + ti.to(tl.int64) * sxt + hi.to(tl.int64) * sxh
-                 + wi.to(tl.int64) * sxw)
-        g_off = (b64 * sgb + g64 * sgg + to.to(tl.int64) * sgt + ho.to(tl.int64) * sgh
-                 + wo.to(tl.int64) * sgw)
-        xv = tl.load(x + x_off[:, None] + c[None, :], mask=ok[:, None] & c_ok[None, :], other=0.0)
-        gv = tl.load(dy + g_off[:, None] + c[None, :], mask=p_ok[:, None] & c_ok[None, :], other=0.0)
-        acc += xv.to(tl.float32) * gv.to(tl.float32)
-    tl.store(part + (chunk * (KT * KH * KW) + tap).to(tl.int64) * C + c, tl.sum(acc, axis=0), mask=c_ok)
+    start = chunk * CHUNK
+    end = tl.minimum(start + CHUNK, P)
+    for kt in range(KT):
+        for kh in range(KH):
+            for kw in range(KW):
+                acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+                for p0 in range(start, end, BLOCK_P):
+                    p = p0 + tl.arange(0, BLOCK_P)
+                    p_ok = p < end
+                    b, g, to, ho, wo = _decode(p, G, TO, HO, WO)
+                    b, g, to, ho, wo = (_wide(b, WIDE), _wide(g, WIDE), _wide(to, WIDE), _wide(ho, WIDE),
+                                        _wide(wo, WIDE))
+                    ti, hi, wi = to * ST - PT + kt, ho * SH - PH + kh, wo * SW - PW + kw
+                    ok = p_ok & (ti >= 0) & (ti < T) & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+                    x_off = b * sxb + g * sxg + ti * sxt + hi * sxh + wi * sxw
+                    g_off = b * sgb + g * sgg + to * sgt + ho * sgh + wo * sgw
+                    xv = tl.load(x + x_off[:, None] + c[None, :], mask=ok[:, None] & c_ok[None, :], other=0.0)
+                    gv = tl.load(dy + g_off[:, None] + c[None, :], mask=p_ok[:, None] & c_ok[None, :],
+                                 other=0.0)
+                    acc += xv.to(tl.float32) * gv.to(tl.float32)
+                tap = (kt * KH + kh) * KW + kw
+                tl.store(part + (chunk * (KT * KH * KW) + tap) * C + c, tl.sum(acc, axis=0), mask=c_ok)
 
 
-@triton.jit
+@_kernel
 def _dw_reduce(part, dw, NCHUNK, C, TAPS: tl.constexpr, BLOCK: tl.constexpr):
     """dw[c * TAPS + tap] = the sum of part[k, tap, c] over k = 0, 1, ... in that order."""
     j = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # j = tap * C + c
@@ -181,10 +198,21 @@ def _dw_reduce(part, dw, NCHUNK, C, TAPS: tl.constexpr, BLOCK: tl.constexpr):
 
 
 def _autotuned(kernel):
-    return triton.autotune(configs=CONFIGS, key=TUNE_KEY, do_bench=_bench)(kernel)
+    return triton.autotune(configs=CONFIGS, key=TUNE_KEY, do_bench=_bench, cache_results=True)(kernel)
 
 
 _fwd_tuned, _dgrad_tuned, _wgrad_tuned = _autotuned(_dw_fwd), _autotuned(_dw_dgrad), _autotuned(_dw_wgrad)
+
+
+def chunk_size(positions, channels):
+    """Output positions per weight-gradient program, a function of the shape only (so the sums'
+    order does not depend on the tile): the largest of 2048, 1024, 512 that still gives about 4
+    programs per SM of an H100 (132 SMs) at 64 channels per program, else 256 (a multiple of
+    every BLOCK_P; small late-stage grids stay parallel; tiny test shapes get several chunks)."""
+    for chunk in (2048, 1024, 512):
+        if triton.cdiv(positions, chunk) * triton.cdiv(channels, 64) >= 4 * 132:
+            return chunk
+    return 256
 
 
 def out_size(size, kernel, stride, padding):
@@ -194,6 +222,11 @@ def out_size(size, kernel, stride, padding):
 def _geometry(kernel_size, stride, padding):
     names = ("KT", "KH", "KW", "ST", "SH", "SW", "PT", "PH", "PW")
     return dict(zip(names, (*kernel_size, *stride, *padding)))
+
+
+def _wide_offsets(*tensors):
+    """Whether element offsets into `tensors` (their storage, from its start) can pass int32."""
+    return any(t.untyped_storage().nbytes() // t.element_size() >= 2**31 - 1 for t in tensors)
 
 
 def _channels_unit_stride(t):
@@ -230,7 +263,8 @@ def forward(x, weight, stride, padding):
     if y.numel():
         grid = lambda meta: (triton.cdiv(positions, meta["BLOCK_P"]), triton.cdiv(channels, meta["BLOCK_C"]))
         _fwd_tuned[grid](x, _taps_major(weight), y, groups, channels, t, h, w, to, ho, wo, positions,
-                         *_grid_args(x), *_grid_args(y), **_geometry(kernel, stride, padding))
+                         *_grid_args(x), *_grid_args(y), **_geometry(kernel, stride, padding),
+                         WIDE=_wide_offsets(x, y))
     return y
 
 
@@ -245,7 +279,7 @@ def input_grad(grad, weight, input_shape, stride, padding):
         grid = lambda meta: (triton.cdiv(positions, meta["BLOCK_P"]), triton.cdiv(channels, meta["BLOCK_C"]))
         _dgrad_tuned[grid](grad, _taps_major(weight), dx, groups, channels, t, h, w, to, ho, wo,
                            positions, *_grid_args(grad), *_grid_args(dx),
-                           **_geometry(tuple(weight.shape[2:]), stride, padding))
+                           **_geometry(tuple(weight.shape[2:]), stride, padding), WIDE=_wide_offsets(grad, dx))
     return dx
 
 
@@ -266,17 +300,18 @@ def weight_grad(x, grad, weight, stride, padding):
     kernel = tuple(weight.shape[2:])
     taps = kernel[0] * kernel[1] * kernel[2]
     positions = batch * groups * to * ho * wo
-    chunks = max(triton.cdiv(positions, CHUNK), 1)
+    chunk = chunk_size(positions, channels)
+    chunks = max(triton.cdiv(positions, chunk), 1)
     part = torch.empty((chunks, taps, channels), device=x.device, dtype=torch.float32)
     args = (x, grad, part, groups, channels, t, h, w, to, ho, wo, positions,
             *_grid_args(x), *_grid_args(grad))
-    geometry = _geometry(kernel, stride, padding)
+    geometry = dict(_geometry(kernel, stride, padding), WIDE=_wide_offsets(x, grad, part))
     if torch.are_deterministic_algorithms_enabled():
-        grid = (taps, chunks, triton.cdiv(channels, FIXED.kwargs["BLOCK_C"]))
-        _dw_wgrad[grid](*args, **geometry, CHUNK=CHUNK, **FIXED.kwargs, num_warps=FIXED.num_warps)
+        grid = (chunks, triton.cdiv(channels, FIXED.kwargs["BLOCK_C"]))
+        _dw_wgrad[grid](*args, **geometry, CHUNK=chunk, **FIXED.kwargs, num_warps=FIXED.num_warps)
     else:
-        grid = lambda meta: (taps, chunks, triton.cdiv(channels, meta["BLOCK_C"]))
-        _wgrad_tuned[grid](*args, **geometry, CHUNK=CHUNK)
+        grid = lambda meta: (chunks, triton.cdiv(channels, meta["BLOCK_C"]))
+        _wgrad_tuned[grid](*args, **geometry, CHUNK=chunk)
     dw = new_weight_grad(weight)
     block = 256
     _dw_reduce[(triton.cdiv(taps * channels, block),)](part, dw, chunks, channels, TAPS=taps, BLOCK=block)

@@ -23,7 +23,7 @@ and say nothing about the kernels. Each triton result is checked against F.conv3
 (relative error of output and both gradients).
 
     python benchmarks/bench_depthwise.py --device cuda --json $OUT/depthwise.json
-    python benchmarks/bench_depthwise.py --device cpu --batch 1 --frames 2 --crop 32 --reps 1
+    python benchmarks/bench_depthwise.py --device cpu --batch 1 --frames 2 --crop 32 --reps 1 --limit 2
 """
 import argparse
 import copy
@@ -55,6 +55,8 @@ def parse_args(argv):
     parser.add_argument("--dtypes", default="bf16,fp32", help=f"comma-separated, from {list(DTYPES)}")
     parser.add_argument("--models", default="x3d_m,mvit_b_16x4", help=f"from {', '.join(CONFIGS)}")
     parser.add_argument("--reps", type=int, default=3, help="CPU: timed calls per shape")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="only the first N shapes of each model (0: all; for a quick rehearsal)")
     parser.add_argument("--json", default="", help="write every row to this file")
     return parser.parse_args(argv)
 
@@ -170,7 +172,7 @@ def run(args):
             print(f"\n{name} {dtype_name}: {sum(shapes.values())} depthwise convs, {len(shapes)} shapes")
             print(f"{'input (N, C, T, H, W)':<28} {'kernel':<10} {'stride':<10} {'n':>3} {'floor ms':>9} "
                   + " ".join(f"{impl + ' ms':>16}" for impl in IMPLS) + f" {'triton x floor':>15} {'rel err':>8}")
-            for (shape, kernel, stride, padding), count in shapes.items():
+            for (shape, kernel, stride, padding), count in list(shapes.items())[:args.limit or None]:
                 rows.append(measure(name, dtype_name, shape, kernel, stride, padding, count, device,
                                     bandwidth, args))
                 print_row(rows[-1])

@@ -55,6 +55,7 @@ def parse_args(argv):
     parser.add_argument("--dtypes", default="bf16,fp32", help=f"comma-separated, from {list(DTYPES)}")
     parser.add_argument("--models", default="x3d_m,mvit_b_16x4", help=f"from {', '.join(CONFIGS)}")
     parser.add_argument("--reps", type=int, default=3, help="CPU: timed calls per shape")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--limit", type=int, default=0,
                         help="only the first N shapes of each model (0: all; for a quick rehearsal)")
     parser.add_argument("--json", default="", help="write every row to this file")
@@ -176,7 +177,9 @@ def run(args):
                 rows.append(measure(name, dtype_name, shape, kernel, stride, padding, count, device,
                                     bandwidth, args))
                 print_row(rows[-1])
-            print_totals([r for r in rows if r["model"] == name and r["dtype"] == dtype_name])
+            print_totals([r for r in rows if r["model"] == name and r["dtype"] == dtype_name],
+                         "per training step" if len(shapes) <= (args.limit or len(shapes)) else
+                         f"over the first {args.limit} shapes only")
             if args.json:
                 save(args, bandwidth, rows)
     return rows
@@ -209,7 +212,7 @@ def print_row(r):
             print(f"    {impl} failed: {r[f'{impl}_error']}")
 
 
-def print_totals(rows):
+def print_totals(rows, scope):
     def total(key):
         values = [r[key] * r["count"] for r in rows if r[key] is not None]
         return sum(values) if len(values) == len(rows) else None
@@ -219,7 +222,7 @@ def print_totals(rows):
     for impl in IMPLS:
         value = total(f"{impl}_ms")
         parts.append(f"{impl} {value:.2f} ms ({value / floor:.1f}x floor)" if value else f"{impl} n/a")
-    print(f"per training step (forward + backward of every depthwise conv): floor {floor:.2f} ms; "
+    print(f"{scope} (forward + backward of the depthwise convs, by count): floor {floor:.2f} ms; "
           + "; ".join(parts), flush=True)
 
 
@@ -234,6 +237,8 @@ def save(args, bandwidth, rows):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = True  # as the trainer
     run(args)
 

@@ -44,7 +44,7 @@ TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
 
 # (source, batch, heads, channels, (T, H, W), kernel, stride, padding)
 CASES = {
-    "x3d_block": ("channels_last", 3, 1, 70, (3, 5, 7), (3, 3, 3), (1, 1, 1), (1, 1, 1)),
+    "x3d_block": ("channels_last", 3, 1, 70, (2, 5, 7), (3, 3, 3), (1, 1, 1), (1, 1, 1)),
     "x3d_block_strided": ("channels_last", 1, 1, 6, (3, 9, 7), (3, 3, 3), (1, 2, 2), (1, 1, 1)),
     "x3d_stem": ("channels_last", 3, 1, 4, (5, 3, 5), (5, 1, 1), (1, 1, 1), (2, 0, 0)),
     "mvit_pool_q": ("tokens", 3, 2, 5, (2, 5, 5), (3, 3, 3), (1, 2, 2), (1, 1, 1)),
@@ -178,15 +178,15 @@ def test_the_custom_op_passes_torch_library_checks():
                                       "test_faketensor", "test_aot_dispatch_static"))
 
 
-@pytest.mark.skipif(not CUDA, reason="inductor's code generation for the op's neighbours needs "
-                    "CUDA here; on the CPU the op is traced with aot_eager in the test above")
-def test_inside_torch_compile_with_inductor():
+def test_inside_torch_compile_as_one_graph():
+    # Inductor on CUDA; on the CPU aot_eager (dynamo and AOTAutograd, the op opaque in both: the
+    # same graph without inductor's C++ build, which costs tens of seconds here).
     torch._dynamo.reset()
     conv = nn.Conv3d(8, 8, 3, padding=1, groups=8, bias=False).to(DEVICE)
     block = lambda x: F.relu(depthwise_conv(conv, x, "triton")) * 2
-    x = torch.randn(2, 8, 4, 6, 6, device=DEVICE).contiguous(memory_format=torch.channels_last_3d)
+    x = torch.randn(2, 8, 3, 4, 5, device=DEVICE).contiguous(memory_format=torch.channels_last_3d)
     x.requires_grad_(True)
-    compiled = torch.compile(block, fullgraph=True)
+    compiled = torch.compile(block, backend="inductor" if CUDA else "aot_eager", fullgraph=True)
     expected, actual = block(x), compiled(x)
     torch.testing.assert_close(actual, expected)
     torch.testing.assert_close(torch.autograd.grad(actual.sum(), conv.weight)[0],

@@ -12,8 +12,9 @@ one timed call is forward + input gradient + weight gradient of:
 
 Floor: the fewest bytes a forward + backward must move, each tensor read or written once: x and y
 by the forward, dy and dx by the input gradient, x and dy by the weight gradient, i.e. 3 (|x| +
-|y|) elements (weights negligible), over the device's copy bandwidth, measured first (a large
-device-to-device copy, bytes read + written). "x floor" is time / floor time. The totals weight
+|y|) elements (weights negligible; where a stride exceeds the kernel, as MViT's 1x8x8 key/value
+pooling, forward and weight gradient read only the part of x the taps reach), over the device's
+copy bandwidth, measured first (a large device-to-device copy, bytes read + written). "x floor" is time / floor time. The totals weight
 each shape by its count: the depthwise convs of one training step.
 
 On a GPU times are medians of triton.testing.do_bench (CUDA events; inputs rotated among 3 sets
@@ -117,7 +118,9 @@ class Case:
         self.calls = 0
 
     def floor_bytes(self):
-        return 3 * (self.elements + math.prod(self.out_shape)) * self.conv.weight.element_size()
+        reach = [min(1.0, k / s) for k, s in zip(self.conv.kernel_size, self.conv.stride)]
+        reached = self.elements * math.prod(reach)
+        return (self.elements + 2 * reached + 3 * math.prod(self.out_shape)) * self.conv.weight.element_size()
 
     def prepared(self, impl):
         """Inputs (requiring grad) and weight in the layout `impl` takes."""

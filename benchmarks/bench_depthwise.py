@@ -14,8 +14,9 @@ Floor: the fewest bytes a forward + backward must move, each tensor read or writ
 by the forward, dy and dx by the input gradient, x and dy by the weight gradient, i.e. 3 (|x| +
 |y|) elements (weights negligible; where a stride exceeds the kernel, as MViT's 1x8x8 key/value
 pooling, forward and weight gradient read only the part of x the taps reach), over the device's
-copy bandwidth, measured first (a large device-to-device copy, bytes read + written). "x floor" is time / floor time. The totals weight
-each shape by its count: the depthwise convs of one training step.
+copy bandwidth, measured first (a large device-to-device copy, bytes read + written). "x floor"
+is time / floor time. The totals weight each shape by its count: the depthwise convs of one
+training step.
 
 On a GPU times are medians of triton.testing.do_bench (CUDA events; inputs rotated among 3 sets
 where they would fit in the L2 cache). On the CPU (a rehearsal: the Triton kernels run in
@@ -166,16 +167,18 @@ def run(args):
     if device.type == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before vbench's kernels are imported
     bandwidth = copy_bandwidth(device)
-    print(f"device {args.device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else machine()}), "
-          f"torch {torch.__version__}; batch {args.batch}, clip {args.frames} x {args.crop}^2; "
-          f"copy bandwidth {bandwidth / 1e9:.0f} GB/s (read + write)", flush=True)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else machine()
+    print(f"device {args.device} ({device_name}), torch {torch.__version__}; batch {args.batch}, "
+          f"clip {args.frames} x {args.crop}^2; copy bandwidth {bandwidth / 1e9:.0f} GB/s (read + write)",
+          flush=True)
     rows = []
     for name in [n.strip() for n in args.models.split(",") if n.strip()]:
         shapes = conv_shapes(name, args)
         for dtype_name in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
             print(f"\n{name} {dtype_name}: {sum(shapes.values())} depthwise convs, {len(shapes)} shapes")
             print(f"{'input (N, C, T, H, W)':<28} {'kernel':<10} {'stride':<10} {'n':>3} {'floor ms':>9} "
-                  + " ".join(f"{impl + ' ms':>16}" for impl in IMPLS) + f" {'triton x floor':>15} {'rel err':>8}")
+                  + " ".join(f"{impl + ' ms':>16}" for impl in IMPLS)
+                  + f" {'triton x floor':>15} {'rel err':>8}")
             for (shape, kernel, stride, padding), count in list(shapes.items())[:args.limit or None]:
                 rows.append(measure(name, dtype_name, shape, kernel, stride, padding, count, device,
                                     bandwidth, args))
@@ -208,8 +211,8 @@ def print_row(r):
     ratio = f"{r['triton_ms'] / r['floor_ms']:>15.1f}" if r["triton_ms"] else f"{'':>15}"
     error = f"{max(r['triton_rel_errors']):>8.1e}" if r["triton_rel_errors"] else ""
     print(f"{str(tuple(r['shape'])):<28} {'x'.join(map(str, r['kernel'])):<10} "
-          f"{'x'.join(map(str, r['stride'])):<10} {r['count']:>3} {r['floor_ms']:>9.3f} {times}{ratio} {error}",
-          flush=True)
+          f"{'x'.join(map(str, r['stride'])):<10} {r['count']:>3} {r['floor_ms']:>9.3f} {times}{ratio} "
+          f"{error}", flush=True)
     for impl in IMPLS:
         if f"{impl}_error" in r:
             print(f"    {impl} failed: {r[f'{impl}_error']}")

@@ -15,7 +15,8 @@
 #               its compiled and tuned kernels stay in Triton's cache for the matrix
 #   matrix      bench_model --matrix at batch 16 and the recipe's batch (X3D-M 64, MViT-B 48):
 #               triton / channels_last / bf16 / fp16 + GradScaler cells, MViT's SDPA backends,
-#               PyTorchVideo fp32 baseline, MFU, peak memory, --profile; compile cells last
+#               PyTorchVideo fp32 baseline, MFU, peak memory, --profile; compile cells last (the
+#               budget may cut them: then `STEPS=matrix` with `--models x3d_m` in a call of its own)
 #   loader      (issue 10, measured 2026-11-27) bench_loader worker sweep
 #   train_cnn   (issue 10, measured 2026-11-27) the X3D-M trainer with every resource on "auto"
 # Records to commit afterwards: $OUT/*.json under benchmarks/results/, figures in docs/BENCHMARKS.md.
@@ -42,7 +43,7 @@ if [ "${SUITE_DEVICE:-cuda}" = cuda ]; then
   export PYTHONPATH=/tmp/site:$PWD
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   DEV="--device cuda"; MODEL="--batch 16,recipe --frames 16 --crop 224 --warmup 3 --steps 3 --rounds 4"
-  DW="--batch 16 --frames 16 --crop 224"; MATRIX_BUDGET=280
+  DW="--batch 16 --frames 16 --crop 224"; MATRIX_BUDGET=300
   TRAIN_SIZE=(NUM_GPUS 1); SWEEP="--workers 15,8,4,2,1 --quick"; VIDEOS=8
 else  # rehearsal: the same commands at sizes a 2-core CPU runs in minutes (Triton: its interpreter)
   export PYTHONPATH=$PWD TRITON_INTERPRET=1
@@ -63,7 +64,7 @@ TAILN=15 step gpu_tests 130 python3 -m pytest -q -rs tests/test_depthwise_triton
 TAILN=30 step depthwise 90 python3 benchmarks/bench_depthwise.py $DEV $DW --dtypes bf16 --models x3d_m \
   --json "$OUT/depthwise.json"
 TAILN=60 step matrix $(( MATRIX_BUDGET + 40 )) python3 benchmarks/bench_model.py --matrix $DEV $MODEL \
-  --cell-seconds 3 --cell-timeout 45 --profile --compile --compile-timeout 90 --budget $MATRIX_BUDGET \
+  --cell-seconds 3 --cell-timeout 75 --profile --compile --compile-timeout 90 --budget $MATRIX_BUDGET \
   --json "$OUT/matrix.json"
 step loader 120 python3 benchmarks/bench_loader.py $SWEEP --pipelines vbench_gpu_transforms,vbench \
   --json "$OUT/bench_loader.json"

@@ -27,9 +27,9 @@ def test_cells_cover_the_kernel_and_attention_paths_with_one_baseline():
         assert {c.batch for c in cells} == {16}
     x3d = model_matrix.cells_of("x3d_m")
     triton = {c.precision for c in x3d if c.variant == "triton" and c.channels_last}
-    assert triton == {"fp32", "bf16", "fp16"}  # the kernel in every precision, channels-last
+    assert triton == {"bf16", "fp16"}  # the kernel in both half precisions, channels-last
     assert {(c.precision, c.channels_last) for c in x3d if c.variant == "default" and c.impl == "vbench"} \
-        == {("fp32", False), ("bf16", False), ("fp16", False), ("bf16", True)}
+        == {("fp32", False), ("bf16", False)}
     mvit = model_matrix.cells_of("mvit_b_16x4")
     assert {c.sdpa for c in mvit} == {"default", "flash", "efficient", "cudnn", "math"}
     assert any(c.variant == "triton" and c.precision == "bf16" for c in mvit)
@@ -40,7 +40,7 @@ def test_later_batches_take_the_baseline_auto_and_the_fastest_other_cell():
     assert model_matrix.batch_sizes(args, "x3d_m") == [16, 64, 2]  # the recipe: 64 clips on one GPU
     assert model_matrix.batch_sizes(args, "mvit_b_16x4") == [16, 48, 2]
     first = [dict(vars(cell), clips_per_s=rate) for cell, rate in zip(
-        model_matrix.cells_of("x3d_m"), (100, 120, 300, 290, 150, 110, 115, 90))]
+        model_matrix.cells_of("x3d_m"), (100, 120, 300, 290, 150))]
     cells = model_matrix.later_cells("x3d_m", 64, first, torch.device("cpu"))
     auto = model_matrix.auto_cell("x3d_m", torch.device("cpu"))
     fastest = model_matrix.cells_of("x3d_m")[2]  # bf16 channels_last triton, 300 clips/s

@@ -246,7 +246,8 @@ TINY = {
 
 
 @pytest.mark.parametrize("name, clip", [("x3d", (1, 3, 2, 16, 16)), ("mvit", (1, 3, 4, 32, 32))])
-def test_models_with_triton_depthwise_equal_the_default(name, clip):
+def test_models_with_triton_depthwise_equal_the_default(name, clip, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # (CUDA: fp32 convs in fp32)
     cfg = get_cfg()
     cfg.merge_from_list(TINY[name] + ["MODEL.NUM_CLASSES", 3, "MODEL.DROPOUT_RATE", 0.0,
                                       "MODEL.DEPTHWISE_CONV", "triton"])

@@ -44,11 +44,13 @@ if [ "${SUITE_DEVICE:-cuda}" = cuda ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   DEV="--device cuda"; MODEL="--batch 16,recipe --frames 16 --crop 224 --warmup 3 --steps 3 --rounds 4"
   DW="--batch 16 --frames 16 --crop 224"; MATRIX_BUDGET=300
+  TESTS="tests/test_depthwise_triton.py tests/test_model_fast_paths.py tests/test_decoders_cuda.py"
   TRAIN_SIZE=(NUM_GPUS 1); SWEEP="--workers 15,8,4,2,1 --quick"; VIDEOS=8
 else  # rehearsal: the same commands at sizes a 2-core CPU runs in minutes (Triton: its interpreter)
   export PYTHONPATH=$PWD TRITON_INTERPRET=1
   DEV="--device cpu --threads 1"; MODEL="--batch 1,2 --frames 4 --crop 64 --warmup 1 --steps 1 --rounds 2"
   DW="--batch 1 --frames 2 --crop 32 --reps 1 --limit 2"; MATRIX_BUDGET=200
+  TESTS="tests/test_depthwise_triton.py"  # (the other files' CPU tests run in the suite)
   TRAIN_SIZE=(NUM_GPUS 0 DATA.NUM_FRAMES 4 DATA.TRAIN_CROP_SIZE 64 DATA.TEST_CROP_SIZE 64
               DATA.TRAIN_MIN_MAX_SCALE "[64, 80]" DATA.TEST_MIN_SHORT_SIDE_SCALE 64 TRAIN.BATCH_SIZE 4
               TEST.BATCH_SIZE 4)
@@ -59,8 +61,7 @@ python3 -c "import torch, torchvision, av, vbench; print('torch', torch.__versio
 python3 -c "import triton; print('triton', triton.__version__)" || echo "no triton: the triton cells will be skipped"
 nproc; git log --oneline -1 2>/dev/null
 
-TAILN=15 step gpu_tests 130 python3 -m pytest -q -rs tests/test_depthwise_triton.py tests/test_model_fast_paths.py \
-  tests/test_decoders_cuda.py
+TAILN=15 step gpu_tests 130 python3 -m pytest -q -rs $TESTS
 TAILN=30 step depthwise 90 python3 benchmarks/bench_depthwise.py $DEV $DW --dtypes bf16 --models x3d_m \
   --json "$OUT/depthwise.json"
 TAILN=60 step matrix $(( MATRIX_BUDGET + 40 )) python3 benchmarks/bench_model.py --matrix $DEV $MODEL \

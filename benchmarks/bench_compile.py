@@ -14,7 +14,6 @@ figure in a new process with its own TORCHINDUCTOR_CACHE_DIR for a cold start).
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 

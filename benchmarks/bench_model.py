@@ -20,6 +20,7 @@ The PyTorchVideo X3D head ends with a softmax even in training; the reference is
 (head_activation=None) so that both train on logits.
 
     python benchmarks/bench_model.py --device cuda --batch 16 --precision bf16 --channels-last
+    python benchmarks/bench_model.py --matrix --device cuda --batch 16,recipe --json matrix.json
     python benchmarks/bench_model.py --device cpu --batch 2 --crop 112 --steps 1 --rounds 3
 """
 import argparse
@@ -47,13 +48,16 @@ CONFIGS = {
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch", type=int, default=8, help="clips per step")
+    parser.add_argument("--batch", default="8",
+                        help="clips per step; the matrix takes a comma-separated list, where "
+                             "'recipe' is the config's TRAIN.BATCH_SIZE on one GPU (X3D-M 64, MViT-B 48)")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model per round")
     parser.add_argument("--rounds", type=int, default=9, help="alternating timed rounds")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="fp16 trains with a GradScaler, as the trainer")
     parser.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile both models (matrix: the fastest vbench cell, regional)")
@@ -62,7 +66,8 @@ def parse_args(argv):
                         help=f"comma-separated, from {', '.join(CONFIGS)}")
     matrix = parser.add_argument_group("matrix mode (benchmarks/model_matrix.py)")
     matrix.add_argument("--matrix", action="store_true",
-                        help="every precision / layout / variant cell, vbench and the PyTorchVideo baseline")
+                        help="the precision / layout / kernel / attention cells, vbench and the PyTorchVideo "
+                             "baseline, at each --batch")
     matrix.add_argument("--json", default="", help="write the cells to this JSON file as they finish")
     matrix.add_argument("--profile", action="store_true", help="top ops of each cell, forward and backward")
     matrix.add_argument("--budget", type=float, default=230, help="no cell starts after this many seconds")
@@ -104,10 +109,12 @@ class Runner:
     """One model with its optimizer; `time_steps(n)` returns the seconds n training steps take.
 
     `compile_model(model)` returns what the forward pass calls (torch.compile, or vbench's
-    regional compilation in the matrix)."""
+    regional compilation in the matrix). fp16 scales the loss with a GradScaler, as the trainer;
+    `sdpa`, a torch.nn.attention.SDPBackend, restricts scaled_dot_product_attention to it (an
+    input it cannot take raises)."""
 
     def __init__(self, model, device, clips, labels, precision="fp32", channels_last=False,
-                 compile_model=None):
+                 compile_model=None, sdpa=None):
         device = torch.device(device)
         memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.model = model.to(device, memory_format=memory_format).train()
@@ -117,16 +124,25 @@ class Runner:
         self.forward = compile_model(self.model) if compile_model else self.model
         self.clips = clips.to(device).contiguous(memory_format=memory_format)
         self.labels, self.device = labels.to(device), device
-        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
-                         if precision == "bf16" else nullcontext())
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.sdpa = sdpa
         self.clip_rates, self.cpu_clip_rates = [], []
+
+    def attention(self):
+        from torch.nn.attention import sdpa_kernel
+
+        return sdpa_kernel([self.sdpa]) if self.sdpa is not None else nullcontext()
 
     def step(self):
         self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast:
+        with self.autocast, self.attention():
             loss = F.cross_entropy(self.forward(self.clips), self.labels)
-        loss.backward()
-        self.optimizer.step()
+        with self.attention():
+            self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def sync(self):
         if self.device.type == "cuda":
@@ -142,9 +158,20 @@ class Runner:
         return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def random_batch(args, num_classes):
-    clips = torch.randn(args.batch, 3, args.frames, args.crop, args.crop)
-    return clips, torch.randint(num_classes, (args.batch,))
+def random_batch(args, num_classes, batch=None):
+    batch = batch or first_batch(args)
+    clips = torch.randn(batch, 3, args.frames, args.crop, args.crop)
+    return clips, torch.randint(num_classes, (batch,))
+
+
+def first_batch(args):
+    """The A/B mode's batch: the first of --batch."""
+    if isinstance(args.batch, int):  # (bench_compile.py's --batch)
+        return args.batch
+    first = args.batch.split(",")[0].strip()
+    if not first.isdigit():
+        sys.exit(f"--batch {args.batch!r}: the A/B mode takes a number of clips")
+    return int(first)
 
 
 def benchmark(name, args):
@@ -159,7 +186,7 @@ def benchmark(name, args):
     for runner in runners.values():
         runner.time_steps(args.warmup)
     order = list(runners.values())
-    clips_per_round = args.steps * args.batch
+    clips_per_round = args.steps * first_batch(args)
     for _ in range(args.rounds):
         for runner in order:
             wall, cpu = runner.time_steps(args.steps)
@@ -217,7 +244,7 @@ def main(argv=None):
         from model_matrix import run_matrix
 
         return run_matrix(args, names)
-    print(f"device {args.device} ({machine()}), batch {args.batch}, clip {args.frames} x "
+    print(f"device {args.device} ({machine()}), batch {first_batch(args)}, clip {args.frames} x "
           f"{args.crop}^2, {args.precision}, channels_last {args.channels_last}, compile "
           f"{args.compile}, threads {torch.get_num_threads()}; {args.warmup} warm-up steps, "
           f"{args.rounds} alternating rounds of {args.steps} steps; {load_average()}")

@@ -2,7 +2,6 @@
 time budget runs out), on tiny X3D-M clips on the CPU. Timings are not checked, only shapes."""
 import contextlib
 import io
-import itertools
 import json
 import os
 import re
@@ -20,17 +19,35 @@ TINY = ["--matrix", "--device", "cpu", "--threads", "1", "--batch", "1", "--fram
         "--crop", "32", "--warmup", "1", "--steps", "1", "--rounds", "1", "--models", "x3d_m"]
 
 
-def test_cells_cover_precision_and_layout_for_both_models_with_one_baseline():
+def test_cells_cover_the_kernel_and_attention_paths_with_one_baseline():
     cpu = torch.device("cpu")
     for model in model_matrix.FAMILIES:
         cells = model_matrix.cells_of(model)
         assert cells[0] == model_matrix.Cell(model, "pytorchvideo")  # first: every ratio needs it
         assert [c.impl for c in cells].count("pytorchvideo") == 1
-        grid = {(c.precision, c.channels_last) for c in cells if c.variant == "default" and c.impl == "vbench"}
-        assert grid == set(itertools.product(("fp32", "bf16"), (False, True)))
         assert len(set(cells)) == len(cells) and model_matrix.auto_cell(model, cpu) in cells
-    variants = {c.variant for c in model_matrix.cells_of("x3d_m")}
-    assert variants == {"default", "contiguous", "contiguous_fp32"}
+        assert {c.batch for c in cells} == {16}
+    x3d = model_matrix.cells_of("x3d_m")
+    triton = {c.precision for c in x3d if c.variant == "triton" and c.channels_last}
+    assert triton == {"bf16", "fp16"}  # the kernel in both half precisions, channels-last
+    assert {(c.precision, c.channels_last) for c in x3d if c.variant == "default" and c.impl == "vbench"} \
+        == {("fp32", False), ("bf16", False)}
+    mvit = model_matrix.cells_of("mvit_b_16x4")
+    assert {c.sdpa for c in mvit} == {"default", "flash", "efficient", "cudnn", "math"}
+    assert any(c.variant == "triton" and c.precision == "bf16" for c in mvit)
+
+
+def test_later_batches_take_the_baseline_auto_and_the_fastest_other_cell():
+    args = bench_model.parse_args(["--matrix", "--batch", "16,recipe,16,2"])
+    assert model_matrix.batch_sizes(args, "x3d_m") == [16, 64, 2]  # the recipe: 64 clips on one GPU
+    assert model_matrix.batch_sizes(args, "mvit_b_16x4") == [16, 48, 2]
+    first = [dict(vars(cell), clips_per_s=rate) for cell, rate in zip(
+        model_matrix.cells_of("x3d_m"), (100, 120, 300, 290, 150))]
+    cells = model_matrix.later_cells("x3d_m", 64, first, torch.device("cpu"))
+    auto = model_matrix.auto_cell("x3d_m", torch.device("cpu"))
+    fastest = model_matrix.cells_of("x3d_m")[2]  # bf16 channels_last triton, 300 clips/s
+    assert cells == [model_matrix.Cell("x3d_m", "pytorchvideo", batch=64),
+                     model_matrix.replace(auto, batch=64), model_matrix.replace(fastest, batch=64)]
 
 
 @pytest.fixture(scope="module")
@@ -46,25 +63,29 @@ def tiny_matrix(tmp_path_factory):
 def test_matrix_writes_every_cell_to_json(tiny_matrix):
     record, printed = tiny_matrix
     assert isinstance(record["device"], str) and record["torch"] == torch.__version__
-    # Without PyTorchVideo (the "bench" extra) its cell is recorded as skipped, naming the package.
-    assert all(s["impl"] == "pytorchvideo" and "pytorchvideo" in s["reason"] for s in record["skipped"])
-    assert len(record["cells"]) + len(record["skipped"]) == len(model_matrix.cells_of("x3d_m"))
-    vbench_cells = [c for c in model_matrix.cells_of("x3d_m") if c.impl == "vbench"]
-    assert [c["impl"] for c in record["cells"]].count("vbench") == len(vbench_cells)
+    cells = model_matrix.cells_of("x3d_m", 1)
+    triton = [c for c in cells if c.variant == "triton"]  # the interpreter gives no figure
+    skipped = {model_matrix.cell_of(s): s["reason"] for s in record["skipped"]}
+    assert all(c in skipped and "Triton's interpreter" in skipped[c] for c in triton)
+    # Without PyTorchVideo (the "bench" extra) its cell is skipped too, naming the package.
+    others = {c: reason for c, reason in skipped.items() if c not in triton}
+    assert all(c.impl == "pytorchvideo" and "pytorchvideo" in reason for c, reason in others.items())
+    assert len(record["cells"]) == len(cells) - len(skipped)
     for cell in record["cells"]:
-        assert cell["model"] == "x3d_m" and cell["impl"] in ("vbench", "pytorchvideo")
-        assert cell["precision"] in ("fp32", "bf16") and isinstance(cell["channels_last"], bool)
+        assert cell["model"] == "x3d_m" and cell["impl"] in ("vbench", "pytorchvideo") and cell["batch"] == 1
+        assert cell["precision"] in ("fp32", "bf16", "fp16") and isinstance(cell["channels_last"], bool)
         assert cell["compile"] is False and cell["clips_per_s"] > 0 and cell["mfu"] is None  # no peak on CPU
     assert sum(cell["auto"] for cell in record["cells"]) == 1
-    assert "| x3d_m | vbench fp32 contiguous (auto) |" in printed and "rule that picks it" in printed
+    assert "| x3d_m | 1 | vbench fp32 contiguous (auto) |" in printed and "rule that picks it" in printed
 
 
 @pytest.mark.extras
 def test_matrix_measures_the_pytorchvideo_baseline_and_the_ratios_to_it(tiny_matrix):
     pytest.importorskip("pytorchvideo")
     record, printed = tiny_matrix
-    assert record["skipped"] == [] and [c["impl"] for c in record["cells"]].count("pytorchvideo") == 1
-    assert re.search(r"\| x3d_m \| vbench fp32 contiguous \(auto\) \| [0-9.]+ \| [0-9.]+x \|", printed), printed
+    assert all(s["variant"] == "triton" for s in record["skipped"])  # the interpreter gives no figure
+    assert [c["impl"] for c in record["cells"]].count("pytorchvideo") == 1
+    assert re.search(r"\| x3d_m \| 1 \| vbench fp32 contiguous \(auto\) \| [0-9.]+ \| [0-9.]+x \|", printed), printed
 
 
 def test_profile_names_the_top_ops_forward_and_backward():

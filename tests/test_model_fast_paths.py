@@ -19,7 +19,7 @@ from vbench.config import get_cfg
 from vbench.models import get_builder
 from vbench.models import mvit_blocks
 from vbench.models.mvit import MVIT_B_16X4, block_specs
-from vbench.models.x3d import DEPTHWISE_IMPLS, depthwise_conv, set_depthwise_impl
+from vbench.models.layers.depthwise import DEPTHWISE_IMPLS, depthwise_conv, set_depthwise_impl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from numerics import assert_all_same_up_to_rounding, assert_same_up_to_rounding  # noqa: E402
@@ -31,6 +31,9 @@ TINY_MVIT = ["MVIT.DEPTH", 3, "MVIT.EMBED_DIM", 16, "MVIT.NUM_HEADS", 1,
 TINY_X3D = ["X3D.DEPTH_FACTOR", 1.0, "X3D.WIDTH_FACTOR", 1.0, "X3D.DIM_C5", 32,
             "DATA.NUM_FRAMES", 4, "DATA.TRAIN_CROP_SIZE", 32]
 CLIPS = {"mvit": (2, 3, 4, 32, 32), "x3d": (2, 3, 4, 32, 32)}
+# The implementations built on PyTorch's convs; "triton" has its own tests at interpreter-sized
+# shapes (tests/test_depthwise_triton.py).
+TORCH_IMPLS = tuple(impl for impl in DEPTHWISE_IMPLS if impl != "triton")
 
 
 @pytest.fixture(autouse=True)
@@ -119,7 +122,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("impl", DEPTHWISE_IMPLS)
+@pytest.mark.parametrize("impl", TORCH_IMPLS)
 @pytest.mark.parametrize("kernel, stride, padding", [
     ((5, 1, 1), (1, 1, 1), (2, 0, 0)),  # X3D stem: runs as a Conv2d on CPU ("default")
     ((3, 3, 3), (1, 2, 2), (1, 1, 1)),  # X3D block: channels-last Conv3d on CPU ("default")
@@ -155,7 +158,7 @@ def test_x3d_depthwise_impl_comes_from_the_config_and_keeps_the_model_equal():
     clip = _clip("x3d").contiguous(memory_format=torch.channels_last_3d)
     expected = plain(clip)
     expected.sum().backward()
-    for impl in DEPTHWISE_IMPLS:
+    for impl in TORCH_IMPLS:
         twin = copy.deepcopy(plain)
         set_depthwise_impl(twin, impl)
         actual = twin(clip)

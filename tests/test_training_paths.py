@@ -6,10 +6,11 @@ import os
 import pytest
 import torch
 
-from vbench.config import load_config
+from vbench.config import ConfigError, load_config
+from vbench.engine import precision
 from vbench.engine.precision import (FASTEST_PATHS, FP32_CONTIGUOUS, TrainingPath, device_class,
                                      fastest_depthwise, fastest_path, resolve_precision)
-from vbench.engine.resources import resource_decisions
+from vbench.engine.resources import resolve_resources, resource_decisions
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "Kinetics")
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -49,8 +50,27 @@ def test_every_entry_is_a_precision_the_device_class_has():
 
 
 def test_depthwise_conv_auto_is_the_default_implementation_where_none_measured_faster():
-    assert fastest_depthwise(CUDA, True) == fastest_depthwise(CUDA, False) == "default"
-    assert fastest_depthwise(CPU, True) == fastest_depthwise(CPU, False) == "default"
+    for family in ("x3d", "mvit"):
+        for channels_last in (True, False):
+            assert fastest_depthwise(family, CUDA, channels_last, gpu(HOPPER)) == "default"
+            assert fastest_depthwise(family, CPU, channels_last) == "default"
+
+
+def test_the_depthwise_rule_can_name_triton_where_triton_runs(monkeypatch):
+    monkeypatch.setitem(precision.DEPTHWISE_PATHS, ("x3d", "cuda_bf16", True), "triton")
+    monkeypatch.setattr(precision, "triton_unavailable", lambda device_type: None)
+    assert fastest_depthwise("x3d", CUDA, True, gpu(HOPPER)) == "triton"
+    assert fastest_depthwise("x3d", CUDA, False, gpu(HOPPER)) == "default"  # another layout
+    assert fastest_depthwise("mvit", CUDA, True, gpu(HOPPER)) == "default"  # another family
+    monkeypatch.setattr(precision, "triton_unavailable", lambda device_type: "no Triton")
+    assert fastest_depthwise("x3d", CUDA, True, gpu(HOPPER)) == "default"
+
+
+def test_triton_asked_for_where_it_cannot_run_stops_the_launch(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # (tests/conftest.py sets it without a GPU)
+    cfg = load_config(os.path.join(CONFIGS, "X3D_M.yaml"), ["NUM_GPUS", "0", "MODEL.DEPTHWISE_CONV", "triton"])
+    with pytest.raises(ConfigError, match="MODEL.DEPTHWISE_CONV triton cannot run here"):
+        resolve_resources(cfg)
 
 
 def _cfg(name, *opts):
@@ -67,11 +87,11 @@ def test_launch_decisions_on_a_faked_hopper_gpu():
     auto = ["TRAIN.PRECISION", "auto", "MODEL.CHANNELS_LAST", "auto", "MODEL.DEPTHWISE_CONV", "auto"]
     assert model_decisions(_cfg("X3D_M.yaml", *auto), gpu(HOPPER)) == {
         "TRAIN.PRECISION": "fp32", "MODEL.CHANNELS_LAST": False, "MODEL.DEPTHWISE_CONV": "default"}
-    # MViT has no depthwise choice to make (the key is for X3D) and takes bf16, contiguous.
+    # MViT takes bf16, contiguous, and PyTorch's kernels for its conv pooling.
     assert model_decisions(_cfg("MVIT_B_16x4.yaml", *auto), gpu(HOPPER)) == {
-        "TRAIN.PRECISION": "bf16", "MODEL.CHANNELS_LAST": False}
+        "TRAIN.PRECISION": "bf16", "MODEL.CHANNELS_LAST": False, "MODEL.DEPTHWISE_CONV": "default"}
     assert model_decisions(_cfg("MVIT_B_16x4.yaml", *auto), gpu(VOLTA)) == {
-        "TRAIN.PRECISION": "fp32", "MODEL.CHANNELS_LAST": False}
+        "TRAIN.PRECISION": "fp32", "MODEL.CHANNELS_LAST": False, "MODEL.DEPTHWISE_CONV": "default"}
     # A user who asks for channels_last X3D keeps the default depthwise conv (measured fastest).
     forced = _cfg("X3D_M.yaml", "TRAIN.PRECISION", "bf16", "MODEL.CHANNELS_LAST", "True")
     assert model_decisions(forced, gpu(HOPPER)) == {"MODEL.DEPTHWISE_CONV": "default"}

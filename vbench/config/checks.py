@@ -6,7 +6,7 @@ from .launcher import launcher_world
 
 CHOICES = {
     "TRAIN.PRECISION": ("fp32", "fp16", "bf16", "auto"),
-    "MODEL.DEPTHWISE_CONV": ("auto", "default", "contiguous", "contiguous_fp32"),
+    "MODEL.DEPTHWISE_CONV": ("auto", "default", "contiguous", "contiguous_fp32", "triton"),
     "TRAIN.SAMPLING": ("windows", "random_clips", "random"),
     "TEST.SAMPLING": ("windows", "uniform"),
     "DATA.LAYOUT": ("auto", "csv", "folder", "kinetics"),

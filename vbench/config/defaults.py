@@ -140,7 +140,7 @@ _C.MODEL.WEIGHTS = ""  # local weights file (vbench, PyTorchVideo, SlowFast or t
 _C.MODEL.WEIGHTS_FORMAT = "auto"  # "auto", "vbench", "pytorchvideo", "slowfast", "torchvision".
 _C.MODEL.CHANNELS_LAST = False  # channels_last_3d memory format: True, False or "auto".
 _C.MODEL.COMPILE = False  # torch.compile the repeated blocks in place (regional; vbench/models/compile.py).
-_C.MODEL.DEPTHWISE_CONV = "auto"  # X3D depthwise conv: "auto", "default", "contiguous", "contiguous_fp32".
+_C.MODEL.DEPTHWISE_CONV = "auto"  # depthwise convs: "auto", "default", "contiguous", "contiguous_fp32" (X3D), "triton" (X3D, MViT pooling; vbench/models/layers/depthwise.py).
 
 # ---------------------------------------------------------------- X3D
 _C.X3D = CfgNode()

@@ -7,7 +7,6 @@ test of a checkpoint. Every process of a run calls them (engine/launch.py).
 import os
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from vbench.bench.clock import HEARTBEAT_FILE, BenchmarkClock
 from vbench.bench.results import RESULTS_FILE, ResultsWriter, atomic_write_json, world_block
@@ -49,8 +48,7 @@ def prepare_model(model, cfg, ctx):
         model = compile_blocks(model)
     eval_model = model
     if ctx.world_size > 1:
-        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        model = DistributedDataParallel(model, device_ids=device_ids)
+        model = du.wrap_ddp(model, ctx.device)  # gradients in DDP's buckets, zeroed in place
     return model, eval_model, bare
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from vbench.bench.sysinfo import GIB, cpu_model, ram_gib
 from vbench.config.launcher import TORCHRUN_ENV
@@ -170,3 +171,29 @@ def average_buffers(module, name_filter=lambda name: True):
         if name_filter(name) and buf.is_floating_point():
             dist.all_reduce(buf, op=dist.ReduceOp.SUM)
             buf.div_(world)
+
+
+def wrap_ddp(model, device):
+    """`model` in DistributedDataParallel, its gradients living in DDP's all-reduce buckets.
+
+    AccumulateGrad keeps a gradient whose strides differ from its parameter's only in dimensions
+    of size 1, but DDP compares every stride: a channels_last_3d (C_out, C_in, 1, 1, 1) weight has
+    strides (C_in, 1, C_in, C_in, C_in), and some conv backends (the CPU's reference conv, for
+    one) return its gradient with (C_in, 1, 1, 1, 1). DDP then warns "Grad strides do not match
+    bucket view strides" and copies each gradient into its bucket (and back, without
+    `gradient_as_bucket_view`). Here each gradient is allocated once, with its parameter's strides,
+    and DDP makes it a view of its bucket; zeroed in place every step (`zero_grad_in_place`),
+    backward adds straight into the buckets, whatever strides a backend returns: no layout to
+    match and no copy either way.
+    """
+    for param in model.parameters():
+        if param.requires_grad and param.grad is None:
+            param.grad = torch.zeros_like(param)  # (preserve_format: the parameter's strides)
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)
+
+
+def zero_grad_in_place(model):
+    """Whether the optimizer must zero `model`'s gradients in place rather than drop them (set to
+    None): True for a `wrap_ddp` model, whose gradients are views of DDP's buckets."""
+    return bool(getattr(model, "gradient_as_bucket_view", False))

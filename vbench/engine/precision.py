@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from vbench.models.layers.depthwise import triton_unavailable
+
 
 @dataclass(frozen=True)
 class TrainingPath:
@@ -35,10 +37,13 @@ FASTEST_PATHS = {
     ("mvit", "cuda_bf16"): TrainingPath("bf16", False),
 }
 
-# MODEL.DEPTHWISE_CONV "auto" (X3D) per (device type, channels_last); otherwise "default". Empty:
-# on the H100 no other implementation beat "default" (a channels_last model with "contiguous":
-# 93.0 clips/s in bf16 against 100.1, 73.0 in fp32 against 78.2; bench_model.py --matrix).
+# MODEL.DEPTHWISE_CONV "auto" per (model family, device class, channels_last): one of
+# vbench/models/layers/depthwise.py's DEPTHWISE_IMPLS, "triton" included (taken only where Triton
+# can run); otherwise "default". Empty: on the H100 no other implementation beat "default" (a
+# channels_last X3D with "contiguous": 93.0 clips/s in bf16 against 100.1, 73.0 in fp32 against
+# 78.2; bench_model.py --matrix). "triton" is not measured on a GPU yet.
 DEPTHWISE_PATHS = {}
+DEPTHWISE_FAMILIES = ("x3d", "mvit")  # families with depthwise convs (MViT: its conv pooling)
 
 
 def device_class(device, capability_of=torch.cuda.get_device_capability):
@@ -53,9 +58,11 @@ def fastest_path(family, device, capability_of=torch.cuda.get_device_capability)
     return FASTEST_PATHS.get((family, device_class(device, capability_of)), FP32_CONTIGUOUS)
 
 
-def fastest_depthwise(device, channels_last):
+def fastest_depthwise(family, device, channels_last, capability_of=torch.cuda.get_device_capability):
     """MODEL.DEPTHWISE_CONV for "auto": see DEPTHWISE_PATHS."""
-    return DEPTHWISE_PATHS.get((device.type, bool(channels_last)), "default")
+    impl = DEPTHWISE_PATHS.get((family, device_class(device, capability_of), bool(channels_last)),
+                               "default")
+    return "default" if impl == "triton" and triton_unavailable(device.type) else impl
 
 
 def resolve_precision(requested, device, family=None, capability_of=torch.cuda.get_device_capability):

@@ -9,8 +9,9 @@ import torch
 
 from vbench.config import AUTO, AUTO_KEYS, ConfigError, config_value, replace_values
 from vbench.data.resources import loader_decisions
-from vbench.engine.precision import fastest_depthwise, fastest_path
+from vbench.engine.precision import DEPTHWISE_FAMILIES, fastest_depthwise, fastest_path
 from vbench.models import get_builder
+from vbench.models.layers.depthwise import require_triton
 
 
 def run_device(cfg):
@@ -33,9 +34,12 @@ def resource_decisions(cfg, capability_of=torch.cuda.get_device_capability):
         decisions["TRAIN.PRECISION"] = path.precision
     if cfg.MODEL.CHANNELS_LAST == AUTO:
         decisions["MODEL.CHANNELS_LAST"] = path.channels_last
-    if cfg.MODEL.DEPTHWISE_CONV == AUTO and family == "x3d":
+    if cfg.MODEL.DEPTHWISE_CONV == AUTO and family in DEPTHWISE_FAMILIES:
         channels_last = decisions.get("MODEL.CHANNELS_LAST", cfg.MODEL.CHANNELS_LAST)
-        decisions["MODEL.DEPTHWISE_CONV"] = fastest_depthwise(device, channels_last)
+        decisions["MODEL.DEPTHWISE_CONV"] = fastest_depthwise(family, device, channels_last,
+                                                              capability_of)
+    if decisions.get("MODEL.DEPTHWISE_CONV", cfg.MODEL.DEPTHWISE_CONV) == "triton":
+        require_triton(device.type)  # at launch, not at the first step
     decisions.update(loader_decisions(cfg))  # workers, decoder threads, GPU transforms
     return decisions
 

@@ -185,7 +185,7 @@ class Trainer(TrainLoop):
         clip_gradients(self.bare_model.parameters(), self.cfg)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=not du.zero_grad_in_place(self.model))
 
     def current_lr(self):
         return self.optimizer.param_groups[0]["lr"]

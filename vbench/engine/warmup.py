@@ -4,6 +4,7 @@ import time
 
 import torch
 
+from vbench.engine import distributed as du
 from vbench.engine.checkpoint import capture_rng_state, restore_rng_state
 from vbench.engine.log import get_logger
 from vbench.engine.train_loop import HookBase
@@ -46,7 +47,7 @@ class WarmupHook(HookBase):
         t.bare_model.load_state_dict(saved["model"])
         t.optimizer.load_state_dict(saved["optimizer"])
         t.scaler.load_state_dict(saved["scaler"])
-        t.optimizer.zero_grad(set_to_none=True)
+        t.optimizer.zero_grad(set_to_none=not du.zero_grad_in_place(t.model))
         restore_rng_state(saved["rng"], t.ctx.device)
         seconds = time.perf_counter() - start
         t.storage.put_run(warmup_s=seconds)

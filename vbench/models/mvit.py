@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from vbench.errors import ConfigError
+from vbench.models.layers.depthwise import set_depthwise_impl
 from vbench.models.mvit_blocks import BlockSpec, MultiScaleBlock, PatchEmbed, round_width
 from vbench.models.mvit_convert import (convert_pytorchvideo_mvit_state_dict,
                                         convert_slowfast_mvit_state_dict,
@@ -68,7 +69,7 @@ class MViT(nn.Module):
                  patch_kernel=(3, 7, 7), patch_stride=(2, 4, 4), patch_padding=(1, 3, 3),
                  mlp_ratio=4.0, qkv_bias=True, mode="conv", pool_first=False, cls_embed_on=True,
                  sep_pos_embed=True, dropout=0.0, head_dropout=0.5, norm_eps=1e-6,
-                 pool_norm_eps=POOL_NORM_EPS):
+                 pool_norm_eps=POOL_NORM_EPS, depthwise_impl="default"):
         super().__init__()
         embed_dim = specs[0].dim
         self.input_size = tuple(input_size)
@@ -90,6 +91,7 @@ class MViT(nn.Module):
         self.norm = nn.LayerNorm(specs[-1].dim_out, eps=norm_eps)
         self.head_drop = nn.Dropout(head_dropout) if head_dropout > 0 else nn.Identity()
         self.head = nn.Linear(specs[-1].dim_out, num_classes)
+        set_depthwise_impl(self, depthwise_impl)
         self._init_weights()
 
     def _init_position(self, dim, cls_embed_on, sep_pos_embed):
@@ -225,7 +227,8 @@ def block_specs(settings):
     return specs
 
 
-def build_mvit(settings, input_size, num_classes=400, head_dropout=0.5, dropout=0.0, in_chans=3):
+def build_mvit(settings, input_size, num_classes=400, head_dropout=0.5, dropout=0.0, in_chans=3,
+               depthwise_impl="default"):
     """An `MViT` from SlowFast-named MVIT settings (a dict or `cfg.MVIT`)."""
     if str(settings["NORM"]).lower() != "layernorm":
         raise ConfigError(f"MVIT.NORM {settings['NORM']!r} is not supported; use 'layernorm'.")
@@ -241,14 +244,18 @@ def build_mvit(settings, input_size, num_classes=400, head_dropout=0.5, dropout=
         qkv_bias=bool(settings["QKV_BIAS"]), mode=settings["MODE"],
         pool_first=bool(settings["POOL_FIRST"]), cls_embed_on=bool(settings["CLS_EMBED_ON"]),
         sep_pos_embed=bool(settings["SEP_POS_EMBED"]), dropout=float(dropout),
-        head_dropout=float(head_dropout),
+        head_dropout=float(head_dropout), depthwise_impl=depthwise_impl,
     )
 
 
 def _build_from_cfg(cfg, settings, input_size):
+    # MODEL.DEPTHWISE_CONV: "triton" runs the conv pooling through vbench's kernels; the other
+    # values keep PyTorch's (the pooling is already contiguous on CUDA); "auto" is resolved at
+    # launch (vbench/engine/resources.py).
+    impl = "triton" if cfg.MODEL.DEPTHWISE_CONV == "triton" else "default"
     return build_mvit(settings, input_size, num_classes=cfg.MODEL.NUM_CLASSES,
                       head_dropout=cfg.MODEL.DROPOUT_RATE, dropout=cfg.MVIT.DROPOUT_RATE,
-                      in_chans=cfg.DATA.INPUT_CHANNEL_NUM[0])
+                      in_chans=cfg.DATA.INPUT_CHANNEL_NUM[0], depthwise_impl=impl)
 
 
 @register_model("mvit", family="mvit", input_size=(16, 224, 224), converters=CONVERTERS)

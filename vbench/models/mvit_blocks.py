@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vbench.models.layers.depthwise import depthwise_pool_grid
+
 
 @dataclass(frozen=True)
 class BlockSpec:
@@ -62,17 +64,23 @@ def _pool_channels_last(pool, grid):
         return pool(grid.float()).to(grid.dtype)
 
 
-def pool_tokens(x, pool, thw, has_cls, norm=None):
+def pool_tokens(x, pool, thw, has_cls, norm=None, depthwise_impl="default"):
     """Pool the T x H x W token grid of `x` (B x heads x N x C); the class token passes through.
 
-    Returns the pooled tokens (same layout) and the new (T, H, W). Either path makes one layout
-    copy of the tokens on the way in and none on the way out (the concatenation with the class
-    token, or the norm, writes the result).
+    Returns the pooled tokens (same layout) and the new (T, H, W). With MODEL.DEPTHWISE_CONV
+    "triton" a conv pooling reads the tokens in place (the kernels take the B x heads x T x H x W
+    x C grid view) and writes the pooled grid in the tokens' layout: no layout copy. The other
+    paths make one copy of the tokens on the way in and none on the way out (the concatenation
+    with the class token, or the norm, writes the result).
     """
     if has_cls:
         cls_token, x = x[:, :, :1], x[:, :, 1:]
     batch, heads, _, channels = x.shape
-    if x.device.type in CHANNELS_LAST_POOL_DEVICES and (
+    if depthwise_impl == "triton" and isinstance(pool, nn.Conv3d):
+        grid = depthwise_pool_grid(pool, x.unflatten(2, thw))
+        new_thw = tuple(grid.shape[2:5])
+        x = grid.flatten(2, 4)
+    elif x.device.type in CHANNELS_LAST_POOL_DEVICES and (
             x.dtype == torch.float32 or torch.is_autocast_enabled(x.device.type)):
         grid = _pool_channels_last(pool, x.reshape(batch * heads, *thw, channels))
         new_thw = tuple(grid.shape[2:])
@@ -182,11 +190,12 @@ class MultiScaleAttention(nn.Module):
                                              pool_norm_eps)
         self.pool_v, self.norm_v = make_pool(mode, spec.kernel_kv, spec.stride_kv, self.head_dim,
                                              pool_norm_eps)
+        self.depthwise_impl = "default"  # MODEL.DEPTHWISE_CONV for conv pooling: "triton" or not
 
     def _pool(self, x, pool, norm, thw):
         if pool is None:
             return x, thw
-        return pool_tokens(x, pool, thw, self.has_cls, norm)
+        return pool_tokens(x, pool, thw, self.has_cls, norm, self.depthwise_impl)
 
     def _split_heads(self, x):
         batch, length, _ = x.shape

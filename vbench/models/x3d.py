@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers.depthwise import depthwise_conv, set_depthwise_impl
 from .registry import register_model
 from .x3d_convert import convert_pytorchvideo_x3d_state_dict, convert_slowfast_x3d_state_dict
 
@@ -47,80 +48,6 @@ def round_width(width, multiplier, min_width=8, divisor=8):
 
 def round_repeats(repeats, multiplier):
     return int(math.ceil(multiplier * repeats)) if multiplier else repeats
-
-
-# Implementations of the depthwise Conv3d (MODEL.DEPTHWISE_CONV); all compute the same function.
-# On CUDA, PyTorch (aten/src/ATen/native/Convolution.cpp) sends a 5-D depthwise conv to cuDNN when
-# its input OR weight is channels_last_3d, and to its own conv_depthwise3d kernels (PR #40801)
-# when both are contiguous, in float32 and bf16 alike; docs/BENCHMARKS.md "Models" has the story.
-DEPTHWISE_IMPLS = ("default", "contiguous", "contiguous_fp32")
-
-
-def depthwise_conv(conv, x, impl="default"):
-    """`conv(x)` for a depthwise Conv3d, computed by one of DEPTHWISE_IMPLS:
-
-    default: on CPU, the oneDNN channels-last path below; elsewhere `conv(x)` as given (on CUDA:
-        cuDNN for a channels_last_3d model, PyTorch's native depthwise kernel for a contiguous one).
-    contiguous: input and weight made contiguous, so that CUDA runs PyTorch's native depthwise
-        kernel whatever the model's layout; the result comes back in x's layout.
-    contiguous_fp32: the same in float32 under autocast (the result in x's dtype).
-    """
-    if impl == "default":
-        return _default_depthwise(conv, x) if x.device.type == "cpu" else conv(x)
-    _check_impl(impl)
-    channels_last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
-    if impl == "contiguous_fp32" and torch.is_autocast_enabled(x.device.type):
-        with torch.autocast(x.device.type, enabled=False):
-            y = _conv_contiguous(conv, x.float(), conv.weight.float()).to(x.dtype)
-    else:
-        y = _conv_contiguous(conv, x, conv.weight)
-    return y.contiguous(memory_format=torch.channels_last_3d) if channels_last else y
-
-
-def _check_impl(impl):
-    if impl not in DEPTHWISE_IMPLS:
-        raise ValueError(f"unknown depthwise conv implementation {impl!r}; choose from "
-                         f"{DEPTHWISE_IMPLS} (MODEL.DEPTHWISE_CONV)")
-
-
-def _conv_contiguous(conv, x, weight):
-    return F.conv3d(x.contiguous(), weight.contiguous(), conv.bias, conv.stride, conv.padding,
-                    conv.dilation, conv.groups)
-
-
-def _default_depthwise(conv, x):
-    """The CPU path: oneDNN's depthwise Conv3d is 2-3x faster (forward and backward) on
-    channels_last_3d input, which pays for the layout copies around it (the 1x1x1 convs and BNs
-    stay contiguous, where they are faster). A k x 1 x 1 kernel runs as the same k x 1 Conv2d
-    over H*W: PyTorch sends a single-threaded Conv3d with a 1 x 1 spatial kernel to a reference
-    path up to 10x slower. Under CPU autocast the conv runs in float32 (returned in x's dtype):
-    oneDNN's bf16 depthwise backward is slower than its float32 one.
-    """
-    if torch.is_autocast_enabled("cpu"):
-        with torch.autocast("cpu", enabled=False):
-            return _default_depthwise(conv, x.float()).to(x.dtype)
-    if x.dtype != torch.float32 or conv.weight.dtype != torch.float32:
-        return conv(x)  # a bf16 model: these layouts were measured in float32 only
-    restore = not x.is_contiguous(memory_format=torch.channels_last_3d)
-    x = x.contiguous(memory_format=torch.channels_last_3d)
-    if conv.kernel_size[1:] == (1, 1) and conv.stride[1:] == (1, 1) and conv.padding[1:] == (0, 0):
-        batch, _, frames, height, width = x.shape
-        # An N x C x T x (H*W) view of a channels_last_3d tensor is channels_last (2-D).
-        y = F.conv2d(x.reshape(batch, -1, frames, height * width), conv.weight.squeeze(-1),
-                     conv.bias, (conv.stride[0], 1), (conv.padding[0], 0), (conv.dilation[0], 1),
-                     conv.groups)
-        y = y.reshape(batch, y.shape[1], y.shape[2], height, width)
-    else:
-        y = conv(x)
-    return y.contiguous() if restore else y
-
-
-def set_depthwise_impl(model, impl):
-    """Make every X3D stem and block of `model` compute its depthwise conv by `impl`."""
-    _check_impl(impl)
-    for module in model.modules():
-        if isinstance(module, (X3DStem, X3DBlock)):
-            module.depthwise_impl = impl
 
 
 class SqueezeExcite(nn.Module):

@@ -56,6 +56,11 @@ FINGERPRINT_SPEC = {  # vbench.data.fingerprint
     "videos_listed": int, "videos_readable": int, "excluded": ListOf(Pair(str, str)), "clips_per_epoch": int,
     "bytes": int, "classes": int, "sha256": str, "listed_sha256": str,
 }
+DATA_CACHE_SPEC = {  # vbench/engine/cold_data.py
+    "dropped": bool, "nodes": int, "files": int, "bytes": int, "measured_bytes": int, "resident_bytes": int,
+    "resident_share": (*NUMBER, NULL), "seconds": NUMBER, "problem_count": int, "problems": ListOf(str),
+}
+BLOCK_SPECS = {"data_cache": DATA_CACHE_SPEC}  # run-level blocks written by `ResultsWriter.set_block`
 # Keys ending in "?" are optional (additions after the first published schema).
 RESULTS_SPEC = {
     "schema_version": int, "vbench_version": str, "git_commit": (str, NULL), "git_dirty?": (bool, NULL),
@@ -84,6 +89,7 @@ RESULTS_SPEC = {
     "peak_gpu_memory_gib": (*NUMBER, NULL),
     "bad_videos": {"train": ListOf(PATH_REASON), "eval_excluded": ListOf(PATH_REASON)},
     "dataset?": MapOf(FINGERPRINT_SPEC),
+    "data_cache?": DATA_CACHE_SPEC,
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true/false", NULL: "null",
                dict: "an object", list: "a list"}

@@ -169,6 +169,10 @@ class ClipLoader:
         """The split's dataset fingerprint (`vbench.data.fingerprint`), as results.json records it."""
         return split_fingerprint(self.infos, self.index_excluded, len(self.class_names), self.num_clips)
 
+    def file_paths(self):
+        """The video files this loader reads (the split's readable videos)."""
+        return [info.path for info in self.infos if info.ok]
+
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
         self.dataset.set_epoch(self.epoch)

@@ -16,6 +16,7 @@ from vbench.data.loader import build_loader
 from vbench.engine import distributed as du
 from vbench.engine.checkpoint import (find_test_checkpoint, load_checkpoint_file, load_initial_weights,
                                       seed_everything)
+from vbench.engine.cold_data import ColdDataHook
 from vbench.engine.evaluator import Evaluator
 from vbench.engine.events import (ConsoleWriter, JsonStatsWriter, ResultsJsonWriter,
                                   TensorBoardWriter)
@@ -76,14 +77,16 @@ def default_writers(cfg, results, clock, device):
 
 def default_hooks(trainer, clock=None, results=None):
     """The standard hooks, in order: the LR and progress first; before training the data check,
-    then the untimed warm-up (after the check, so that bad data stops a run at once); after an
+    then the untimed warm-up (after the check, so that bad data stops a run at once), then the
+    page-cache eviction (after everything that reads data before the clock); after an
     epoch the statistics, the data check, precise BN and evaluation fill the epoch record, the
     clock stamps it (having stopped at the target), the writers write it, and the checkpoint saves
     the state last.
     `clock` and `results` are rank 0's benchmark clock and results.json writer (None elsewhere)."""
     cfg, ctx = trainer.cfg, trainer.ctx
     hooks = [LRScheduleHook(), ProgressHook(cfg.LOG_PERIOD), EpochStatsHook(), DataCheckHook(),
-             WarmupHook(cfg.BENCHMARK.WARMUP_STEPS, cfg.BENCHMARK.WARMUP_MAX_S)]
+             WarmupHook(cfg.BENCHMARK.WARMUP_STEPS, cfg.BENCHMARK.WARMUP_MAX_S),
+             ColdDataHook(cfg.DATA.DROP_CACHE)]
     if cfg.TRAIN.PRECISE_BN:
         hooks.append(PreciseBNHook(cfg.TRAIN.NUM_BATCHES_PRECISE))
     evaluator = Evaluator(trainer.val_loader, ctx.device, cfg.MODEL.NUM_CLASSES, trainer.autocast,

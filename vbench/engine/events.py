@@ -179,7 +179,12 @@ class ResultsJsonWriter(EventWriter):
     def __init__(self, results: ResultsWriter, clock, device):
         self.results, self.clock, self.device = results, clock, device
 
+    BLOCKS = ("data_cache",)  # run facts written as results.json blocks of the same name
+
     def open(self, storage):
+        for name in self.BLOCKS:
+            if name in storage.run:
+                self.results.set_block(name, storage.run[name])
         if "warmup_s" in storage.run:
             self.results.set_warmup(storage.run["warmup_s"])
         if "dataset" in storage.run:

@@ -31,6 +31,7 @@ setup(
         "test": ["pytest", "tensorboard"],
         "bench": ["pytorchvideo"],
         "codec": ["torchcodec"],
+        "gpu": ["nvidia-ml-py"],  # NVML: GPU power, clocks, throttling and energy in results.json
     },
     entry_points={"console_scripts": ["vbench=vbench.cli:main"]},
 )

@@ -25,6 +25,7 @@ from .dataset_check import check_dataset
 from .reference import TRACKS, load_reference, make_reference, resolve_config_path
 from .results import load_results
 from .sysinfo import describe_hardware
+from .telemetry import energy_text
 
 
 @dataclass
@@ -167,8 +168,9 @@ def format_track(ts):
              f"t_ref {ref.t_ref_s:.2f} s, n_gpu_ref {ref.n_gpu_ref}"]
     for run in ts.runs:
         mark = "" if run.compliant else "  [NON-COMPLIANT]"
-        lines.append(f"  {run.path}: t_bench {_fmt_time(run.t_bench_s)}, n_gpu {run.n_gpu_bench}, "
-                     f"score {run.score:.3f}{mark}")
+        energy = energy_text(run.results)
+        lines.append(f"  {run.path}: t_bench {_fmt_time(run.t_bench_s)}{f', {energy}' if energy else ''}, "
+                     f"n_gpu {run.n_gpu_bench}, score {run.score:.3f}{mark}")
         if run.reason:
             lines.append(f"      {run.reason}")
         for difference in run.differences:
@@ -196,6 +198,7 @@ def summary_dict(track_scores, reference):
             "runs": [{"path": r.path, "reached": r.reached, "n_gpu_bench": r.n_gpu_bench,
                       "t_bench_s": None if math.isinf(r.t_bench_s) else r.t_bench_s,
                       "score": r.score, "reason": r.reason,
+                      "energy_kj": (r.results.get("telemetry") or {}).get("energy_kj"),
                       "differences": [[d.key, d.recipe, d.run] for d in r.differences],
                       "data_problems": r.data_problems, "data_notes": r.data_notes}
                      for r in ts.runs],

@@ -18,6 +18,7 @@ from vbench.engine.checkpoint import (find_test_checkpoint, load_checkpoint_file
                                       seed_everything)
 from vbench.engine.cold_data import ColdDataHook
 from vbench.engine.evaluator import Evaluator
+from vbench.engine.gpu_telemetry import TelemetryHook
 from vbench.engine.events import (ConsoleWriter, JsonStatsWriter, ResultsJsonWriter,
                                   TensorBoardWriter)
 from vbench.engine.hooks import (CheckpointHook, ClockHook, DataCheckHook, EpochStatsHook, EvalHook,
@@ -80,8 +81,8 @@ def default_hooks(trainer, clock=None, results=None):
     then the untimed warm-up (after the check, so that bad data stops a run at once), then the
     page-cache eviction (after everything that reads data before the clock); after an
     epoch the statistics, the data check, precise BN and evaluation fill the epoch record, the
-    clock stamps it (having stopped at the target), the writers write it, and the checkpoint saves
-    the state last.
+    clock stamps it (having stopped at the target), the GPU telemetry adds its means (it starts
+    sampling with the clock), the writers write it, and the checkpoint saves the state last.
     `clock` and `results` are rank 0's benchmark clock and results.json writer (None elsewhere)."""
     cfg, ctx = trainer.cfg, trainer.ctx
     hooks = [LRScheduleHook(), ProgressHook(cfg.LOG_PERIOD), EpochStatsHook(), DataCheckHook(),
@@ -94,6 +95,7 @@ def default_hooks(trainer, clock=None, results=None):
     hooks.append(EvalHook(evaluator, cfg, clock))
     if clock is not None:
         hooks.append(ClockHook(clock))
+    hooks.append(TelemetryHook(cfg, clock))
     if results is not None:
         hooks.append(WriterHook(default_writers(cfg, results, clock, ctx.device)))
     hooks.append(CheckpointHook(cfg.TRAIN.CHECKPOINT_PERIOD))

@@ -174,17 +174,15 @@ class ResultsJsonWriter(EventWriter):
 
     ROW_KEYS = ("epoch", "clock_s", "train_s", "eval_s", "data_wait_fraction", "clips_per_s",
                 "data_wait_by_rank", "loader_clips_per_s_by_rank",
-                "loss", "lr", "clip_top1", "clip_top5", "video_top1", "video_top5", "bad_videos")
+                "loss", "lr", "clip_top1", "clip_top5", "video_top1", "video_top5", "bad_videos", "telemetry")
 
     def __init__(self, results: ResultsWriter, clock, device):
         self.results, self.clock, self.device = results, clock, device
 
-    BLOCKS = ("data_cache",)  # run facts written as results.json blocks of the same name
+    BLOCKS = ("data_cache", "telemetry")  # run facts written as results.json blocks of the same name
 
     def open(self, storage):
-        for name in self.BLOCKS:
-            if name in storage.run:
-                self.results.set_block(name, storage.run[name])
+        self.write_blocks(storage)
         if "warmup_s" in storage.run:
             self.results.set_warmup(storage.run["warmup_s"])
         if "dataset" in storage.run:
@@ -192,8 +190,14 @@ class ResultsJsonWriter(EventWriter):
         if "bad_videos" in storage.run:
             self.results.set_bad_videos(train=sorted(storage.run["bad_videos"].items()))
 
+    def write_blocks(self, storage):
+        for name in self.BLOCKS:
+            if name in storage.run:
+                self.results.set_block(name, storage.run[name])
+
     def write_epoch(self, storage):
         record = storage.epoch_record
+        self.write_blocks(storage)
         self.results.add_epoch({key: record.get(key) for key in self.ROW_KEYS}, self.clock)
         excluded = record.get("eval_excluded")
         self.results.set_bad_videos(train=sorted(storage.run.get("bad_videos", {}).items()),

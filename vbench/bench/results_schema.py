@@ -6,7 +6,7 @@ of the small classes below. `validate_results` lists every problem with its dott
 from vbench.errors import ResultsError
 
 SCHEMA_VERSION = 1
-STATUSES = ("running", "reached", "finished", "failed")
+STATUSES = ("running", "reached", "finished", "failed", "preempted")
 
 
 NUMBER = (int, float)

@@ -26,6 +26,7 @@ import collections
 import functools
 import logging
 import random
+import signal
 
 import numpy as np
 import torch
@@ -254,6 +255,9 @@ class ClipLoader:
         iterator = self.data_loader._iterator  # private, but the only handle on the workers
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
+            for worker in iterator._workers:
+                if worker.is_alive():  # did not stop when asked and ignores SIGTERM (WorkerInit)
+                    worker.kill()
         self.data_loader._iterator = None
 
     def to_device(self, batch, device):
@@ -266,7 +270,10 @@ class ClipLoader:
 
 
 class WorkerInit:
-    """Seeds Python, NumPy and torch in a loader worker from (seed, epoch, rank, worker)."""
+    """Seeds Python, NumPy and torch in a loader worker from (seed, epoch, rank, worker), and makes
+    it ignore a scheduler's SIGUSR1 and SIGTERM (Slurm signals every process of a job): the training
+    process saves at its next step and then closes the loader; a worker killed first would fail that
+    step. Workers also end by themselves when the training process is gone (torch's watchdog)."""
 
     def __init__(self, seed, rank, epoch_counter):
         self.seed, self.rank, self.epoch_counter = seed, rank, epoch_counter
@@ -276,6 +283,8 @@ class WorkerInit:
         seed = int(seed_seq.generate_state(1)[0])
         random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
         keep_freed_memory()
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def per_rank_batch_size(cfg, training, world_size):

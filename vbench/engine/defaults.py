@@ -25,6 +25,7 @@ from vbench.engine.hooks import (CheckpointHook, ClockHook, DataCheckHook, Epoch
                                  LRScheduleHook, PreciseBNHook, ProgressHook, WriterHook)
 from vbench.engine.log import get_logger, log_json_stats
 from vbench.engine.precision import make_autocast, resolve_precision
+from vbench.engine.preemption import PreemptionHook
 from vbench.engine.resources import require_resolved
 from vbench.engine.train_loop import Trainer
 from vbench.engine.warmup import WarmupHook
@@ -82,7 +83,9 @@ def default_hooks(trainer, clock=None, results=None):
     page-cache eviction (after everything that reads data before the clock); after an
     epoch the statistics, the data check, precise BN and evaluation fill the epoch record, the
     clock stamps it (having stopped at the target), the GPU telemetry adds its means (it starts
-    sampling with the clock), the writers write it, and the checkpoint saves the state last.
+    sampling with the clock), the writers write it, and the checkpoint saves the state last. Last
+    of all, the preemption hook: on a scheduler's signal it saves every hook's state at a step
+    boundary and stops the run.
     `clock` and `results` are rank 0's benchmark clock and results.json writer (None elsewhere)."""
     cfg, ctx = trainer.cfg, trainer.ctx
     hooks = [LRScheduleHook(), ProgressHook(cfg.LOG_PERIOD), EpochStatsHook(), DataCheckHook(),
@@ -99,6 +102,7 @@ def default_hooks(trainer, clock=None, results=None):
     if results is not None:
         hooks.append(WriterHook(default_writers(cfg, results, clock, ctx.device)))
     hooks.append(CheckpointHook(cfg.TRAIN.CHECKPOINT_PERIOD))
+    hooks.append(PreemptionHook())
     return hooks
 
 
@@ -147,7 +151,8 @@ def resume_or_load(trainer):
         path = du.broadcast_object(path)
         if path:
             trainer.load_state_dict(load_checkpoint_file(path))
-            get_logger().info(f"resumed from {path} (epoch {trainer.start_epoch} done)")
+            steps = f" and {trainer.saved_progress['steps']} steps of the next" if trainer.saved_progress else ""
+            get_logger().info(f"resumed from {path} (epoch {trainer.start_epoch} done{steps})")
             return path
     if cfg.TRAIN.CHECKPOINT_FILE_PATH:
         load_initial_weights(trainer.bare_model, cfg.TRAIN.CHECKPOINT_FILE_PATH, cfg)

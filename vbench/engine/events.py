@@ -25,7 +25,8 @@ class EventStorage:
       step that put them, and {} after any other step;
     - the epoch record (`put_epoch`): one row per epoch, filled by hooks, read after the epoch;
     - the bad videos the loaders reported during the epoch (`add_bad_videos`);
-    - run facts (`put_run`): the dataset fingerprints, every bad training video so far;
+    - run facts (`put_run`): the dataset fingerprints, every bad training video so far, the page
+      cache, the GPU telemetry, and `end_status` ("preempted") when a run stops without failing;
     - `failure`: the exception that ended training, or None.
     """
 
@@ -207,8 +208,8 @@ class ResultsJsonWriter(EventWriter):
     def close(self, storage):
         self.open(storage)  # training may have failed before the writers opened
         peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else None
-        self.results.finish("failed" if storage.failure is not None else None, clock=self.clock,
-                            peak_gpu_memory_gib=peak)
+        status = storage.run.get("end_status") or ("failed" if storage.failure is not None else None)
+        self.results.finish(status, clock=self.clock, peak_gpu_memory_gib=peak)
         if storage.failure is None:
             get_logger().info("summary: " + "; ".join(summary_lines(self.results)))
 

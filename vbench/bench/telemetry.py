@@ -18,6 +18,7 @@ the one before it. Energy is the counter's difference over each attempt (or the 
 where the GPU has no counter).
 """
 import math
+import os
 import statistics
 import threading
 import time
@@ -62,17 +63,34 @@ def _read(function, *args):
         return None
 
 
+def _text(value):
+    """NVML strings: bytes in older nvidia-ml-py releases, str in newer ones."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def nvml_handle(index, uuid):
+    """The NVML handle of CUDA device `index`: by its UUID, else through CUDA_VISIBLE_DEVICES (NVML
+    numbers every GPU of the machine, CUDA only the visible ones), else by the index itself."""
+    if uuid:
+        try:
+            return pynvml.nvmlDeviceGetHandleByUUID(uuid)
+        except pynvml.NVMLError:
+            pass
+    visible = [entry.strip() for entry in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if entry.strip()]
+    if index < len(visible):
+        entry = visible[index]
+        return (pynvml.nvmlDeviceGetHandleByIndex(int(entry)) if entry.isdigit()
+                else pynvml.nvmlDeviceGetHandleByUUID(entry))
+    return pynvml.nvmlDeviceGetHandleByIndex(index)
+
+
 class NvmlReader:
     """NVML handles of one node's GPUs (NVML must be initialised); `read` samples them all."""
 
     def __init__(self, devices, host):
-        self.handles = {}
-        for index, uuid in devices:
-            handle = (pynvml.nvmlDeviceGetHandleByUUID(uuid) if uuid
-                      else pynvml.nvmlDeviceGetHandleByIndex(index))
-            self.handles[f"{host}:{index}"] = handle
-        self.names = {key: str(pynvml.nvmlDeviceGetName(h)) for key, h in self.handles.items()}
-        self.driver = str(pynvml.nvmlSystemGetDriverVersion())
+        self.handles = {f"{host}:{index}": nvml_handle(index, uuid) for index, uuid in devices}
+        self.names = {key: _text(pynvml.nvmlDeviceGetName(h)) for key, h in self.handles.items()}
+        self.driver = _text(pynvml.nvmlSystemGetDriverVersion())
         self.reasons_of = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons",
                                   getattr(pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None))
 

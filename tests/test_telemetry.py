@@ -4,6 +4,7 @@ the results block, the texts of score and report; the sampler's intervals; NVML 
 import os
 import sys
 import threading
+import time
 
 import pytest
 
@@ -156,3 +157,68 @@ def test_score_prints_energy_beside_the_time_and_the_report_plots_and_warns(tmp_
     assert ("- **warning: GPU node:0 (NVIDIA H100) was throttled 3 s of 10 s to target (30.0%): hw_thermal 1 s, "
             "sw_power_cap 3 s**") in markdown
     assert "- GPU telemetry: none (no GPU: the run is on the CPU (NUM_GPUS 0))" in markdown
+
+
+class MeteredGpu:
+    """Stands in for NVML on a machine without a GPU: one GPU at 100 W whose energy counter reads
+    100 J per second of the benchmark clock (5000 J at its start), SM clock 1500 MHz."""
+
+    names, driver = {"fake:0": "Fake GPU"}, "0.0"
+
+    def read(self, t, attempt):
+        return [sample(t, gpu="fake:0", attempt=attempt, power=100.0, sm=1500, energy=5000.0 + 100.0 * t)]
+
+    def close(self):
+        pass
+
+
+def metered_trainer(cfg):
+    from test_trainer import fake_trainer
+    from vbench.engine.gpu_telemetry import TelemetryHook
+    from vbench.engine.train_loop import HookBase
+
+    class SlowSteps(HookBase):  # steps that take time, so that losing some would show
+        def after_step(self):
+            time.sleep(0.25)
+
+    trainer = fake_trainer(cfg)
+    hook = next(h for h in trainer.hooks if isinstance(h, TelemetryHook))
+    hook.reader, hook.interval_s = MeteredGpu(), 0.01
+    trainer.register_hooks([SlowSteps()])
+    return trainer
+
+
+def assert_energy_to_target(results):
+    block, bench = results["telemetry"], results["benchmark"]
+    (gpu,) = block["gpus"]
+    assert block["available"] and block["scope"] == "to target" and gpu["gpu"] == "fake:0"
+    assert gpu["energy_source"] == "counter" and gpu["energy_kj"] == pytest.approx(0.1 * gpu["seconds"])
+    assert gpu["seconds"] == pytest.approx(bench["time_to_target_s"], abs=0.2)  # from the clock's start to its stop
+    assert gpu["mean_power_w"] == 100.0 and gpu["median_sm_clock_mhz"] == 1500 and gpu["slowdown_s"] == 0.0
+    rows = results["epochs"]
+    to_target = sum(row["telemetry"]["energy_kj"] for row in rows[:bench["epochs_to_target"]])
+    assert to_target == pytest.approx(block["energy_kj"]) and rows[-1]["telemetry"]["energy_kj"] > 0
+    return gpu
+
+
+def test_the_hook_reports_energy_to_target_and_per_epoch_and_keeps_it_over_a_preemption(tmp_path):
+    from test_preemption import SignalAt
+    from test_trainer import fake_cfg
+    from vbench.bench.results import load_results
+    from vbench.engine.preemption import Preempted
+
+    opts = ("SOLVER.MAX_EPOCH", "3", "TRAIN.EVAL_PERIOD", "2", "BENCHMARK.STOP_AT_TARGET", "False")
+    cfg = fake_cfg(tmp_path / "straight", *opts)
+    metered_trainer(cfg).train()
+    straight = assert_energy_to_target(load_results(cfg.OUTPUT_DIR))
+    assert straight["samples"] > 5
+
+    cfg = fake_cfg(tmp_path / "preempted", *opts)
+    trainer = metered_trainer(cfg)
+    trainer.register_hooks([SignalAt(epoch=1, step=1)])
+    with pytest.raises(Preempted):
+        trainer.train()
+    metered_trainer(cfg).train()  # resumes inside epoch 2
+    results = load_results(cfg.OUTPUT_DIR)
+    assert results["benchmark"]["resumes"] == 1
+    assert_energy_to_target(results)  # both attempts, without the time between them

@@ -39,10 +39,12 @@ class TelemetryHook(HookBase):
     Register it after ClockHook (the sampler starts with the clock) and after EvalHook (an
     epoch whose evaluation reached the target closes the energy to target)."""
 
-    def __init__(self, cfg, clock=None, interval_s=INTERVAL_S):
+    def __init__(self, cfg, clock=None, interval_s=INTERVAL_S, reader=None):
+        """`reader`: what to sample instead of NVML (an object like bench.telemetry.NvmlReader),
+        on any device: tests on a machine without a GPU."""
         self.cfg, self.clock, self.interval_s = cfg, clock, interval_s
-        self.active = False  # a GPU run: the collectives below take place
-        self.reader = self.sampler = None
+        self.active = False  # sampling: the collectives below take place
+        self.reader, self.sampler = reader, None
         self.totals, self.partial, self.series = {}, {}, {}  # rank 0: {gpu: statistics}, {gpu: lists}
         self.names, self.notes, self.driver = {}, [], None
         self.reached, self.attempt, self.offset_s = False, 0, 0.0
@@ -52,21 +54,14 @@ class TelemetryHook(HookBase):
         t = self.trainer
         if t.finished:
             return
-        if t.ctx.device.type != "cuda":
+        if t.ctx.device.type != "cuda" and self.reader is None:
             if t.ctx.is_main:
                 t.storage.put_run(telemetry=absent_block("no GPU: the run is on the CPU (NUM_GPUS 0)"))
             return
         self.active = True
         self.attempt += 1
         self.offset_s = du.broadcast_object(self.clock.total_s() if self.clock is not None else 0.0)
-        status = None
-        if t.ctx.local_rank == 0:
-            self.reader, reason = open_reader(node_devices(self.cfg), socket.gethostname())
-            status = ({"reason": reason} if self.reader is None else
-                      {"reason": None, "names": self.reader.names, "driver": self.reader.driver})
-            if self.reader is not None:
-                self.sampler = TelemetrySampler(self.reader, self.interval_s)
-        statuses = [s for s in du.all_gather_objects(status) if s is not None]
+        statuses = [s for s in du.all_gather_objects(self.open_node() if t.ctx.local_rank == 0 else None) if s]
         for s in statuses:
             self.names.update(s.get("names", {}))
             self.driver = self.driver or s.get("driver")
@@ -75,7 +70,9 @@ class TelemetryHook(HookBase):
         if t.ctx.is_main:
             if len(missing) == len(statuses):
                 get_logger().info(f"GPU telemetry off: {missing[0]}")
-            t.storage.put_run(telemetry=self.block() if len(missing) < len(statuses) else absent_block(missing[0]))
+                t.storage.put_run(telemetry=absent_block(missing[0]))
+            else:
+                t.storage.put_run(telemetry=self.block())
 
     def before_epoch(self):
         if self.sampler is not None and self.sampler.thread is None:
@@ -104,6 +101,16 @@ class TelemetryHook(HookBase):
             self.reader = None
 
     # ------------------------------------------------------------------ helpers
+    def open_node(self):
+        """This node's sampler over NVML (or the given reader); its status for rank 0."""
+        reason = None
+        if self.reader is None:
+            self.reader, reason = open_reader(node_devices(self.cfg), socket.gethostname())
+        if self.reader is None:
+            return {"reason": reason}
+        self.sampler = TelemetrySampler(self.reader, self.interval_s)
+        return {"reason": None, "names": self.reader.names, "driver": self.reader.driver}
+
     def gather_interval(self):
         """Rank 0: {gpu: statistics} of every node's samples since the last cut (a collective);
         other ranks: {}. Their bucketed series go into `self.series`."""

@@ -2,8 +2,10 @@
 # Every GPU figure the open issues need, in one device call of about 9 minutes (../shared/gpu/README.md):
 #
 #   bash ../shared/gpu/wheels.sh                       # here, once: fills .whl/ (git-ignored)
+#   python3 -m pip download -q --no-deps -d .whl nvidia-ml-py   # and NVML for the telemetry step
 #   run(command="OUT=$OUT bash benchmarks/gpu_suite.sh", carry=[".whl"], timeout_s=600)
 #   SUITE_DEVICE=cpu OUT=/tmp/suite bash benchmarks/gpu_suite.sh   # the rehearsal, on a CPU (tiny sizes)
+#   SUITE_STEPS="train_cnn telemetry" ...                          # only these steps
 #
 # Steps, most valuable first, each under its own timeout with its log in $OUT (a failed step does
 # not stop the rest; a step that would pass the budget is skipped):
@@ -13,6 +15,8 @@
 #               regional compile of the fastest cells (issue 9)
 #   loader      bench_loader worker sweep, 15 workers down to 1 (issue 10)
 #   train_cnn   the X3D-M trainer with every resource on "auto": clips/s, data wait, loader clips/s (issue 10)
+#   telemetry   that X3D-M run's GPU telemetry (power, SM clock, throttling, energy) and page-cache
+#               record, with its report and plot (issue 18)
 # Records to commit afterwards: $OUT/*.json under benchmarks/results/, figures in docs/BENCHMARKS.md.
 set -u
 OUT=${OUT:?set OUT to the folder for the logs}
@@ -22,6 +26,7 @@ mkdir -p "$OUT"
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 step() {  # step NAME SECONDS COMMAND...
   local name=$1 secs=$2; shift 2
+  if [ -n "${SUITE_STEPS:-}" ] && [[ " $SUITE_STEPS " != *" $name "* ]]; then echo "### $name not selected"; return; fi
   local l; l=$(left); (( secs > l - 5 )) && secs=$(( l - 5 ))
   if (( secs < 20 )); then echo "### $name skipped (no time left)"; return; fi
   echo "### $name (timeout ${secs}s, $(left)s left)"
@@ -45,6 +50,7 @@ else  # rehearsal: the same commands at sizes a 2-core CPU runs in minutes
 fi
 export PYTHONUNBUFFERED=1
 python3 -c "import torch, torchvision, av, vbench; print('torch', torch.__version__, 'tv', torchvision.__version__, 'av', av.__version__, 'cuda', torch.cuda.is_available(), 'cudnn', torch.backends.cudnn.version())"
+python3 -c "import importlib.util as u; print('nvidia-ml-py (telemetry):', 'yes' if u.find_spec('pynvml') else 'MISSING')"
 nproc; git log --oneline -1 2>/dev/null
 
 step gpu_tests 60 python3 -m pytest -q -rs -x tests/test_model_fast_paths.py tests/test_decoders_cuda.py
@@ -55,4 +61,6 @@ step loader 120 python3 benchmarks/bench_loader.py $SWEEP --pipelines vbench_gpu
 TAILN=40 step train_cnn 100 python3 benchmarks/bench_train.py --tracks cnn --videos-per-class $VIDEOS --epochs 2 \
   --out /tmp/suite_train "${TRAIN_SIZE[@]}"
 for f in /tmp/suite_train/*/results.json; do [ -f "$f" ] && cp "$f" "$OUT/results_$(basename "$(dirname "$f")").json"; done
+REQUIRE=$([ "${SUITE_DEVICE:-cuda}" = cuda ] && echo --require)  # on the GPU a run without telemetry fails the step
+TAILN=40 step telemetry 60 python3 benchmarks/telemetry_record.py /tmp/suite_train/cnn --out "$OUT" $REQUIRE
 echo "### total $(( $(date +%s) - T0 ))s"

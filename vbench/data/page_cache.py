@@ -108,6 +108,8 @@ class CacheReport:
 
 def evict(paths):
     """Drop every file of `paths` from the page cache; [(path, reason)] of those that failed."""
+    if not hasattr(os, "posix_fadvise"):  # not on macOS or Windows
+        return [(path, "not evicted: posix_fadvise is not available on this system") for path in paths]
     failed = []
     for path in paths:
         try:

@@ -69,6 +69,19 @@ def test_a_signal_saves_at_the_next_step_and_the_rerun_trains_as_without_it(tmp_
     assert torch.equal(resumed.bare_model.bias, straight.bare_model.bias)  # dropout drew the same masks
 
 
+def test_a_notice_during_set_up_stops_the_run_when_training_starts(tmp_path):
+    from vbench.engine.preemption import notices_kept
+
+    cfg = fake_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2")
+    with notices_kept():  # as `vbench train` (launch) runs
+        trainer = dropout_trainer(cfg)
+        os.kill(os.getpid(), signal.SIGUSR1)  # while the trainer was being built
+        with pytest.raises(Preempted, match="stopped on SIGUSR1 before training started: nothing new to save"):
+            trainer.train()
+    assert load_results(cfg.OUTPUT_DIR)["run"]["status"] == "preempted" and stop_requested() is None
+    assert not (tmp_path / "checkpoints").exists() or not os.listdir(tmp_path / "checkpoints")
+
+
 def _wait_for_signal(cfg, ctx):
     """A spawned job: tell the test it runs, then stop as training would on a scheduler's signal."""
     open(os.path.join(cfg.OUTPUT_DIR, f"ready{ctx.rank}"), "w").close()

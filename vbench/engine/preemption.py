@@ -100,7 +100,7 @@ class PreemptionHook(HookBase):
         if du.is_distributed():
             self.group = dist.new_group(backend="gloo")  # a CPU flag, whatever the training backend
         if self.any_process_asked(wait=True):
-            self.stop("before training started; nothing new to save", None)
+            self.stop("before training started", None)
 
     def after_step(self):
         if not self.any_process_asked():
@@ -147,7 +147,7 @@ class PreemptionHook(HookBase):
         t.storage.put_run(end_status="preempted")
         signum = stop_requested()
         name = signal.Signals(signum).name if signum else "a signal to another process"
-        saved = f"saved {path}" if path else "nothing saved"
+        saved = f"saved {path}" if path else "nothing new to save"
         message = f"stopped on {name} {where}: {saved}; rerun the same command to resume"
         get_logger().warning(message)
         raise Preempted(message)

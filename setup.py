@@ -32,6 +32,7 @@ setup(
         "bench": ["pytorchvideo"],
         "codec": ["torchcodec"],
         "mllog": ["mlperf-logging"],  # vbench export --mllog
+        "gpu": ["nvidia-ml-py"],  # NVML: GPU power, clocks, throttling and energy in results.json
     },
     entry_points={"console_scripts": ["vbench=vbench.cli:main"]},
 )

@@ -2,8 +2,10 @@
 # The GPU figures of issue 16 in one device call of about 9 minutes (../shared/gpu/README.md):
 #
 #   bash ../shared/gpu/wheels.sh                       # here, once: fills .whl/ (git-ignored)
+#   python3 -m pip download -q --no-deps -d .whl nvidia-ml-py   # and NVML for the telemetry step
 #   run(command="OUT=$OUT bash benchmarks/gpu_suite.sh", carry=[".whl"], timeout_s=600)
 #   SUITE_DEVICE=cpu OUT=/tmp/suite bash benchmarks/gpu_suite.sh   # the rehearsal, on a CPU (tiny sizes)
+#   STEPS="train_cnn telemetry" ...                                # only these steps
 #
 # Steps (STEPS, in this order; default "gpu_tests depthwise matrix"), most valuable first, each
 # under its own timeout with its log in $OUT (a failed step does not stop the rest; a step that
@@ -19,6 +21,8 @@
 #               budget may cut them: then `STEPS=matrix` with `--models x3d_m` in a call of its own)
 #   loader      (issue 10, measured 2026-11-27) bench_loader worker sweep
 #   train_cnn   (issue 10, measured 2026-11-27) the X3D-M trainer with every resource on "auto"
+#   telemetry   that X3D-M run's GPU telemetry (power, SM clock, throttling, energy) and page-cache
+#               record, with its report and plot (issue 18; needs train_cnn)
 # Records to commit afterwards: $OUT/*.json under benchmarks/results/, figures in docs/BENCHMARKS.md.
 set -u
 OUT=${OUT:?set OUT to the folder for the logs}
@@ -59,6 +63,7 @@ fi
 export PYTHONUNBUFFERED=1
 python3 -c "import torch, torchvision, av, vbench; print('torch', torch.__version__, 'tv', torchvision.__version__, 'av', av.__version__, 'cuda', torch.cuda.is_available(), 'cudnn', torch.backends.cudnn.version())"
 python3 -c "import triton; print('triton', triton.__version__)" || echo "no triton: the triton cells will be skipped"
+python3 -c "import importlib.util as u; print('nvidia-ml-py (telemetry):', 'yes' if u.find_spec('pynvml') else 'MISSING')"
 nproc; git log --oneline -1 2>/dev/null
 
 TAILN=15 step gpu_tests 130 python3 -m pytest -q -rs $TESTS
@@ -74,4 +79,6 @@ TAILN=40 step train_cnn 100 python3 benchmarks/bench_train.py --tracks cnn --vid
 if wanted train_cnn; then
   for f in /tmp/suite_train/*/results.json; do [ -f "$f" ] && cp "$f" "$OUT/results_$(basename "$(dirname "$f")").json"; done
 fi
+REQUIRE=$([ "${SUITE_DEVICE:-cuda}" = cuda ] && echo --require)  # on the GPU a run without telemetry fails the step
+TAILN=40 step telemetry 60 python3 benchmarks/telemetry_record.py /tmp/suite_train/cnn --out "$OUT" $REQUIRE
 echo "### total $(( $(date +%s) - T0 ))s"

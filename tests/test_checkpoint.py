@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from vbench.engine.checkpoint import (CheckpointError, Checkpointer, atomic_torch_save,
-                                      capture_rng_state, load_checkpoint_file, plain_rng_state,
-                                      restore_rng_state, unwrap_model)
+                                      capture_rng_state, checkpoint_epoch, checkpoint_position,
+                                      load_checkpoint_file, plain_rng_state, restore_rng_state,
+                                      unwrap_model)
 
 
 def _state(value):
@@ -41,6 +42,23 @@ def test_keeps_only_the_newest_checkpoints(tmp_path):
     assert names == ["checkpoint_epoch_00004.pyth", "checkpoint_epoch_00003.pyth"]
     path, state = ckpt.load_newest()
     assert state["epoch"] == 4 and state["history"] == [4]
+
+
+def test_a_checkpoint_inside_an_epoch_sorts_between_the_epochs_around_it(tmp_path):
+    ckpt = Checkpointer(str(tmp_path), keep=3)
+    ckpt.save(_state(1), 1)
+    ckpt.save(_state(2), 1, step=37)  # on a scheduler's signal, 37 steps into epoch 2
+    names = [os.path.basename(p) for p in ckpt.list_checkpoints()]
+    assert names == ["checkpoint_epoch_00001_step_00037.pyth", "checkpoint_epoch_00001.pyth"]
+    path, state = ckpt.load_newest()
+    assert (state["epoch"], state["step"]) == (1, 37) and checkpoint_position(path) == (1, 37)
+    assert checkpoint_epoch(path) == 1 and checkpoint_position(ckpt.path_for(1)) == (1, 0)
+    ckpt.save(_state(3), 2)
+    ckpt.save(_state(4), 3)
+    names = [os.path.basename(p) for p in ckpt.list_checkpoints()]
+    assert names == ["checkpoint_epoch_00003.pyth", "checkpoint_epoch_00002.pyth",
+                     "checkpoint_epoch_00001_step_00037.pyth"]
+    assert checkpoint_position("checkpoint_epoch_x.pyth") is None
 
 
 def test_damaged_newest_checkpoint_is_skipped_with_a_warning(tmp_path, caplog):

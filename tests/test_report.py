@@ -71,6 +71,13 @@ def test_single_run_report_command(two_runs, capsys):
     assert_png(f"{runs[0]}/report/run_throughput.png")
     assert f"reached: {'yes' if results['benchmark']['reached'] else 'no'}" in markdown
     assert f"{results['benchmark']['time_to_target_s']:.1f} s" in markdown
+    # a CPU run: GPU telemetry absent with the reason; the page cache measured when the clock started
+    assert results["telemetry"] == {"available": False, "reason": "no GPU: the run is on the CPU (NUM_GPUS 0)"}
+    assert [row["telemetry"] for row in results["epochs"]] == [None] * len(results["epochs"])
+    assert "- GPU telemetry: none (no GPU: the run is on the CPU (NUM_GPUS 0))" in markdown
+    cache = results["data_cache"]
+    assert cache["dropped"] is False and (cache["files"], cache["nodes"]) == (10, 1)  # 6 train + 4 val videos
+    assert cache["bytes"] > 0 and 0.0 <= cache["resident_share"] <= 1.0
 
 
 def test_report_of_a_missing_run_is_a_clear_error(tmp_path, capsys):

@@ -83,6 +83,20 @@ def test_a_few_missing_training_clips_take_part_and_the_score_says_how_many(tmp_
     assert "trained without 3 of the 1276" in report and "train: 1273 of 1276 listed clips used" in report
 
 
+def test_a_run_with_warm_data_is_compliant_with_a_note(tmp_path):
+    cold = fake_results(X3D, "cnn", 1000.0)
+    cold["data_cache"] = {"dropped": True, "nodes": 1, "files": 1376, "bytes": 8 << 20, "measured_bytes": 8 << 20,
+                          "resident_bytes": 0, "resident_share": 0.0, "seconds": 0.2, "problem_count": 0,
+                          "problems": []}
+    assert score(tmp_path, cold, name="cold").data_notes == []
+    warm = fake_results(X3D, "cnn", 1000.0)
+    warm["data_cache"] = dict(cold["data_cache"], dropped=False, resident_bytes=7 << 20, resident_share=0.875)
+    run = score(tmp_path, warm, name="warm")
+    assert run.compliant and run.data_notes == [
+        "the page cache was not dropped before the clock (DATA.DROP_CACHE False): 88% of the data was in "
+        "memory when the clock started"]
+
+
 def test_too_many_missing_training_clips_or_clips_outside_the_list_are_non_compliant(tmp_path):
     results = leave_out(fake_results(MVIT, "transformer", 1000.0), "train", listed("train")[:13])
     results["bad_videos"]["train"] = [{"path": listed("train")[20], "reason": "failed to decode"}]

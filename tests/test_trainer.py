@@ -66,6 +66,9 @@ class FakeLoader:
     def set_epoch(self, epoch):
         pass
 
+    def file_paths(self):  # no files: the page-cache hook has nothing to evict
+        return []
+
     def __len__(self):
         return self.num_batches
 

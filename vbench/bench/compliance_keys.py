@@ -14,6 +14,7 @@ RESOURCE_KEYS = (
     "TRAIN.PRECISION", "MODEL.CHANNELS_LAST", "MODEL.COMPILE", "MODEL.DEPTHWISE_CONV", "DETERMINISTIC",
     "DATA.DECODING_BACKEND", "DATA.DECODER_THREADS", "DATA.DECODE_PER_CLIP", "DATA.DECODER_DEVICE",
     "DATA.GPU_TRANSFORMS",
+    "DATA.DROP_CACHE",  # page-cache eviction before the clock; results.json records the data's state
     "TRAIN.ACCUM_STEPS",  # micro-batches of the same global TRAIN.BATCH_SIZE
     "TEST.BATCH_SIZE",  # evaluation runs in eval mode: the batch size does not change predictions
     # seed: runs of one submission should differ; never choose a seed by looking at results

@@ -8,7 +8,8 @@ later. A run is non-compliant when
   outside the list) or another number of classes;
 - any validation clip was not evaluated (the target is measured on the whole validation set);
 - more of the training list was missing or unreadable than the recipe's DATA.MAX_BAD_FRACTION.
-A training list that lacked fewer clips is compliant, and the score says how many it lacked.
+A training list that lacked fewer clips is compliant, and the score says how many it lacked; a
+run whose data was not evicted from the page cache before the clock gets a note too.
 """
 import math
 
@@ -60,11 +61,23 @@ def check_split(results, split, expected, roles, max_bad_fraction):
     return problems, notes
 
 
+def cache_note(results):
+    """A note when the run's data was warm when the clock started (DATA.DROP_CACHE off), else None."""
+    cache = results.get("data_cache")
+    if not cache or cache["dropped"]:
+        return None
+    share = cache["resident_share"]
+    resident = "an unmeasured share" if share is None else f"{100 * share:.0f}%"
+    return (f"the page cache was not dropped before the clock (DATA.DROP_CACHE False): {resident} of "
+            f"the data was in memory when the clock started")
+
+
 def check_dataset(results, expected_dataset, recipe):
     """(problems, notes) of a run's data against a reference's `dataset` ({split: expected});
     `recipe` is the track's benchmark config as a dict (split roles, DATA.MAX_BAD_FRACTION)."""
+    warm = [note for note in [cache_note(results)] if note]
     if not expected_dataset:
-        return [], ["the reference table has no dataset fingerprint: the data was not checked"]
+        return [], ["the reference table has no dataset fingerprint: the data was not checked"] + warm
     data = recipe["DATA"]
     problems, notes = [], []
     for split, expected in expected_dataset.items():
@@ -72,4 +85,4 @@ def check_dataset(results, expected_dataset, recipe):
         split_problems, split_notes = check_split(results, split, expected, roles, data["MAX_BAD_FRACTION"])
         problems += split_problems
         notes += split_notes
-    return problems, notes
+    return problems, notes + warm

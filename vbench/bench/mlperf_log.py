@@ -38,7 +38,7 @@ from .sysinfo import describe_hardware
 
 PIP_LINE = "pip install 'vbench[mllog]'  (or: pip install mlperf-logging)"
 PRECISION_NAMES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bfloat16"}
-CACHE_FIELD = ("cache", "dropped")  # results.json key that records the page-cache eviction
+CACHE_FIELD = ("data_cache", "dropped")  # results.json key of the page-cache eviction (engine/cold_data.py)
 
 
 def require_mllog():

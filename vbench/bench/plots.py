@@ -41,6 +41,30 @@ def plot_throughput(runs, path, title=""):
     return _save(fig, [top, bottom], path)
 
 
+def telemetry_series(results):
+    """{gpu: {"clock_s", "power_w", "sm_clock_mhz"}} of a run's GPU telemetry, or {}."""
+    telemetry = results.get("telemetry") or {}
+    return telemetry.get("series") or {}
+
+
+def plot_telemetry(runs, path, title=""):
+    """Power and SM clock of every GPU against the benchmark clock for each (label, results) with
+    telemetry; None (no file) when no run has any."""
+    lines = [(f"{label} {gpu}" if len(runs) > 1 else gpu, series)
+             for label, results in runs for gpu, series in sorted(telemetry_series(results).items())]
+    if not lines:
+        return None
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    for name, series in lines:
+        top.plot(series["clock_s"], series["power_w"], label=name)
+        bottom.plot(series["clock_s"], series["sm_clock_mhz"], label=name)
+    top.set_ylabel("power (W)")
+    bottom.set_ylabel("SM clock (MHz)")
+    bottom.set_xlabel("benchmark clock (s)")
+    top.set_title(title or "GPU power and SM clock")
+    return _save(fig, [top, bottom], path)
+
+
 def _save(fig, axes, path):
     for ax in axes:
         ax.grid(alpha=0.3)

@@ -5,10 +5,11 @@ import os
 import statistics
 
 
-from .plots import plot_accuracy_vs_time, plot_throughput
+from .plots import plot_accuracy_vs_time, plot_telemetry, plot_throughput
 from .results import load_results
 from .score import benchmark_score, format_track
 from .world import describe_world, mixed_hardware
+from .telemetry import throttle_warnings
 
 INPUT_BOUND_SHARE = 0.20  # data-wait share above which a run is called input-bound
 LOADER_BUSY_RATIO = 1.25  # loader rate (while working) under this x the trained rate: workers are the limit
@@ -106,6 +107,29 @@ def devices_line(world):
             + (f"; MIXED HARDWARE: {mixed}" if mixed else ""))
 
 
+def _value(value, unit, digits=0):
+    return "-" if value is None else f"{value:.{digits}f} {unit}"
+
+
+def telemetry_lines(results):
+    """The run's GPU telemetry: energy, power, SM clock, temperature, and a warning per GPU that
+    was throttled (results.json "telemetry")."""
+    telemetry = results.get("telemetry")
+    if telemetry is None:
+        return ["- GPU telemetry: not recorded (a run of an older vbench)"]
+    if not telemetry["available"]:
+        return [f"- GPU telemetry: none ({telemetry['reason']})"]
+    gpus = telemetry["gpus"]
+    lines = [f"- GPU telemetry ({telemetry['scope']}, {telemetry['seconds']:.0f} s): energy "
+             f"{telemetry['energy_kj']:.1f} kJ over {len(gpus)} GPU(s)"]
+    lines += [f"  - {g['gpu']} ({g['name']}): {g['energy_kj']:.1f} kJ, power {_value(g['mean_power_w'], 'W')} mean, "
+              f"{_value(g['max_power_w'], 'W')} max; SM clock {_value(g['median_sm_clock_mhz'], 'MHz')} median; "
+              f"{_value(g['max_temp_c'], 'C')} max" for g in gpus]
+    lines += [f"- **warning: {warning}**" for warning in throttle_warnings(telemetry)]
+    lines += [f"- note: {note}" for note in telemetry.get("notes", [])]
+    return lines
+
+
 def run_section(label, results):
     bench = results["benchmark"]
     reached = "yes" if bench.get("reached") else "no"
@@ -116,6 +140,7 @@ def run_section(label, results):
              f"{_cell(bench.get('setup_s'), 1)} s, of which warm-up {_cell(bench.get('warmup_s'), 1)} s",
              devices_line(results["world"]),
              dataset_line(results),
+             *telemetry_lines(results),
              f"- bottleneck: {bottleneck_verdict(results)}", ""]
     return lines + epoch_table(results) + [""]
 
@@ -124,8 +149,9 @@ def _plots(out_dir, name, runs, metric, target, t_ref_s):
     acc = plot_accuracy_vs_time(runs, os.path.join(out_dir, f"{name}_accuracy.png"), metric, target, t_ref_s,
                                 title=f"{name}: {metric} top-1 against time")
     thr = plot_throughput(runs, os.path.join(out_dir, f"{name}_throughput.png"), title=f"{name}: throughput")
-    return [f"![{name} accuracy]({os.path.basename(acc)})", "",
-            f"![{name} throughput]({os.path.basename(thr)})", ""]
+    lines = [f"![{name} accuracy]({os.path.basename(acc)})", "", f"![{name} throughput]({os.path.basename(thr)})", ""]
+    gpu = plot_telemetry(runs, os.path.join(out_dir, f"{name}_gpu.png"), title=f"{name}: GPU power and SM clock")
+    return lines + ([f"![{name} GPU power and SM clock]({os.path.basename(gpu)})", ""] if gpu else [])
 
 
 def write_report(out_dir, track_scores, reference):

@@ -32,7 +32,8 @@ import vbench
 from vbench.errors import DiskFullError
 from vbench.files import atomic_write_bytes
 
-from .results_schema import ROW_SPEC, SCHEMA_VERSION, STATUSES, ResultsError, check_spec, validate_results
+from .results_schema import (BLOCK_SPECS, ROW_SPEC, SCHEMA_VERSION, STATUSES, ResultsError, check_spec,
+                             validate_results)
 from .sysinfo import collect_sysinfo
 from .world import resumed_world, world_block
 
@@ -193,6 +194,20 @@ class ResultsWriter:
     def set_warmup(self, seconds):
         """Seconds of the untimed warm-up (part of the set-up) before the clock started."""
         self.data["benchmark"]["warmup_s"] = float(seconds)
+        self.write()
+
+    def set_block(self, name, block):
+        """A run-level block that hooks measure before or during training: "data_cache" (the page
+        cache when the clock started) or "telemetry" (GPU power, clocks, energy); checked
+        against the schema."""
+        if name not in BLOCK_SPECS:
+            raise ValueError(f"unknown results.json block {name!r}; expected one of {sorted(BLOCK_SPECS)}.")
+        block = _plain(block)
+        problems = []
+        check_spec(block, BLOCK_SPECS[name], name, problems)
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.data[name] = block
         self.write()
 
     def set_dataset(self, dataset):

@@ -6,7 +6,7 @@ of the small classes below. `validate_results` lists every problem with its dott
 from vbench.errors import ResultsError
 
 SCHEMA_VERSION = 1
-STATUSES = ("running", "reached", "finished", "failed")
+STATUSES = ("running", "reached", "finished", "failed", "preempted")
 
 
 NUMBER = (int, float)
@@ -50,6 +50,9 @@ ROW_SPEC = {
     # per rank, in rank order: share of the epoch spent waiting for data; clips/s the rank's
     # loader workers produced while working (null: no loader figure)
     "data_wait_by_rank?": ListOf(NUMBER), "loader_clips_per_s_by_rank?": ListOf((*NUMBER, NULL)),
+    # the epoch's GPU telemetry over every GPU (vbench/bench/telemetry.py, epoch_fields); null without it
+    "telemetry?": Nullable({"energy_kj": NUMBER, "power_w": (*NUMBER, NULL), "sm_clock_mhz": (*NUMBER, NULL),
+                            "temp_c": (*NUMBER, NULL), "util_pct": (*NUMBER, NULL), "slowdown_s": NUMBER}),
 }
 PATH_REASON = {"path": str, "reason": str}
 RANK_SPEC = {  # vbench.engine.distributed.gather_ranks
@@ -65,6 +68,25 @@ FINGERPRINT_SPEC = {  # vbench.data.fingerprint
     "videos_listed": int, "videos_readable": int, "excluded": ListOf(Pair(str, str)), "clips_per_epoch": int,
     "bytes": int, "classes": int, "sha256": str, "listed_sha256": str, "encoding?": ENCODING_SPEC,
 }
+DATA_CACHE_SPEC = {  # vbench/engine/cold_data.py
+    "dropped": bool, "nodes": int, "files": int, "bytes": int, "measured_bytes": int, "resident_bytes": int,
+    "resident_share": (*NUMBER, NULL), "seconds": NUMBER, "problem_count": int, "problems": ListOf(str),
+}
+OPTIONAL_NUMBER = (*NUMBER, NULL)
+TELEMETRY_GPU_SPEC = {  # vbench/bench/telemetry.py, gpu_result
+    "gpu": str, "name": (str, NULL), "energy_kj": NUMBER, "energy_source": Choice("counter", "power integral"),
+    "seconds": NUMBER, "mean_power_w": OPTIONAL_NUMBER, "max_power_w": OPTIONAL_NUMBER,
+    "median_sm_clock_mhz": OPTIONAL_NUMBER, "max_temp_c": OPTIONAL_NUMBER, "mean_util_pct": OPTIONAL_NUMBER,
+    "max_memory_used_gib": OPTIONAL_NUMBER, "throttled_s": MapOf(NUMBER), "slowdown_s": NUMBER, "samples": int,
+}
+TELEMETRY_SPEC = {  # present: the keys with "?" too; absent: available false and the reason
+    "available": bool, "reason": (str, NULL), "source?": str, "driver?": (str, NULL), "interval_s?": NUMBER,
+    "scope?": str, "seconds?": NUMBER, "energy_kj?": NUMBER, "throttled?": bool,
+    "gpus?": ListOf(TELEMETRY_GPU_SPEC), "notes?": ListOf(str),
+    "series?": MapOf({"clock_s": ListOf(OPTIONAL_NUMBER), "power_w": ListOf(OPTIONAL_NUMBER),
+                      "sm_clock_mhz": ListOf(OPTIONAL_NUMBER)}),
+}
+BLOCK_SPECS = {"data_cache": DATA_CACHE_SPEC, "telemetry": TELEMETRY_SPEC}  # `ResultsWriter.set_block`
 # Keys ending in "?" are optional (additions after the first published schema).
 RESULTS_SPEC = {
     "schema_version": int, "vbench_version": str, "git_commit": (str, NULL), "git_dirty?": (bool, NULL),
@@ -98,6 +120,8 @@ RESULTS_SPEC = {
     "peak_gpu_memory_gib": (*NUMBER, NULL),
     "bad_videos": {"train": ListOf(PATH_REASON), "eval_excluded": ListOf(PATH_REASON)},
     "dataset?": MapOf(FINGERPRINT_SPEC),
+    "data_cache?": DATA_CACHE_SPEC,
+    "telemetry?": TELEMETRY_SPEC,
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true/false", NULL: "null",
                dict: "an object", list: "a list"}

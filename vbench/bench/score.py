@@ -25,6 +25,7 @@ from .reference import TRACKS, resolve_config_path
 from .results import load_results
 from .run_set import aggregate_times, convergence_problem, seed_problems
 from .score_format import encoding_lines, run_encodings
+from .telemetry import energy_text
 from .world import describe_world, mixed_hardware
 
 
@@ -168,8 +169,9 @@ def format_track(ts):
              f"t_ref {ref.t_ref_s:.2f} s, n_gpu_ref {ref.n_gpu_ref}"]
     for run in ts.runs:
         mark = ("" if run.compliant else "  [NON-COMPLIANT]") + ("  [SUSPECT]" if run.suspect else "")
-        lines.append(f"  {run.path}: t_bench {_fmt_time(run.t_bench_s)}, n_gpu {run.n_gpu_bench}, "
-                     f"score {run.score:.3f}{mark}")
+        energy = energy_text(run.results)
+        lines.append(f"  {run.path}: t_bench {_fmt_time(run.t_bench_s)}{f', {energy}' if energy else ''}, "
+                     f"n_gpu {run.n_gpu_bench}, score {run.score:.3f}{mark}")
         lines.append(f"      world: {run.world}")
         if run.mixed_hardware:
             lines.append(f"      MIXED HARDWARE: {run.mixed_hardware}; n_gpu counts every GPU alike, so "
@@ -207,6 +209,7 @@ def summary_dict(track_scores, reference):
                       "mixed_hardware_note": r.mixed_hardware,
                       "t_bench_s": None if math.isinf(r.t_bench_s) else r.t_bench_s,
                       "score": r.score, "reason": r.reason,
+                      "energy_kj": (r.results.get("telemetry") or {}).get("energy_kj"),
                       "differences": [[d.key, d.recipe, d.run] for d in r.differences],
                       "data_problems": r.data_problems, "data_notes": r.data_notes, "suspect": r.suspect,
                       "seed": r.results["config"].get("RNG_SEED"),

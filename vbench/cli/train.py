@@ -5,15 +5,17 @@ import time
 
 from vbench.config import load_config
 from vbench.config.args import parse_cfg_args
-from vbench.engine.failures import WorkersFailed, failure_report
+from vbench.engine.failures import WorkersFailed, failure_report, preemption_report
 from vbench.engine.launch import launch
+from vbench.engine.preemption import REQUEUE_EXIT, Preempted
 from vbench.errors import VbenchError
 
 USER_ERRORS = (VbenchError, FileNotFoundError)  # printed as one message, without a traceback
 
 
 def run(argv, description, forced_opts=()):
-    """Parse `--cfg FILE [KEY VALUE ...]`, then launch; 0 on success, 1 (with the reason) otherwise."""
+    """Parse `--cfg FILE [KEY VALUE ...]`, then launch; 0 on success, REQUEUE_EXIT (75) when a
+    scheduler's signal stopped it (state saved: rerun to resume), 1 (with the reason) otherwise."""
     setup_started = time.monotonic()
     args = parse_cfg_args(argv, description)
     try:
@@ -25,6 +27,9 @@ def run(argv, description, forced_opts=()):
     except WorkersFailed as failure:
         print(failure_report(cfg, failure, sys.argv, os.getcwd()), file=sys.stderr)
         return 1
+    except Preempted as stop:
+        print(preemption_report(cfg, stop, sys.argv, os.getcwd()), file=sys.stderr)
+        return REQUEUE_EXIT
     return 0
 
 

@@ -85,6 +85,7 @@ _C.DATA.CLIP_LIST = ""  # folder of <split>.txt clip lists: a split is exactly t
 _C.DATA.MAX_BAD_FRACTION = 0.01  # stop when more than this fraction of training videos is missing or unreadable.
 _C.DATA.MAX_VAL_EXCLUDED_FRACTION = 0.0  # stop when more of DATA.VAL_SPLIT is left out; 0: every video is evaluated.
 _C.DATA.MAX_SUBSTITUTE_TRIES = 10  # substitute attempts for one bad training video.
+_C.DATA.DROP_CACHE = False  # evict the dataset files from the page cache before the clock starts (cold data; on in the benchmark configs).
 
 # ---------------------------------------------------------------- synthetic data
 _C.SYNTH = CfgNode()

@@ -26,6 +26,7 @@ import collections
 import functools
 import logging
 import random
+import signal
 
 import numpy as np
 import torch
@@ -169,6 +170,10 @@ class ClipLoader:  # follows protocol.BatchLoader, what the engine uses
         """The split's dataset fingerprint (`vbench.data.fingerprint`), as results.json records it."""
         return split_fingerprint(self.infos, self.index_excluded, len(self.class_names), self.num_clips)
 
+    def file_paths(self):
+        """The video files this loader reads (the split's readable videos)."""
+        return [info.path for info in self.infos if info.ok]
+
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
         self.dataset.set_epoch(self.epoch)
@@ -250,6 +255,9 @@ class ClipLoader:  # follows protocol.BatchLoader, what the engine uses
         iterator = self.data_loader._iterator  # private, but the only handle on the workers
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
+            for worker in iterator._workers:
+                if worker.is_alive():  # did not stop when asked and ignores SIGTERM (WorkerInit)
+                    worker.kill()
         self.data_loader._iterator = None
 
     def to_device(self, batch, device):
@@ -262,7 +270,10 @@ class ClipLoader:  # follows protocol.BatchLoader, what the engine uses
 
 
 class WorkerInit:
-    """Seeds Python, NumPy and torch in a loader worker from (seed, epoch, rank, worker)."""
+    """Seeds Python, NumPy and torch in a loader worker from (seed, epoch, rank, worker), and makes
+    it ignore a scheduler's SIGUSR1 and SIGTERM (Slurm signals every process of a job): the training
+    process saves at its next step and then closes the loader; a worker killed first would fail that
+    step. Workers also end by themselves when the training process is gone (torch's watchdog)."""
 
     def __init__(self, seed, rank, epoch_counter):
         self.seed, self.rank, self.epoch_counter = seed, rank, epoch_counter
@@ -272,6 +283,8 @@ class WorkerInit:
         seed = int(seed_seq.generate_state(1)[0])
         random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
         keep_freed_memory()
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def per_rank_batch_size(cfg, training, world_size):

@@ -4,7 +4,9 @@ and loading a checkpoint or weights file given by TRAIN/TEST.CHECKPOINT_FILE_PAT
 A checkpoint is one file written by rank 0, OUTPUT_DIR/checkpoints/checkpoint_epoch_00005.pyth,
 holding everything needed to continue bit-for-bit: model, optimizer, grad scaler, LR schedule,
 the number of finished epochs, the RNG states of EVERY process (gathered to rank 0 as a list
-indexed by rank), the benchmark clock, the epoch history and the config hash.
+indexed by rank), the benchmark clock, the epoch history and the config hash. A checkpoint taken
+inside an epoch (on a scheduler's signal, preemption.py) also names the steps done in the next
+epoch: checkpoint_epoch_00005_step_00037.pyth (5 epochs and 37 steps of the sixth).
 
 Checkpoints hold plain data only (tensors, numbers, strings, lists, tuples, dicts; the RNG states
 too), so every file is read by torch's weights-only unpickler (`safe_torch_load`): a checkpoint
@@ -27,13 +29,20 @@ from vbench.models.weights import load_weights, read_weights_file, safe_torch_lo
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_TAG = "vbench_checkpoint"
-_NAME_RE = re.compile(r"checkpoint_epoch_(\d+)\.pyth$")
+_NAME_RE = re.compile(r"checkpoint_epoch_(\d+)(?:_step_(\d+))?\.pyth$")
+
+
+def checkpoint_position(path):
+    """(epochs done, steps done in the next epoch) of a checkpoint file name, or None for another
+    name: checkpoint_epoch_00005.pyth is (5, 0), checkpoint_epoch_00005_step_00037.pyth (5, 37)."""
+    match = _NAME_RE.search(os.path.basename(path))
+    return (int(match.group(1)), int(match.group(2) or 0)) if match else None
 
 
 def checkpoint_epoch(path):
     """The epoch in a checkpoint file name (checkpoint_epoch_00005.pyth: 5), or None for another name."""
-    match = _NAME_RE.search(os.path.basename(path))
-    return int(match.group(1)) if match else None
+    position = checkpoint_position(path)
+    return position[0] if position else None
 
 
 def atomic_torch_save(obj, path, what_to_do="", check=None):
@@ -126,25 +135,27 @@ class Checkpointer:
         if is_main:
             os.makedirs(self.folder, exist_ok=True)
 
-    def path_for(self, epoch):
-        return os.path.join(self.folder, f"checkpoint_epoch_{epoch:05d}.pyth")
+    def path_for(self, epoch, step=0):
+        name = f"checkpoint_epoch_{epoch:05d}" + (f"_step_{step:05d}" if step else "")
+        return os.path.join(self.folder, name + ".pyth")
 
     def list_checkpoints(self):
-        """Checkpoint paths, newest (highest epoch) first."""
+        """Checkpoint paths, newest (highest epoch, then step) first."""
         paths = glob.glob(os.path.join(self.folder, "checkpoint_epoch_*.pyth"))
-        return sorted((path for path in paths if checkpoint_epoch(path) is not None),
-                      key=checkpoint_epoch, reverse=True)
+        return sorted((path for path in paths if checkpoint_position(path) is not None),
+                      key=checkpoint_position, reverse=True)
 
-    def save(self, state, epoch):
-        """Write `state` for `epoch` (rank 0 only) and delete all but the newest `keep`."""
+    def save(self, state, epoch, step=0):
+        """Write `state` after `epoch` epochs and `step` steps of the next (rank 0 only) and delete all
+        but the newest `keep`."""
         if not self.is_main:
             return None
-        path = self.path_for(epoch)
-        atomic_torch_save(dict(state, format=FORMAT_TAG, epoch=epoch), path, self._full_disk_hint(),
-                          check=require_safe_checkpoint)
-        # Only files up to this epoch are pruned: one of a later epoch (a refused or damaged file
+        path = self.path_for(epoch, step)
+        atomic_torch_save(dict(state, format=FORMAT_TAG, epoch=epoch, step=step), path,
+                          self._full_disk_hint(), check=require_safe_checkpoint)
+        # Only files up to this position are pruned: one further on (a refused or damaged file
         # this run resumed before) must not push out the checkpoint just written.
-        earlier = [old for old in self.list_checkpoints() if checkpoint_epoch(old) <= epoch]
+        earlier = [old for old in self.list_checkpoints() if checkpoint_position(old) <= (epoch, step)]
         for old in earlier[self.keep:]:
             os.remove(old)
         return path

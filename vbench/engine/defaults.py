@@ -15,13 +15,16 @@ from vbench.data.loader import build_loader
 from vbench.engine import distributed as du
 from vbench.engine.checkpoint import (find_test_checkpoint, load_checkpoint_file, load_initial_weights,
                                       seed_everything)
+from vbench.engine.cold_data import ColdDataHook
 from vbench.engine.evaluator import Evaluator
+from vbench.engine.gpu_telemetry import TelemetryHook
 from vbench.engine.events import (ConsoleWriter, JsonStatsWriter, ResultsJsonWriter,
                                   TensorBoardWriter)
 from vbench.engine.hooks import (CheckpointHook, ClockHook, DataCheckHook, EpochStatsHook, EvalHook,
                                  LRScheduleHook, PreciseBNHook, ProgressHook, WriterHook)
 from vbench.engine.log import get_logger, log_json_stats
 from vbench.engine.precision import make_autocast, resolve_precision
+from vbench.engine.preemption import PreemptionHook
 from vbench.engine.resources import require_resolved
 from vbench.engine.train_loop import Trainer
 from vbench.engine.warmup import WarmupHook
@@ -74,14 +77,18 @@ def default_writers(cfg, results, clock, device):
 
 def default_hooks(trainer, clock=None, results=None):
     """The standard hooks, in order: the LR and progress first; before training the data check,
-    then the untimed warm-up (after the check, so that bad data stops a run at once); after an
+    then the untimed warm-up (after the check, so that bad data stops a run at once), then the
+    page-cache eviction (after everything that reads data before the clock); after an
     epoch the statistics, the data check, precise BN and evaluation fill the epoch record, the
-    clock stamps it (having stopped at the target), the writers write it, and the checkpoint saves
-    the state last.
+    clock stamps it (having stopped at the target), the GPU telemetry adds its means (it starts
+    sampling with the clock), the writers write it, and the checkpoint saves the state last. Last
+    of all, the preemption hook: on a scheduler's signal it saves every hook's state at a step
+    boundary and stops the run.
     `clock` and `results` are rank 0's benchmark clock and results.json writer (None elsewhere)."""
     cfg, ctx = trainer.cfg, trainer.ctx
     hooks = [LRScheduleHook(), ProgressHook(cfg.LOG_PERIOD), EpochStatsHook(), DataCheckHook(),
-             WarmupHook(cfg.BENCHMARK.WARMUP_STEPS, cfg.BENCHMARK.WARMUP_MAX_S)]
+             WarmupHook(cfg.BENCHMARK.WARMUP_STEPS, cfg.BENCHMARK.WARMUP_MAX_S),
+             ColdDataHook(cfg.DATA.DROP_CACHE)]
     if cfg.TRAIN.PRECISE_BN:
         hooks.append(PreciseBNHook(cfg.TRAIN.NUM_BATCHES_PRECISE))
     evaluator = Evaluator(trainer.val_loader, ctx.device, cfg.MODEL.NUM_CLASSES, trainer.autocast,
@@ -89,9 +96,11 @@ def default_hooks(trainer, clock=None, results=None):
     hooks.append(EvalHook(evaluator, cfg, clock))
     if clock is not None:
         hooks.append(ClockHook(clock))
+    hooks.append(TelemetryHook(cfg, clock))
     if results is not None:
         hooks.append(WriterHook(default_writers(cfg, results, clock, ctx.device)))
     hooks.append(CheckpointHook(cfg.TRAIN.CHECKPOINT_PERIOD))
+    hooks.append(PreemptionHook())
     return hooks
 
 
@@ -141,7 +150,8 @@ def resume_or_load(trainer):
         path = du.broadcast_object(path)
         if path:
             trainer.load_state_dict(load_checkpoint_file(path))
-            get_logger().info(f"resumed from {path} (epoch {trainer.start_epoch} done)")
+            steps = f" and {trainer.saved_progress['steps']} steps of the next" if trainer.saved_progress else ""
+            get_logger().info(f"resumed from {path} (epoch {trainer.start_epoch} done{steps})")
             return path
     if cfg.TRAIN.CHECKPOINT_FILE_PATH:
         load_initial_weights(trainer.bare_model, cfg.TRAIN.CHECKPOINT_FILE_PATH, cfg)

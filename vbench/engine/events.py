@@ -25,7 +25,8 @@ class EventStorage:
       step that put them, and {} after any other step;
     - the epoch record (`put_epoch`): one row per epoch, filled by hooks, read after the epoch;
     - the bad videos the loaders reported during the epoch (`add_bad_videos`);
-    - run facts (`put_run`): the dataset fingerprints, every bad training video so far;
+    - run facts (`put_run`): the dataset fingerprints, every bad training video so far, the page
+      cache, the GPU telemetry, and `end_status` ("preempted") when a run stops without failing;
     - `failure`: the exception that ended training, or None.
     """
 
@@ -174,12 +175,15 @@ class ResultsJsonWriter(EventWriter):
 
     ROW_KEYS = ("epoch", "clock_s", "train_s", "eval_s", "data_wait_fraction", "clips_per_s",
                 "data_wait_by_rank", "loader_clips_per_s_by_rank",
-                "loss", "lr", "clip_top1", "clip_top5", "video_top1", "video_top5", "bad_videos")
+                "loss", "lr", "clip_top1", "clip_top5", "video_top1", "video_top5", "bad_videos", "telemetry")
 
     def __init__(self, results: ResultsWriter, clock, device):
         self.results, self.clock, self.device = results, clock, device
 
+    BLOCKS = ("data_cache", "telemetry")  # run facts written as results.json blocks of the same name
+
     def open(self, storage):
+        self.write_blocks(storage)
         if "warmup_s" in storage.run:
             self.results.set_warmup(storage.run["warmup_s"])
         if "dataset" in storage.run:
@@ -187,8 +191,14 @@ class ResultsJsonWriter(EventWriter):
         if "bad_videos" in storage.run:
             self.results.set_bad_videos(train=sorted(storage.run["bad_videos"].items()))
 
+    def write_blocks(self, storage):
+        for name in self.BLOCKS:
+            if name in storage.run:
+                self.results.set_block(name, storage.run[name])
+
     def write_epoch(self, storage):
         record = storage.epoch_record
+        self.write_blocks(storage)
         self.results.add_epoch({key: record.get(key) for key in self.ROW_KEYS}, self.clock)
         excluded = record.get("eval_excluded")
         self.results.set_bad_videos(train=sorted(storage.run.get("bad_videos", {}).items()),
@@ -198,8 +208,8 @@ class ResultsJsonWriter(EventWriter):
     def close(self, storage):
         self.open(storage)  # training may have failed before the writers opened
         peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else None
-        self.results.finish("failed" if storage.failure is not None else None, clock=self.clock,
-                            peak_gpu_memory_gib=peak)
+        status = storage.run.get("end_status") or ("failed" if storage.failure is not None else None)
+        self.results.finish(status, clock=self.clock, peak_gpu_memory_gib=peak)
         if storage.failure is None:
             get_logger().info("summary: " + "; ".join(summary_lines(self.results)))
 

@@ -12,6 +12,10 @@ traceback) or a bug.
 `WorkersFailed` carries that; `failure_report` turns it into the text the launcher prints: which
 rank died and how, what results.json and the checkpoints hold, and the command that resumes the run.
 
+A run stopped on a scheduler's signal is no failure: its processes save and exit with
+REQUEUE_EXIT (preemption.py), the launcher raises `Preempted`, and `preemption_report` says what
+was saved and how to resume.
+
 Not covered here: a single-process run is the launcher's own process (a SIGKILL ends it without a
 word), and under torchrun nothing is spawned: its agent reports a failed rank itself.
 """
@@ -26,7 +30,8 @@ import time
 from dataclasses import dataclass
 
 from vbench.bench.results import RESULTS_FILE, load_results
-from vbench.engine.checkpoint import Checkpointer, checkpoint_epoch
+from vbench.engine.checkpoint import Checkpointer, checkpoint_position
+from vbench.engine.preemption import REQUEUE_EXIT, Preempted
 from vbench.errors import VbenchError
 from vbench.errors import ResultsError
 
@@ -181,15 +186,19 @@ def join_workers(context, notes, first_rank, world_size):
     while pending:
         for sentinel in multiprocessing.connection.wait(list(pending), timeout=POLL_S):
             pending.pop(sentinel).join()
-        # exitcode: None while running, 0 on success; a failure time: failed, but maybe stuck
-        if any(process.exitcode for process in processes) or any(failed_at):
+        # exitcode: None while running, 0 on success, REQUEUE_EXIT when it saved and stopped on a
+        # scheduler's signal (the others stop at the same step); a failure time: failed, maybe stuck
+        if any(process.exitcode not in (None, 0, REQUEUE_EXIT) for process in processes) or any(failed_at):
             break
     else:
+        stopped = sum(process.exitcode == REQUEUE_EXIT for process in processes)
+        if stopped:
+            raise Preempted(f"{stopped} of {len(processes)} processes saved and stopped on a scheduler's signal")
         return
     deadline = time.monotonic() + STOP_GRACE_S
     for process in processes:
         process.join(max(0.0, deadline - time.monotonic()))
-    ended = [i for i, process in enumerate(processes) if process.exitcode]
+    ended = [i for i, process in enumerate(processes) if process.exitcode not in (None, 0, REQUEUE_EXIT)]
     alive = [i for i, process in enumerate(processes) if process.exitcode is None]
     hung = [i for i in alive if failed_at[i]]  # failed, maybe first, but did not end: reported too
     _stop([processes[i] for i in alive])  # (which makes them note a failure time)
@@ -232,19 +241,44 @@ def _results_line(cfg):
         return f"{path} cannot be read: {err}"
 
 
-def _resume_lines(cfg, newest_epoch, argv, cwd):
+def _resume_lines(cfg, newest, argv, cwd):
+    """How to resume from `newest` ("epoch 5", or None without a checkpoint)."""
     every_node = " on every node (each with its own SHARD_ID)" if cfg.NUM_SHARDS > 1 else ""
     extra = ()
-    if newest_epoch is None:
+    if newest is None:
         intro = f"To run it again, rerun the same command{every_node}:"
     elif cfg.TRAIN.AUTO_RESUME:
-        intro = (f"To resume from epoch {newest_epoch}, rerun the same command{every_node} "
+        intro = (f"To resume from {newest}, rerun the same command{every_node} "
                  f"(TRAIN.AUTO_RESUME is on: it continues from the newest checkpoint in OUTPUT_DIR):")
     else:
         extra = ("TRAIN.AUTO_RESUME", "True")
-        intro = (f"TRAIN.AUTO_RESUME is off; to resume from epoch {newest_epoch}, rerun the command "
+        intro = (f"TRAIN.AUTO_RESUME is off; to resume from {newest}, rerun the command "
                  f"with TRAIN.AUTO_RESUME True{every_node}:")
     return [intro, f"  cd {shlex.quote(cwd)} && {rerun_command(argv, extra)}"]
+
+
+def newest_checkpoint_line(cfg):
+    """(where the newest checkpoint is, "epoch 5" or "epoch 5, step 37 of epoch 6", or None; a
+    line naming it)."""
+    checkpoints = Checkpointer(cfg.OUTPUT_DIR, is_main=False).list_checkpoints()
+    if not checkpoints:
+        return None, "No checkpoint was written yet."
+    epoch, step = checkpoint_position(checkpoints[0])
+    steps = f", and {step} steps of epoch {epoch + 1}" if step else ""
+    where = f"epoch {epoch}, step {step} of epoch {epoch + 1}" if step else f"epoch {epoch}"
+    return where, f"Newest checkpoint: {checkpoints[0]} (epoch {epoch} of {cfg.SOLVER.MAX_EPOCH}{steps})."
+
+
+def preemption_report(cfg, stop, argv, cwd):
+    """What `vbench train` prints when the run stopped on a scheduler's signal (`stop`: Preempted)."""
+    lines = [f"vbench: preempted: {stop}", f"  exit status {REQUEUE_EXIT} asks the scheduler to requeue the job "
+             f"(tools/slurm/)."]
+    newest = None
+    if cfg.TRAIN.ENABLE:
+        newest, line = newest_checkpoint_line(cfg)
+        lines.append("  " + line)
+    lines += ["  " + line for line in _resume_lines(cfg, newest, argv, cwd)]
+    return "\n".join(lines)
 
 
 def failure_report(cfg, failure, argv, cwd):
@@ -258,17 +292,12 @@ def failure_report(cfg, failure, argv, cwd):
     lines += [f"then {_who(end, cfg, failure.world_size)} {end.how()}" for end in others]
     if failure.stopped:
         lines.append(f"The launcher stopped the other {failure.stopped} process(es) of this node.")
-    newest_epoch = None
+    newest = None
     if cfg.TRAIN.ENABLE:
         lines.append(_results_line(cfg))
-        checkpoints = Checkpointer(cfg.OUTPUT_DIR, is_main=False).list_checkpoints()
-        if checkpoints:
-            newest_epoch = checkpoint_epoch(checkpoints[0])
-            lines.append(f"Newest checkpoint: {checkpoints[0]} (epoch {newest_epoch} of "
-                         f"{cfg.SOLVER.MAX_EPOCH}).")
-        else:
-            lines.append("No checkpoint was written yet.")
-    lines += _resume_lines(cfg, newest_epoch, argv, cwd)
+        newest, line = newest_checkpoint_line(cfg)
+        lines.append(line)
+    lines += _resume_lines(cfg, newest, argv, cwd)
     text = "\n".join(["vbench: error: " + lines[0]] + ["  " + line for line in lines[1:]])
     if first.traceback and not first.user_error:
         text = first.traceback.rstrip() + "\n" + text

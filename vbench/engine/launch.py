@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 
 import torch
@@ -28,6 +27,8 @@ from vbench.engine.defaults import run_test, run_train
 from vbench.engine.log import setup_logging
 from vbench.engine.failures import FailureNotes, WorkersFailed, join_workers
 from vbench.engine.lr_policy import LRSchedule
+from vbench.engine.preemption import (REQUEUE_EXIT, Preempted, forwarding_signals, notices_kept, request_stop,
+                                      signals_handled, stop_requested)
 from vbench.engine.resources import resolve_resources
 from vbench.errors import ConfigError
 
@@ -145,31 +146,35 @@ def configure_torch(cfg, ctx, procs_per_node):
 
 
 def _terminate(signum, frame):
-    # SIGTERM unwinds like an exception, so results.json says "failed" and files are closed.
+    # SIGTERM outside training unwinds like an exception, so results.json says "failed" and files
+    # are closed; during training the preemption hook saves first (preemption.py).
     sys.exit(128 + signum)
 
 
 def _worker(local_rank, job, cfg, procs_per_node, init_method, job_args, notes=None):
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
-    try:
-        ctx = du.init_process(cfg, local_rank, procs_per_node, init_method)
-        configure_torch(cfg, ctx, procs_per_node)
-        job(cfg, ctx, *job_args)
-    except BaseException as error:
-        if notes is not None:  # before shutdown() makes the other processes fail too
-            notes.note(local_rank, error)
-        raise
-    finally:
-        du.shutdown()
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+    handlers = {signal.SIGTERM: _terminate, signal.SIGUSR1: request_stop}  # SIGUSR1: a notice, acted on in training
+    with signals_handled(handlers):
+        try:
+            ctx = du.init_process(cfg, local_rank, procs_per_node, init_method)
+            configure_torch(cfg, ctx, procs_per_node)
+            job(cfg, ctx, *job_args)
+        except Preempted:
+            if notes is None:
+                raise
+            sys.exit(REQUEUE_EXIT)  # a spawned process: the launcher reads its exit status
+        except BaseException as error:
+            if notes is not None:  # before shutdown() makes the other processes fail too
+                notes.note(local_rank, error)
+            raise
+        finally:
+            du.shutdown()
 
 
 def launch_workers(cfg, job, *job_args):
     """Run `job(cfg, ctx, *job_args)` in every process of this node (see the module docstring).
 
-    Raises WorkersFailed when a spawned process fails (the others are stopped).
+    Raises WorkersFailed when a spawned process fails (the others are stopped), Preempted when
+    they stopped on a scheduler's signal (preemption.py).
     """
     if du.launched_by_torchrun():
         _worker(int(os.environ["LOCAL_RANK"]), job, cfg, int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
@@ -180,11 +185,15 @@ def launch_workers(cfg, job, *job_args):
     if procs == 1 and cfg.NUM_SHARDS == 1:
         _worker(0, job, cfg, 1, init_method, job_args)
         return
+    if stop_requested():
+        raise Preempted("a scheduler's signal came before training started; nothing to save")
     notes = FailureNotes(procs)
-    context = torch.multiprocessing.start_processes(
-        _worker, args=(job, cfg, procs, init_method, job_args, notes), nprocs=procs, join=False,
-        start_method="spawn")
-    join_workers(context, notes, first_rank=cfg.SHARD_ID * procs, world_size=procs * cfg.NUM_SHARDS)
+    with signals_handled({signal.SIGUSR1: signal.SIG_IGN}):  # the processes ignore it until _worker takes it
+        context = torch.multiprocessing.start_processes(
+            _worker, args=(job, cfg, procs, init_method, job_args, notes), nprocs=procs, join=False,
+            start_method="spawn")
+    with forwarding_signals(context.processes):  # a scheduler may signal only the launcher
+        join_workers(context, notes, first_rank=cfg.SHARD_ID * procs, world_size=procs * cfg.NUM_SHARDS)
 
 
 def run_job(cfg, ctx, run_info):
@@ -229,6 +238,11 @@ def launch(cfg, config_file=None, command=None, setup_started=None):
 
     setup_started: time.monotonic() when the command started (the clock's set-up begins there).
     """
+    with notices_kept():  # a scheduler's notice during set-up stops the run when training starts
+        _launch(cfg, config_file, command, setup_started)
+
+
+def _launch(cfg, config_file, command, setup_started):
     launched = launcher_world()
     cfg, corrections = follow_launcher(cfg, launched) if launched else (cfg, {})
     preflight(cfg, launched["world_size"] if launched else world_size_of(cfg))

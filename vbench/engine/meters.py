@@ -71,6 +71,16 @@ class TrainMeter:
         """Averages over the epoch and over every process (a collective: call on every rank)."""
         return self._averages(self.epoch, self.epoch_samples, all_ranks=True)
 
+    def state_dict(self):
+        """This process's sums so far (for a checkpoint taken inside an epoch)."""
+        return {"window": self.window.cpu(), "epoch": self.epoch.cpu(),
+                "window_samples": self.window_samples, "epoch_samples": self.epoch_samples}
+
+    def load_state_dict(self, state):
+        self.window.copy_(state["window"])
+        self.epoch.copy_(state["epoch"])
+        self.window_samples, self.epoch_samples = state["window_samples"], state["epoch_samples"]
+
 
 def check_finite(loss, where):
     """Raise `TrainingDiverged` when a loss read from the device is NaN or infinite."""
@@ -102,6 +112,14 @@ class WaitTimer:
     @property
     def total_s(self):
         return self.time_fn() - self.start
+
+    def state_dict(self):
+        return {"total_s": self.total_s, "wait_s": self.wait_s}
+
+    def load_state_dict(self, state):
+        """Continue an epoch's split: the saved seconds count as already elapsed."""
+        self.start = self.time_fn() - state["total_s"]
+        self.wait_s = state["wait_s"]
 
     @property
     def wait_fraction(self):

@@ -137,6 +137,7 @@ class Trainer(TrainLoop):
         self.checkpointer = Checkpointer(self.output_dir, cfg.TRAIN.CHECKPOINT_KEEP, ctx.is_main)
         self.meter = TrainMeter(ctx.device)
         self.wait_timer = WaitTimer()
+        self.saved_progress = None  # from a checkpoint taken inside an epoch (preemption.py)
 
     def run_epoch(self):
         self.meter.reset_epoch()
@@ -144,8 +145,8 @@ class Trainer(TrainLoop):
         self.wait_timer.reset()
         self.model.train()
         batches = iter(self.train_loader)
-        remaining = len(self.train_loader)
-        for self.iter in range(self.iters_per_epoch):
+        first, remaining = self.skip_saved_steps(batches)
+        for self.iter in range(first, self.iters_per_epoch):
             self.storage.step = self.epoch * self.iters_per_epoch + self.iter + 1
             self.call_hooks("before_step")
             micro = min(self.accum_steps, remaining)
@@ -155,6 +156,28 @@ class Trainer(TrainLoop):
             self.optimizer_step()
             self.storage.iter = self.iter + 1
             self.call_hooks("after_step")
+
+    def skip_saved_steps(self, batches):
+        """(first step, loader batches left) of this epoch. After a checkpoint taken inside it
+        (`saved_progress`), the batches of the steps it holds are read again and dropped, so the
+        remaining steps get the batches of an uninterrupted run; then this process's meters, wait
+        timer and random streams go back to their saved state."""
+        progress, self.saved_progress = self.saved_progress, None
+        remaining = len(self.train_loader)
+        if progress is None:
+            return 0, remaining
+        mine = progress["rank"]
+        if mine is not None:
+            self.wait_timer.load_state_dict(mine["wait"])  # reading the batches again is waiting for data
+        skipped = min(progress["steps"] * self.accum_steps, remaining)
+        for _ in range(skipped):
+            self.train_loader.to_device(self.next_batch(batches), self.ctx.device)
+        if mine is not None:
+            self.meter.load_state_dict(mine["meter"])
+        self.restore_rng(progress["rng_states"])
+        get_logger().info(f"epoch {self.epoch + 1}: continuing at step {progress['steps'] + 1} "
+                          f"({skipped} batches read again)")
+        return progress["steps"], remaining - skipped
 
     def next_batch(self, batches):
         self.wait_timer.begin_wait()

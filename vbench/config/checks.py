@@ -50,7 +50,8 @@ def _check_positive(cfg):
                 "TRAIN.EVAL_PERIOD", "TRAIN.CHECKPOINT_PERIOD", "LOG_PERIOD", "NUM_CPU_PROCS"):
         _require(config_value(cfg, key) > 0, f"config key '{key}' must be positive, got {config_value(cfg, key)}.")
     for key in ("NUM_GPUS", "DATA_LOADER.NUM_WORKERS", "DATA.DECODER_THREADS", "DATA.FRAME_RATE",
-                "SOLVER.WARMUP_EPOCHS", "BENCHMARK.WARMUP_STEPS", "BENCHMARK.WARMUP_MAX_S"):
+                "SOLVER.WARMUP_EPOCHS", "BENCHMARK.WARMUP_STEPS", "BENCHMARK.WARMUP_MAX_S",
+                "DATA_LOADER.MAX_WORKER_RESTARTS"):
         value = config_value(cfg, key)
         _require(value == AUTO or value >= 0, f"config key '{key}' must be >= 0, got {value}.")
     _require(0 <= cfg.SHARD_ID < cfg.NUM_SHARDS,

@@ -102,6 +102,7 @@ _C.DATA_LOADER.PIN_MEMORY = True  # pin host memory for faster GPU copies.
 _C.DATA_LOADER.PREFETCH_FACTOR = 2  # batches prefetched per worker.
 _C.DATA_LOADER.SHUFFLE_BUFFER = 64  # clips mixed per worker when a video gives several clips in a row.
 _C.DATA_LOADER.INDEX_WORKERS = 8  # threads probing video headers when building the index.
+_C.DATA_LOADER.MAX_WORKER_RESTARTS = 3  # loader worker deaths survived per loader and attempt (restart at the next batch); one more stops the run.
 
 # ---------------------------------------------------------------- solver
 _C.SOLVER = CfgNode()

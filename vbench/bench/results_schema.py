@@ -50,6 +50,11 @@ ROW_SPEC = {
     # per rank, in rank order: share of the epoch spent waiting for data; clips/s the rank's
     # loader workers produced while working (null: no loader figure)
     "data_wait_by_rank?": ListOf(NUMBER), "loader_clips_per_s_by_rank?": ListOf((*NUMBER, NULL)),
+    "loader_restarts?": int,  # loader restarts after a worker died, over every rank
+}
+LOADER_RESTART_SPEC = {  # vbench/data/restart.py
+    "role": Choice("train", "eval"), "rank": int, "epoch": (int, NULL), "worker": int, "pid": int,
+    "how": str, "at_batch": int, "resume_s?": NUMBER,
 }
 PATH_REASON = {"path": str, "reason": str}
 FINGERPRINT_SPEC = {  # vbench.data.fingerprint
@@ -84,6 +89,7 @@ RESULTS_SPEC = {
     "peak_gpu_memory_gib": (*NUMBER, NULL),
     "bad_videos": {"train": ListOf(PATH_REASON), "eval_excluded": ListOf(PATH_REASON)},
     "dataset?": MapOf(FINGERPRINT_SPEC),
+    "loader_restarts?": ListOf(LOADER_RESTART_SPEC),
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true/false", NULL: "null",
                dict: "an object", list: "a list"}

@@ -16,7 +16,9 @@ Done around torch's DataLoader (private parts, checked by the tests):
 - torch's SIGCHLD handler raises in the main thread, at whatever line it is running (the middle of
   an optimizer step), when a worker dies; the workers are taken off that handler (`detach_sigchld`)
   so the death shows where it can be handled: the next batch the main process waits for (torch
-  checks its workers every 5 s while waiting, `MP_STATUS_CHECK_INTERVAL`) or the next epoch's start.
+  checks its workers every 5 s while waiting, `MP_STATUS_CHECK_INTERVAL`; or reading a batch the
+  dying worker sent fails, its shared memory being handed over by the worker) or the next epoch's
+  start. A batch that could not be read counts as not delivered: the new worker sends it again.
 - a new iterator draws its base seed from the global torch generator; a restart puts the
   generator back, so the training process's own random stream (dropout) is not moved.
 - the shared-memory batch slots (`buffers.py`): the old workers' slots are forgotten and every
@@ -37,6 +39,7 @@ from torch.utils.data._utils import signal_handling
 from vbench.errors import LoaderWorkersDied
 
 logger = logging.getLogger(__name__)
+DEATH_WAIT_S = 1.0  # after an error from the workers' side, how long to wait for a dead worker to show
 
 _MEMORY = ("most likely the kernel's out-of-memory killer (check `dmesg` for 'Killed process {pid}'), "
            "or by hand")
@@ -53,10 +56,18 @@ def detach_sigchld(iterator):
         iterator._worker_pids_set = False
 
 
-def dead_workers(iterator):
-    """(process index, pid, exit code) of every worker of a torch iterator that has ended."""
+def dead_workers(iterator, wait_s=DEATH_WAIT_S):
+    """(process index, pid, exit code) of every worker of a torch iterator that has ended, waiting
+    up to `wait_s` for one to end: reading a batch of a worker that is being killed can fail
+    (its shared memory is handed over through a socket the kernel closes) a moment before the
+    worker can be reaped."""
     workers = getattr(iterator, "_workers", [])
-    return [(i, w.pid, w.exitcode) for i, w in enumerate(workers) if w.exitcode is not None]
+    deadline = time.monotonic() + wait_s
+    while True:
+        dead = [(i, w.pid, w.exitcode) for i, w in enumerate(workers) if w.exitcode is not None]
+        if dead or time.monotonic() >= deadline:
+            return dead
+        time.sleep(0.02)
 
 
 def how_it_ended(exit_code):
@@ -102,7 +113,7 @@ class WorkerRestarts:
                     self._resumed()
                     yield last, batch
                 return
-            except RuntimeError as error:  # how torch reports a worker that ended
+            except Exception as error:  # noqa: BLE001 - torch's RuntimeError, or a failed hand-over
                 dead = dead_workers(self.data_loader._iterator)
                 if not dead:
                     raise
@@ -123,7 +134,7 @@ class WorkerRestarts:
             state = torch.get_rng_state() if restarted else None
             try:
                 iterator = iter(self.data_loader)
-            except RuntimeError as error:  # a persistent worker died between passes
+            except Exception as error:  # noqa: BLE001 - a persistent worker died between passes
                 dead = dead_workers(self.data_loader._iterator)
                 if not dead:
                     raise

@@ -23,6 +23,7 @@ from vbench.engine.hooks import (CheckpointHook, ClockHook, DataCheckHook, Epoch
                                  LRScheduleHook, PreciseBNHook, ProgressHook, WriterHook)
 from vbench.engine.log import get_logger, log_json_stats
 from vbench.engine.precision import make_autocast, resolve_precision
+from vbench.engine.restarts import LoaderRestartHook
 from vbench.engine.resources import require_resolved
 from vbench.engine.train_loop import Trainer
 from vbench.engine.warmup import WarmupHook
@@ -78,7 +79,7 @@ def default_hooks(trainer, clock=None, results=None):
     """The standard hooks, in order: the LR and progress first; before training the data check,
     then the untimed warm-up (after the check, so that bad data stops a run at once); after an
     epoch the statistics, the data check, precise BN and evaluation fill the epoch record, the
-    clock stamps it (having stopped at the target), the writers write it, and the checkpoint saves
+    loader restarts of the epoch (training and evaluation) are counted, the clock stamps it (having stopped at the target), the writers write it, and the checkpoint saves
     the state last.
     `clock` and `results` are rank 0's benchmark clock and results.json writer (None elsewhere)."""
     cfg, ctx = trainer.cfg, trainer.ctx
@@ -89,6 +90,7 @@ def default_hooks(trainer, clock=None, results=None):
     evaluator = Evaluator(trainer.val_loader, ctx.device, cfg.MODEL.NUM_CLASSES, trainer.autocast,
                           show_progress=ctx.is_main)
     hooks.append(EvalHook(evaluator, cfg, clock))
+    hooks.append(LoaderRestartHook())
     if clock is not None:
         hooks.append(ClockHook(clock))
     if results is not None:

@@ -229,6 +229,22 @@ def _resume_lines(cfg, newest_epoch, argv, cwd):
     return [intro, f"  cd {shlex.quote(cwd)} && {rerun_command(argv, extra)}"]
 
 
+def resume_advice(cfg, argv, cwd):
+    """What results.json and the checkpoints hold after a failed run, and the command that resumes
+    it (or runs it again), as lines."""
+    lines, newest_epoch = [], None
+    if cfg.TRAIN.ENABLE:
+        lines.append(_results_line(cfg))
+        checkpoints = Checkpointer(cfg.OUTPUT_DIR, is_main=False).list_checkpoints()
+        if checkpoints:
+            newest_epoch = checkpoint_epoch(checkpoints[0])
+            lines.append(f"Newest checkpoint: {checkpoints[0]} (epoch {newest_epoch} of "
+                         f"{cfg.SOLVER.MAX_EPOCH}).")
+        else:
+            lines.append("No checkpoint was written yet.")
+    return lines + _resume_lines(cfg, newest_epoch, argv, cwd)
+
+
 def failure_report(cfg, failure, argv, cwd):
     """The text the launcher prints for a WorkersFailed `failure` of the run `argv` started in `cwd`.
 
@@ -240,17 +256,7 @@ def failure_report(cfg, failure, argv, cwd):
     lines += [f"then {_who(end, cfg, failure.world_size)} {end.how()}" for end in others]
     if failure.stopped:
         lines.append(f"The launcher stopped the other {failure.stopped} process(es) of this node.")
-    newest_epoch = None
-    if cfg.TRAIN.ENABLE:
-        lines.append(_results_line(cfg))
-        checkpoints = Checkpointer(cfg.OUTPUT_DIR, is_main=False).list_checkpoints()
-        if checkpoints:
-            newest_epoch = checkpoint_epoch(checkpoints[0])
-            lines.append(f"Newest checkpoint: {checkpoints[0]} (epoch {newest_epoch} of "
-                         f"{cfg.SOLVER.MAX_EPOCH}).")
-        else:
-            lines.append("No checkpoint was written yet.")
-    lines += _resume_lines(cfg, newest_epoch, argv, cwd)
+    lines += resume_advice(cfg, argv, cwd)
     text = "\n".join(["vbench: error: " + lines[0]] + ["  " + line for line in lines[1:]])
     if first.traceback and not first.user_error:
         text = first.traceback.rstrip() + "\n" + text

@@ -1,11 +1,16 @@
 """Faults a long run meets, on real CPU training runs (tools/run_net.py, real loader workers, real
 gloo processes): a training loader worker killed with SIGKILL mid-epoch is survived with the same
-per-epoch metrics; a rank stopped with SIGSTOP is named by the watchdog within its limit."""
+per-epoch metrics, or past DATA_LOADER.MAX_WORKER_RESTARTS ends the run with the resume command; a
+rank stopped with SIGSTOP, or a one-process run whose loader hangs, is named by the watchdog within
+its limit, with stacks, results.json "failed" and loadable checkpoints."""
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 
@@ -21,7 +26,7 @@ METRICS = ("epoch", "loss", "lr", "clip_top1", "clip_top5", "video_top1", "video
 def wait_for(predicate, process, timeout_s=240, what="the run to get there"):
     deadline = time.monotonic() + timeout_s
     while not predicate():
-        assert process.poll() is None, f"the run ended before {what}: {process.communicate()[0][-3000:]}"
+        assert process.poll() is None, f"the run ended before {what}: {(process.communicate()[0] or '')[-3000:]}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
 
@@ -70,3 +75,106 @@ def test_sigkill_of_a_training_loader_worker_mid_epoch_is_survived_with_the_same
            [{k: row[k] for k in METRICS} for row in expected["epochs"]]
     stats = [json.loads(line.split("json_stats: ", 1)[1]) for line in (out / "json_stats.log").read_text().splitlines()]
     assert [s["loader_restarts"] for s in stats if s["_type"] == "train_epoch"] == [0, 1, 0]
+
+
+def test_past_max_worker_restarts_the_run_stops_saying_what_happened_and_how_to_resume(tiny_cfg_file, tmp_path):
+    out = tmp_path / "run"
+    process = run_net(tiny_cfg_file, out, *LOADER, "DATA_LOADER.MAX_WORKER_RESTARTS", "0", wait=False)
+    wait_for(lambda: training_lines(out, 2), process, what="epoch 2's first logged step")
+    victim = loader_workers(process)[1]
+    victim.send_signal(signal.SIGKILL)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 1, output[-3000:]
+    assert (f"vbench: error: train loader worker 1 of 2 of rank 0 (pid {victim.pid}) was killed by signal "
+            f"SIGKILL") in output
+    assert "more than DATA_LOADER.MAX_WORKER_RESTARTS = 0: the run stops" in output
+    assert "Traceback" not in output  # a user's error: the message says it all
+    assert f'{out / "results.json"} says "failed".' in output
+    assert "To resume from epoch 1, rerun the same command" in output
+
+
+# ------------------------------------------------------------------------------ the watchdog
+WATCHED = ("TEST.ENABLE", "False", "SOLVER.MAX_EPOCH", "20", "WATCHDOG.STALL_TIMEOUT_S", "12")
+LIMIT_S = 12
+
+
+def start_run(cfg_file, out, *opts):
+    """tools/run_net.py writing its output to a file (a pipe would stay open while the stopped
+    processes of the test, which inherited it, live on)."""
+    out.mkdir(parents=True)
+    log = open(out.parent / "output.txt", "w")
+    command = [sys.executable, os.path.join(os.path.dirname(__file__), "..", "tools", "run_net.py"),
+               "--cfg", cfg_file, "OUTPUT_DIR", str(out), *opts]
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def stop_and_wait(process, pids, stop, timeout_s):
+    """SIGSTOP `stop` (pids); returns (output, seconds from the stop to the run's end). Every pid is
+    continued and killed afterwards, whatever happened."""
+    try:
+        for pid in stop:
+            os.kill(pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        process.wait(timeout=timeout_s)
+        took = time.monotonic() - stopped
+        return (Path(process.args[process.args.index("OUTPUT_DIR") + 1]).parent / "output.txt").read_text(), took
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def assert_checkpoints_load(out):
+    from vbench.engine.checkpoint import Checkpointer, load_checkpoint_file
+
+    paths = Checkpointer(str(out), is_main=False).list_checkpoints()
+    assert len(paths) >= 2
+    for path in paths:
+        assert load_checkpoint_file(path)["epoch"] >= 1
+    assert not [name for name in os.listdir(out / "checkpoints") if not name.endswith(".pyth")]
+
+
+def test_sigstop_of_rank_1_is_named_within_the_limit_with_stacks_and_the_run_marked_failed(tiny_cfg_file, tmp_path):
+    from test_failures import worker_pids
+
+    out = tmp_path / "run"
+    process = start_run(tiny_cfg_file, out, "NUM_CPU_PROCS", "2", *WATCHED)
+    pids = worker_pids(process)
+    wait_for((out / "checkpoints" / "checkpoint_epoch_00002.pyth").exists, process, what="epoch 2's checkpoint")
+    output, took = stop_and_wait(process, pids, [pids[1]], timeout_s=LIMIT_S + 60)
+    assert process.returncode == 1, output[-3000:]
+    assert took < LIMIT_S + 30, (took, output[-3000:])
+    assert (f"vbench.errors.RankStalled: watchdog: rank 1 of 2 (host {socket.gethostname()}, pid {pids[1]}) has "
+            f"not run for") in output
+    assert "its process is stopped (SIGSTOP, a suspended job) or its machine froze" in output
+    assert f"Limit {LIMIT_S} s = max(WATCHDOG.STALL_TIMEOUT_S {LIMIT_S}" in output
+    stacks = (out / "watchdog" / "stacks_rank0.txt").read_text()  # rank 0 answered, rank 1 could not
+    assert "in run_epoch" in stacks and "distributed.py" in stacks  # waiting for rank 1 in a collective
+    assert not (out / "watchdog" / "stacks_rank1.txt").exists()
+    assert "vbench watchdog: Python stacks of rank 0" in output
+    assert load_results(str(out))["run"]["status"] == "failed"
+    assert_checkpoints_load(out)
+    assert "To resume from epoch" in output
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+
+
+def test_a_one_process_run_whose_loader_hangs_is_ended_by_its_own_watchdog(tiny_cfg_file, tmp_path):
+    out = tmp_path / "run"
+    process = start_run(tiny_cfg_file, out, *WATCHED, "DATA_LOADER.NUM_WORKERS", "2")
+    wait_for((out / "checkpoints" / "checkpoint_epoch_00002.pyth").exists, process, what="epoch 2's checkpoint")
+    workers = [w.pid for w in loader_workers(process)]  # its stopped workers: the batches never come
+    output, took = stop_and_wait(process, workers, workers, timeout_s=LIMIT_S + 60)
+    assert process.returncode == 1, output[-3000:]
+    assert took < LIMIT_S + 30, (took, output[-3000:])
+    assert (f"vbench: error: watchdog: rank 0 of 1 (host {socket.gethostname()}, pid {process.pid}) made no "
+            f"progress for") in output
+    stacks = (out / "watchdog" / "stacks_rank0.txt").read_text()
+    assert "in _try_get_data" in stacks and "in next_batch" in stacks  # where it waits: for a batch
+    assert load_results(str(out))["run"]["status"] == "failed"
+    assert_checkpoints_load(out)
+    assert "To resume from epoch" in output and "rerun the same command" in output

@@ -189,6 +189,11 @@ _C.BN.USE_PRECISE_STATS = False  # SlowFast alias of TRAIN.PRECISE_BN.
 _C.BN.NUM_BATCHES_PRECISE = 200  # SlowFast alias of TRAIN.NUM_BATCHES_PRECISE.
 
 # ---------------------------------------------------------------- benchmark
+_C.WATCHDOG = CfgNode()  # ends a run in which a process stopped making progress (engine/watchdog.py)
+_C.WATCHDOG.ENABLE = True  # watch every process from its first training step to the end of training.
+_C.WATCHDOG.STALL_TIMEOUT_S = 300.0  # seconds without progress that end the run, at least (the limit's floor).
+_C.WATCHDOG.STEP_FACTOR = 10.0  # the limit is at least this many times the slowest training step seen.
+
 _C.BENCHMARK = CfgNode()
 _C.BENCHMARK.TRACK = ""  # "cnn", "transformer" or "" (not a benchmark run).
 _C.BENCHMARK.TARGET_TOP1 = 0.0  # validation top-1 (percent) that stops the clock; 0 disables.

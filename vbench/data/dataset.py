@@ -157,6 +157,7 @@ class ClipDataset(IterableDataset):
         self.epoch = torch.zeros(1, dtype=torch.int64).share_memory_()  # read by persistent workers
         # [rotation, batches each plan worker delivered]: where restarted workers resume (restart.py)
         self.resume = torch.zeros(1 + max(1, spec.num_workers), dtype=torch.int64).share_memory_()
+        self.made = torch.zeros(max(1, spec.num_workers), dtype=torch.int64).share_memory_()  # per process
         self.busy_marks = busy_marks
         self._decoder = None
         self._buffers = None  # this worker's BatchBuffers
@@ -190,15 +191,16 @@ class ClipDataset(IterableDataset):
         if self.shuffle_buffer > 1 and repeats_a_video(my_clips):
             samples = shuffled(samples, self.shuffle_buffer, rng)
         buffers = self._worker_buffers(process)
-        batch, made = [], 0
+        batch, done = [], 0  # done: full batches made this epoch
         for ref, clip in samples:  # a replayed batch is transformed too: it draws from `generator`
             batch.append((ref, self.transform(clip, ref, generator)))
             if len(batch) == spec.batch_size:
-                if made >= skip:
+                self.made[process] += 1  # progress, replays included (the engine's watchdog)
+                if done >= skip:
                     yield self._collate(batch, reports, buffers, started)
-                batch, reports[:], made = [], [], made + 1
+                batch, reports[:], done = [], [], done + 1
                 started = time.perf_counter()
-        if (batch or reports) and made >= skip:
+        if (batch or reports) and done >= skip:
             yield self._collate(batch, reports, buffers, started)
 
     def _collate(self, samples, reports, buffers, started):

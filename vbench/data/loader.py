@@ -236,6 +236,11 @@ class ClipLoader:
         self._distinct.append(len(set(batch["video_ids"][batch["valid"]].tolist())))
         return batch
 
+    def progress(self):
+        """A count that grows while this loader works: batches yielded, and batches its workers
+        made (replays after a restart included). The engine's watchdog reads it."""
+        return self.batches_yielded + int(self.dataset.made.sum())
+
     def loader_clips_per_s(self):
         """Clips per second this rank's workers produced this epoch while working, summed over
         the workers (the time a worker waited to be asked for a batch is left out): what the loader

@@ -27,6 +27,7 @@ from vbench.engine.restarts import LoaderRestartHook
 from vbench.engine.resources import require_resolved
 from vbench.engine.train_loop import Trainer
 from vbench.engine.warmup import WarmupHook
+from vbench.engine.watchdog import WatchdogHook
 from vbench.errors import ConfigError
 from vbench.models import build_model
 from vbench.models.compile import compile_blocks
@@ -76,14 +77,14 @@ def default_writers(cfg, results, clock, device):
 
 
 def default_hooks(trainer, clock=None, results=None):
-    """The standard hooks, in order: the LR and progress first; before training the data check,
+    """The standard hooks, in order: the stall watchdog (it counts steps), the LR and progress first; before training the data check,
     then the untimed warm-up (after the check, so that bad data stops a run at once); after an
     epoch the statistics, the data check, precise BN and evaluation fill the epoch record, the
     loader restarts of the epoch (training and evaluation) are counted, the clock stamps it (having stopped at the target), the writers write it, and the checkpoint saves
     the state last.
     `clock` and `results` are rank 0's benchmark clock and results.json writer (None elsewhere)."""
     cfg, ctx = trainer.cfg, trainer.ctx
-    hooks = [LRScheduleHook(), ProgressHook(cfg.LOG_PERIOD), EpochStatsHook(), DataCheckHook(),
+    hooks = [WatchdogHook(cfg, ctx), LRScheduleHook(), ProgressHook(cfg.LOG_PERIOD), EpochStatsHook(), DataCheckHook(),
              WarmupHook(cfg.BENCHMARK.WARMUP_STEPS, cfg.BENCHMARK.WARMUP_MAX_S)]
     if cfg.TRAIN.PRECISE_BN:
         hooks.append(PreciseBNHook(cfg.TRAIN.NUM_BATCHES_PRECISE))

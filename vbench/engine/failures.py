@@ -8,7 +8,8 @@ processes that ended on their own, the cause is the first to fail: each notes th
 code failed in shared memory (`FailureNotes`), and one killed outright (no time) comes before all
 of them, since the others' errors are then its consequence (a collective whose peer is gone). The
 same notes say whether the error was a user's (a `vbench.errors.VbenchError`, printed without its
-traceback) or a bug.
+traceback) or a bug, and hold the message of an error noted by a thread that then ended the process
+itself (the watchdog, engine/watchdog.py: `note_failure`).
 `WorkersFailed` carries that; `failure_report` turns it into the text the launcher prints: which
 rank died and how, what results.json and the checkpoints hold, and the command that resumes the run.
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 
 from vbench.bench.results import RESULTS_FILE, load_results
 from vbench.engine.checkpoint import Checkpointer, checkpoint_epoch
+from vbench.engine.distributed import launched_by_torchrun
 from vbench.errors import VbenchError
 from vbench.errors import ResultsError
 
@@ -34,6 +36,7 @@ _OOM_HINT = ("likely killed by the kernel's out-of-memory killer (check `dmesg` 
              "process {pid}'), or by hand")
 _STOP_HINT = "stopped from outside: by hand, a job scheduler (time limit, preemption) or a closed terminal"
 _CRASH_HINT = "a crash in native code (a video decoder, a CUDA or driver library, or torch itself)"
+MESSAGE_BYTES = 4096  # room for one noted error message per process
 STOP_GRACE_S = 5.0  # after a process fails, the others' time to end by themselves
 KILL_AFTER_S = 30.0  # then the time they get to end after SIGTERM, before SIGKILL
 POLL_S = 1.0  # how often the launcher looks for a process that failed but has not ended
@@ -119,10 +122,39 @@ class FailureNotes:
         context = multiprocessing.get_context("spawn")
         self.failed_at = context.RawArray("d", procs)  # time.monotonic() of the failure; 0: none
         self.user_error = context.RawArray("b", procs)
+        self.messages = context.RawArray("c", procs * MESSAGE_BYTES)  # "module.Class: message"
 
-    def note(self, local_rank, error):
+    def note(self, local_rank, error, with_message=False):
         self.failed_at[local_rank] = time.monotonic()
         self.user_error[local_rank] = isinstance(error, VbenchError)
+        if with_message:
+            text = f"{type(error).__module__}.{type(error).__name__}: {error}".encode()[:MESSAGE_BYTES - 1]
+            start = local_rank * MESSAGE_BYTES
+            self.messages[start:start + len(text) + 1] = text + b"\0"
+
+    def message(self, local_rank):
+        start = local_rank * MESSAGE_BYTES
+        return self.messages[start:start + MESSAGE_BYTES].split(b"\0", 1)[0].decode(errors="replace")
+
+
+_PROCESS_NOTES = None  # (FailureNotes, local rank) in a process the launcher spawned
+
+
+def register_notes(notes, local_rank):
+    """Called by the launcher in each process it spawned (launch._worker)."""
+    global _PROCESS_NOTES
+    _PROCESS_NOTES = None if notes is None else (notes, local_rank)
+
+
+def note_failure(error):
+    """Note `error` (and its message) for the launcher, from a thread that is about to end this
+    process itself. Returns False when no launcher of ours watches this process (one process,
+    torchrun): the caller must then say it."""
+    if _PROCESS_NOTES is None:
+        return False
+    notes, local_rank = _PROCESS_NOTES
+    notes.note(local_rank, error, with_message=True)
+    return True
 
 
 def _read_traceback(error_file):
@@ -140,9 +172,14 @@ def _read_traceback(error_file):
 
 
 def _stop(processes):
-    """SIGTERM (a worker then ends as on an error), SIGKILL what is still alive KILL_AFTER_S later."""
+    """SIGTERM (a worker then ends as on an error), SIGKILL what is still alive KILL_AFTER_S later.
+    SIGCONT after SIGTERM: a stopped process (SIGSTOP, a suspended job) holds SIGTERM until continued."""
     for process in processes:
         process.terminate()
+        try:
+            os.kill(process.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
     deadline = time.monotonic() + KILL_AFTER_S
     for process in processes:
         process.join(max(0.0, deadline - time.monotonic()))
@@ -176,7 +213,7 @@ def join_workers(context, notes, first_rank, world_size):
     hung = [i for i in alive if failed_at[i]]  # failed, maybe first, but did not end: reported too
     _stop([processes[i] for i in alive])  # (which makes them note a failure time)
     ends = [ProcessEnd(first_rank + i, i, processes[i].pid, processes[i].exitcode,
-                       _read_traceback(context.error_files[i]), failed_at[i],
+                       _read_traceback(context.error_files[i]) or notes.message(i), failed_at[i],
                        bool(notes.user_error[i]), hung=i in hung)
             for i in ended + hung]
     raise WorkersFailed(ends, world_size, len(alive) - len(hung))
@@ -215,6 +252,11 @@ def _results_line(cfg):
 
 
 def _resume_lines(cfg, newest_epoch, argv, cwd):
+    if launched_by_torchrun():
+        checkpoint = (f"continues from epoch {newest_epoch} (TRAIN.AUTO_RESUME {cfg.TRAIN.AUTO_RESUME})"
+                      if newest_epoch is not None else "runs it again")
+        return [f"Rerunning the same torchrun command on every node {checkpoint}; each rank ran:",
+                f"  cd {shlex.quote(cwd)} && {rerun_command(argv)}"]
     every_node = " on every node (each with its own SHARD_ID)" if cfg.NUM_SHARDS > 1 else ""
     extra = ()
     if newest_epoch is None:

@@ -26,7 +26,7 @@ from vbench.data.synthetic import ensure_synthetic
 from vbench.engine import distributed as du
 from vbench.engine.defaults import run_test, run_train
 from vbench.engine.log import setup_logging
-from vbench.engine.failures import FailureNotes, WorkersFailed, join_workers
+from vbench.engine.failures import FailureNotes, WorkersFailed, join_workers, register_notes
 from vbench.engine.lr_policy import LRSchedule
 from vbench.engine.resources import resolve_resources
 from vbench.errors import ConfigError
@@ -152,6 +152,7 @@ def _terminate(signum, frame):
 def _worker(local_rank, job, cfg, procs_per_node, init_method, job_args, notes=None):
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    register_notes(notes, local_rank)
     try:
         ctx = du.init_process(cfg, local_rank, procs_per_node, init_method)
         configure_torch(cfg, ctx, procs_per_node)

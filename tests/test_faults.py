@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from vbench.bench.results import load_results
 
@@ -139,24 +140,30 @@ def assert_checkpoints_load(out):
     assert not [name for name in os.listdir(out / "checkpoints") if not name.endswith(".pyth")]
 
 
-def test_sigstop_of_rank_1_is_named_within_the_limit_with_stacks_and_the_run_marked_failed(tiny_cfg_file, tmp_path):
+@pytest.mark.parametrize("stopped", [1, 0])
+def test_sigstop_of_a_rank_is_named_within_the_limit_with_stacks_and_the_run_marked_failed(
+        tiny_cfg_file, tmp_path, stopped):
     from test_failures import worker_pids
 
     out = tmp_path / "run"
     process = start_run(tiny_cfg_file, out, "NUM_CPU_PROCS", "2", *WATCHED)
     pids = worker_pids(process)
     wait_for((out / "checkpoints" / "checkpoint_epoch_00002.pyth").exists, process, what="epoch 2's checkpoint")
-    output, took = stop_and_wait(process, pids, [pids[1]], timeout_s=LIMIT_S + 60)
+    output, took = stop_and_wait(process, pids, [pids[stopped]], timeout_s=LIMIT_S + 60)
     assert process.returncode == 1, output[-3000:]
     assert took < LIMIT_S + 30, (took, output[-3000:])
-    assert (f"vbench.errors.RankStalled: watchdog: rank 1 of 2 (host {socket.gethostname()}, pid {pids[1]}) has "
-            f"not run for") in output
-    assert "its process is stopped (SIGSTOP, a suspended job) or its machine froze" in output
+    named = f"watchdog: rank {stopped} of 2 (host {socket.gethostname()}, pid {pids[stopped]})"
+    if stopped == 1:  # rank 0 finds it: the process of rank 1 no longer runs
+        assert f"vbench.errors.RankStalled: {named} has not run for" in output
+        assert "its process is stopped (SIGSTOP, a suspended job) or its machine froze" in output
+    else:  # rank 1 finds it: the store, in rank 0's process, no longer answers
+        assert f"vbench.errors.RankStalled: {named} stopped answering: the process group's store" in output
     assert f"Limit {LIMIT_S} s = max(WATCHDOG.STALL_TIMEOUT_S {LIMIT_S}" in output
-    stacks = (out / "watchdog" / "stacks_rank0.txt").read_text()  # rank 0 answered, rank 1 could not
-    assert "in run_epoch" in stacks and "distributed.py" in stacks  # waiting for rank 1 in a collective
-    assert not (out / "watchdog" / "stacks_rank1.txt").exists()
-    assert "vbench watchdog: Python stacks of rank 0" in output
+    finder = 1 - stopped
+    stacks = (out / "watchdog" / f"stacks_rank{finder}.txt").read_text()  # the stopped rank cannot answer
+    assert "in run_epoch" in stacks and "distributed" in stacks  # waiting for the other in a collective
+    assert not (out / "watchdog" / f"stacks_rank{stopped}.txt").exists()
+    assert f"vbench watchdog: Python stacks of rank {finder}" in output
     assert load_results(str(out))["run"]["status"] == "failed"
     assert_checkpoints_load(out)
     assert "To resume from epoch" in output

@@ -1,6 +1,7 @@
 """The watchdog's verdict from heartbeats (fast, a hand-moved clock) and its message; the real
 runs (a rank stopped with SIGSTOP, a run whose loader hangs) are in test_faults.py."""
-from vbench.engine.watchdog import LocalBoard, StallDetector, Verdict, check_interval, describe, store_address
+from vbench.engine.heartbeats import LocalBoard, store_address
+from vbench.engine.watchdog import StallDetector, Verdict, check_interval, describe
 
 
 def beat(number, progress, state="armed", slowest_s=0.5):

@@ -113,7 +113,7 @@ class WorkerRestarts:
                     self._resumed()
                     yield last, batch
                 return
-            except Exception as error:  # noqa: BLE001 - torch's RuntimeError, or a failed hand-over
+            except Exception as error:  # torch's RuntimeError, or a failed hand-over
                 dead = dead_workers(self.data_loader._iterator)
                 if not dead:
                     raise
@@ -134,7 +134,7 @@ class WorkerRestarts:
             state = torch.get_rng_state() if restarted else None
             try:
                 iterator = iter(self.data_loader)
-            except Exception as error:  # noqa: BLE001 - a persistent worker died between passes
+            except Exception as error:  # a persistent worker died between passes
                 dead = dead_workers(self.data_loader._iterator)
                 if not dead:
                     raise

@@ -33,21 +33,17 @@ half-written); the finder notes the error for the launcher, which stops the othe
 prints the report with the resume command (engine/failures.py), or, with no launcher of ours (one
 process, torchrun), prints it itself; then it ends its process.
 """
-import datetime
 import faulthandler
-import json
 import os
 import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
-
-import torch.distributed as dist
 
 from vbench.bench.results import RESULTS_FILE, mark_failed
 from vbench.engine.failures import note_failure, resume_advice
+from vbench.engine.heartbeats import LocalBoard, StoreBoard, store_address
 from vbench.engine.log import get_logger
 from vbench.engine.train_loop import HookBase
 from vbench.errors import RankStalled
@@ -58,84 +54,6 @@ STACKS_DIR = "watchdog"
 def check_interval(floor_s):
     """Seconds between heartbeats: a twentieth of the limit's floor, within [0.2, 5]."""
     return min(5.0, max(0.2, floor_s / 20))
-
-
-# ------------------------------------------------------------------------------ where beats meet
-class LocalBoard:
-    """The heartbeats of a one-process run, in memory."""
-
-    address = "this process"
-
-    def __init__(self):
-        self.beats, self.text, self.answers = {}, None, set()
-
-    def publish(self, rank, beat):
-        self.beats[rank] = dict(beat)
-
-    def read(self, world):
-        return dict(self.beats)
-
-    def claim(self, text):
-        """Record a verdict; True for the first rank to claim one."""
-        first = self.text is None
-        self.text = self.text or text
-        return first
-
-    def verdict(self):
-        return self.text
-
-    def answer(self, rank):
-        self.answers.add(rank)
-
-    def answered(self, world):
-        return set(self.answers)
-
-
-def store_address(init_method):
-    """(host, port) of the rendezvous store of a tcp:// or env:// init method, else None."""
-    if init_method == "env://":
-        return os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
-    parts = urlsplit(init_method)
-    return (parts.hostname, parts.port) if parts.scheme == "tcp" else None
-
-
-class StoreBoard(LocalBoard):
-    """The heartbeats in the process group's store, through a client whose calls give up after
-    `timeout_s` (the process group's own client waits 30 minutes)."""
-
-    def __init__(self, host, port, timeout_s):
-        self.address = f"{host}:{port}"
-        self.store = dist.TCPStore(host, port, is_master=False, wait_for_workers=False,
-                                   timeout=datetime.timedelta(seconds=timeout_s))
-        self.prefix = f"vbench_watchdog/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
-
-    def _key(self, *parts):
-        return self.prefix + "/".join(str(part) for part in parts)
-
-    def publish(self, rank, beat):
-        self.store.set(self._key("beat", rank), json.dumps(beat))
-
-    def read(self, world):
-        keys = [self._key("beat", rank) for rank in range(world)]
-        if self.store.check(keys):
-            return {rank: json.loads(value) for rank, value in enumerate(self.store.multi_get(keys))}
-        return {rank: json.loads(self.store.get(key)) for rank, key in enumerate(keys) if self.store.check([key])}
-
-    def claim(self, text):
-        first = self.store.add(self._key("claims"), 1) == 1
-        if first:
-            self.store.set(self._key("verdict"), text)
-        return first
-
-    def verdict(self):
-        key = self._key("verdict")
-        return self.store.get(key).decode() if self.store.check([key]) else None
-
-    def answer(self, rank):
-        self.store.set(self._key("answer", rank), "1")
-
-    def answered(self, world):
-        return {rank for rank in range(world) if self.store.check([self._key("answer", rank)])}
 
 
 # ------------------------------------------------------------------------------ the verdict

@@ -10,9 +10,10 @@ videos. The worker collates whole batches itself, into shared-memory slots it re
 may be partial and the loader merges those (`vbench.data.loader`).
 
 After a worker died (`vbench.data.restart`), new workers replay the epoch from its start: process
-j plays the plan's worker `j + rotation` and decodes and transforms the batches that worker had
-already delivered without sending them (`resume`, shared memory written before the workers start),
-so its random draws, and hence every batch after those, are the ones the dead worker would have made.
+j plays the plan's worker `j + rotation` and decodes the batches that worker had already delivered
+without sending them (`resume`, shared memory written before the workers start), taking the
+transform's random draws for their clips without computing them (`skip`), so every batch after
+those is the one the dead worker would have made.
 
 Unreadable videos (the decoder raises `VideoDecodeError`): training reports each one in the next
 batch's "bad_videos" and substitutes the same number of clips from other videos, tried in a seeded
@@ -46,6 +47,10 @@ class TrainClip:
     def __call__(self, clip, ref, generator):
         return self.transform(clip, generator)
 
+    def skip(self, clip, ref, generator):
+        """The random draws of `__call__`, no pixels: a replayed clip (see the module docstring)."""
+        self.transform.draw_only(clip, generator)
+
 
 class EvalClip:
     """Adapts `EvalTransform(clip, spatial_idx)`."""
@@ -56,12 +61,18 @@ class EvalClip:
     def __call__(self, clip, ref, generator):
         return self.transform(clip, ref.spatial_idx)
 
+    def skip(self, clip, ref, generator):  # evaluation draws nothing
+        pass
+
 
 class RawClip:
     """No CPU transform: the uint8 T x H x W x C clip as decoded (GPU transforms, tests)."""
 
     def __call__(self, clip, ref, generator):
         return clip
+
+    def skip(self, clip, ref, generator):
+        pass
 
 
 def resize_frames(frames, size):
@@ -192,8 +203,13 @@ class ClipDataset(IterableDataset):
             samples = shuffled(samples, self.shuffle_buffer, rng)
         buffers = self._worker_buffers(process)
         batch, done = [], 0  # done: full batches made this epoch
-        for ref, clip in samples:  # a replayed batch is transformed too: it draws from `generator`
-            batch.append((ref, self.transform(clip, ref, generator)))
+        skip_clip = getattr(self.transform, "skip", None)
+        for ref, clip in samples:
+            if done < skip and skip_clip is not None:  # a replayed batch: only the random draws
+                skip_clip(clip, ref, generator)
+                batch.append((ref, None))
+            else:
+                batch.append((ref, self.transform(clip, ref, generator)))
             if len(batch) == spec.batch_size:
                 self.made[process] += 1  # progress, replays included (the engine's watchdog)
                 if done >= skip:

@@ -15,10 +15,11 @@ decoding the workers had done in this epoch (at most one epoch's loading, half o
 Done around torch's DataLoader (private parts, checked by the tests):
 - torch's SIGCHLD handler raises in the main thread, at whatever line it is running (the middle of
   an optimizer step), when a worker dies; the workers are taken off that handler (`detach_sigchld`)
-  so the death shows where it can be handled: the next batch the main process waits for (torch
-  checks its workers every 5 s while waiting, `MP_STATUS_CHECK_INTERVAL`; or reading a batch the
-  dying worker sent fails, its shared memory being handed over by the worker) or the next epoch's
-  start. A batch that could not be read counts as not delivered: the new worker sends it again.
+  so the death shows where it can be handled: before the next batch is requested (a worker that
+  ended with batches left), while the main process waits for a batch (torch checks its workers
+  every 5 s, `MP_STATUS_CHECK_INTERVAL`; or reading a batch the dying worker sent fails, its shared
+  memory being handed over by the worker) or at the next epoch's start. A batch that could not be
+  read counts as not delivered: the new worker sends it again.
 - a new iterator draws its base seed from the global torch generator; a restart puts the
   generator back, so the training process's own random stream (dropout) is not moved.
 - the shared-memory batch slots (`buffers.py`): the old workers' slots are forgotten and every
@@ -70,6 +71,13 @@ def dead_workers(iterator, wait_s=DEATH_WAIT_S):
         time.sleep(0.02)
 
 
+def ended_with_work_left(iterator):
+    """Whether a worker that has not finished this pass has ended (torch's own check of its workers
+    waits for a batch for 5 s first). One non-blocking waitpid per worker: microseconds a batch."""
+    status = getattr(iterator, "_workers_status", ())
+    return any(active and worker.exitcode is not None for active, worker in zip(status, iterator._workers))
+
+
 def how_it_ended(exit_code):
     """("killed by signal SIGKILL", "SIGKILL") or ("exited with code 1", None)."""
     if exit_code < 0:
@@ -107,12 +115,16 @@ class WorkerRestarts:
         iterator = self._start(rotation, delivered, restarted=False)
         while True:
             try:
-                for batch in iterator:
+                while True:
+                    if ended_with_work_left(iterator):  # it died while the trainer computed: go on at once
+                        raise RuntimeError("a loader worker with batches left has ended")
+                    batch = next(iterator, None)
+                    if batch is None:
+                        return
                     last = (batch["buffer"][0] + rotation) % n
                     delivered[last] += 1
                     self._resumed()
                     yield last, batch
-                return
             except Exception as error:  # torch's RuntimeError, or a failed hand-over
                 dead = dead_workers(self.data_loader._iterator)
                 if not dead:

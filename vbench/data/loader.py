@@ -140,6 +140,7 @@ class ClipLoader:
                                        "train" if dataset.spec.training else "eval", dataset.spec.rank,
                                        memory_settings or {})
         self.batches_yielded = 0  # over the loader's life: progress, for the engine's watchdog
+        self._made = dataset.made.numpy()  # read without torch: the watchdog reads it from its thread
         self._merges = ReusedTensors()
         self.class_names, self.num_videos = list(class_names), num_videos
         self.infos, self.spec = dataset.infos, dataset.spec
@@ -239,7 +240,7 @@ class ClipLoader:
     def progress(self):
         """A count that grows while this loader works: batches yielded, and batches its workers
         made (replays after a restart included). The engine's watchdog reads it."""
-        return self.batches_yielded + int(self.dataset.made.sum())
+        return self.batches_yielded + int(self._made.sum())
 
     def loader_clips_per_s(self):
         """Clips per second this rank's workers produced this epoch while working, summed over

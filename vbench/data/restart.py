@@ -170,7 +170,7 @@ class WorkerRestarts:
         if self.ledger is not None:
             self.ledger.forget()
         what = self.describe(dead, rotation)
-        where = (f"batch {received + 1} of {num_batches} of epoch {epoch + 1}" if epoch is not None
+        where = (f"epoch {epoch + 1}, after its first {received} batches (of {num_batches})" if epoch is not None
                  else "the start of the next pass")
         if len(self.events) >= self.limit:
             raise LoaderWorkersDied(

@@ -221,6 +221,13 @@ class WatchdogHook(HookBase):
 
     # -------------------------------------------------------------------- the thread
     def watch(self):
+        try:
+            self._watch()
+        except Exception as error:  # noqa: BLE001 - never silently: the run goes on unwatched
+            get_logger().warning(f"the watchdog of rank {self.ctx.rank} stopped ({type(error).__name__}: "
+                                 f"{error}); the run goes on without it.")
+
+    def _watch(self):
         world, rank = self.ctx.world_size, self.ctx.rank
         detector = StallDetector(world, self.floor_s, self.factor, max_gap_s=3 * self.interval_s + 2)
         number = 0
@@ -249,11 +256,15 @@ class WatchdogHook(HookBase):
         self.answered = True
         rank = self.ctx.rank
         folder = os.path.join(self.cfg.OUTPUT_DIR, STACKS_DIR)
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, f"stacks_rank{rank}.txt"), "w") as f:
-            f.write(f"rank {rank} (host {socket.gethostname()}, pid {os.getpid()}):\n")
-            f.flush()
-            faulthandler.dump_traceback(f, all_threads=True)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, f"stacks_rank{rank}.txt"), "w") as f:
+                f.write(f"rank {rank} (host {socket.gethostname()}, pid {os.getpid()}) at "
+                        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}:\n")
+                f.flush()
+                faulthandler.dump_traceback(f, all_threads=True)
+        except OSError as error:  # e.g. a full disk: the stacks still go to stderr
+            sys.stderr.write(f"vbench watchdog: cannot write the stacks into {folder}: {error}\n")
         sys.stderr.write(f"vbench watchdog: Python stacks of rank {rank} (pid {os.getpid()}):\n")
         sys.stderr.flush()
         faulthandler.dump_traceback(sys.stderr, all_threads=True)

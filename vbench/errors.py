@@ -70,3 +70,16 @@ class VideoDecodeError(VbenchError):
 
     def __reduce__(self):  # keep (path, reason) when sent back from a loader worker process
         return type(self), (self.path, self.reason)
+
+
+class RunInterrupted(VbenchError):
+    """A fault ended a run that can resume from its newest checkpoint: the message says what
+    happened, and the launcher (or `vbench train`) adds the command that resumes."""
+
+
+class LoaderWorkersDied(RunInterrupted):
+    """Loader worker processes died more often than DATA_LOADER.MAX_WORKER_RESTARTS allows."""
+
+
+class RankStalled(RunInterrupted):
+    """The watchdog found a process that stopped making progress (engine/watchdog.py)."""

@@ -24,6 +24,8 @@ RESOURCE_KEYS = (
     "BENCHMARK.STOP_AT_TARGET", "TEST.ENABLE", "TEST.CHECKPOINT_FILE_PATH",
     # untimed warm-up before the clock starts: the weights are restored after it
     "BENCHMARK.WARMUP_STEPS", "BENCHMARK.WARMUP_MAX_S",
+    # fault handling: the stall watchdog (WATCHDOG.*); DATA_LOADER.MAX_WORKER_RESTARTS is under DATA_LOADER.*
+    "WATCHDOG.*",
 )
 
 

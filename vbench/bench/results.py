@@ -191,6 +191,12 @@ class ResultsWriter:
             self.data["bad_videos"]["eval_excluded"] = _path_reasons(eval_excluded)
         self.write()
 
+    def set_loader_restarts(self, events, write=True):
+        """The loader restarts of the run so far (vbench/engine/restarts.py), one dict each."""
+        self.data["loader_restarts"] = copy.deepcopy(list(events))
+        if write:
+            self.write()
+
     def set_warmup(self, seconds):
         """Seconds of the untimed warm-up (part of the set-up) before the clock started."""
         self.data["benchmark"]["warmup_s"] = float(seconds)

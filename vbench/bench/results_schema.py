@@ -53,6 +53,11 @@ ROW_SPEC = {
     # the epoch's GPU telemetry over every GPU (vbench/bench/telemetry.py, epoch_fields); null without it
     "telemetry?": Nullable({"energy_kj": NUMBER, "power_w": (*NUMBER, NULL), "sm_clock_mhz": (*NUMBER, NULL),
                             "temp_c": (*NUMBER, NULL), "util_pct": (*NUMBER, NULL), "slowdown_s": NUMBER}),
+    "loader_restarts?": int,  # loader restarts after a worker died, over every rank
+}
+LOADER_RESTART_SPEC = {  # vbench/data/restart.py
+    "role": Choice("train", "eval"), "rank": int, "epoch": (int, NULL), "worker": int, "pid": int,
+    "how": str, "at_batch": int, "resume_s?": NUMBER,
 }
 PATH_REASON = {"path": str, "reason": str}
 RANK_SPEC = {  # vbench.engine.distributed.gather_ranks
@@ -122,6 +127,7 @@ RESULTS_SPEC = {
     "dataset?": MapOf(FINGERPRINT_SPEC),
     "data_cache?": DATA_CACHE_SPEC,
     "telemetry?": TELEMETRY_SPEC,
+    "loader_restarts?": ListOf(LOADER_RESTART_SPEC),
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true/false", NULL: "null",
                dict: "an object", list: "a list"}

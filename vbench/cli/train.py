@@ -5,10 +5,10 @@ import time
 
 from vbench.config import load_config
 from vbench.config.args import parse_cfg_args
-from vbench.engine.failures import WorkersFailed, failure_report, preemption_report
+from vbench.engine.failures import WorkersFailed, failure_report, preemption_report, resume_advice
 from vbench.engine.launch import launch
 from vbench.engine.preemption import REQUEUE_EXIT, Preempted
-from vbench.errors import VbenchError
+from vbench.errors import RunInterrupted, VbenchError
 
 USER_ERRORS = (VbenchError, FileNotFoundError)  # printed as one message, without a traceback
 
@@ -21,6 +21,10 @@ def run(argv, description, forced_opts=()):
     try:
         cfg = load_config(args.cfg_file, list(args.opts) + list(forced_opts))
         launch(cfg, args.cfg_file, sys.argv, setup_started)
+    except RunInterrupted as err:  # a fault in this process (one process, or torchrun's rank)
+        lines = [f"vbench: error: {err}"] + ["  " + line for line in resume_advice(cfg, sys.argv, os.getcwd())]
+        print("\n".join(lines), file=sys.stderr)
+        return 1
     except USER_ERRORS as err:
         print(f"vbench: error: {err}", file=sys.stderr)
         return 1

@@ -48,10 +48,12 @@ def _check_positive(cfg):
     for key in ("TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "TRAIN.ACCUM_STEPS", "DATA.NUM_FRAMES",
                 "DATA.SAMPLING_RATE", "DATA.FRAMES_BETWEEN_CLIPS", "DATA.TRAIN_CROP_SIZE",
                 "DATA.TEST_CROP_SIZE", "MODEL.NUM_CLASSES", "SOLVER.MAX_EPOCH", "NUM_SHARDS",
-                "TRAIN.EVAL_PERIOD", "TRAIN.CHECKPOINT_PERIOD", "LOG_PERIOD", "NUM_CPU_PROCS"):
+                "TRAIN.EVAL_PERIOD", "TRAIN.CHECKPOINT_PERIOD", "LOG_PERIOD", "NUM_CPU_PROCS",
+                "WATCHDOG.STALL_TIMEOUT_S", "WATCHDOG.STEP_FACTOR"):
         _require(config_value(cfg, key) > 0, f"config key '{key}' must be positive, got {config_value(cfg, key)}.")
     for key in ("NUM_GPUS", "DATA_LOADER.NUM_WORKERS", "DATA.DECODER_THREADS", "DATA.FRAME_RATE",
-                "SOLVER.WARMUP_EPOCHS", "BENCHMARK.WARMUP_STEPS", "BENCHMARK.WARMUP_MAX_S"):
+                "SOLVER.WARMUP_EPOCHS", "BENCHMARK.WARMUP_STEPS", "BENCHMARK.WARMUP_MAX_S",
+                "DATA_LOADER.MAX_WORKER_RESTARTS"):
         value = config_value(cfg, key)
         _require(value == AUTO or value >= 0, f"config key '{key}' must be >= 0, got {value}.")
     _require(0 <= cfg.SHARD_ID < cfg.NUM_SHARDS,

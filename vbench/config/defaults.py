@@ -103,6 +103,7 @@ _C.DATA_LOADER.PIN_MEMORY = True  # pin host memory for faster GPU copies.
 _C.DATA_LOADER.PREFETCH_FACTOR = 2  # batches prefetched per worker.
 _C.DATA_LOADER.SHUFFLE_BUFFER = 64  # clips mixed per worker when a video gives several clips in a row.
 _C.DATA_LOADER.INDEX_WORKERS = 8  # threads probing video headers when building the index.
+_C.DATA_LOADER.MAX_WORKER_RESTARTS = 3  # loader worker deaths survived per loader and attempt (restart at the next batch); one more stops the run.
 
 # ---------------------------------------------------------------- solver
 _C.SOLVER = CfgNode()
@@ -189,6 +190,11 @@ _C.BN.USE_PRECISE_STATS = False  # SlowFast alias of TRAIN.PRECISE_BN.
 _C.BN.NUM_BATCHES_PRECISE = 200  # SlowFast alias of TRAIN.NUM_BATCHES_PRECISE.
 
 # ---------------------------------------------------------------- benchmark
+_C.WATCHDOG = CfgNode()  # ends a run in which a process stopped making progress (engine/watchdog.py)
+_C.WATCHDOG.ENABLE = True  # watch every process from its first training step to the end of training.
+_C.WATCHDOG.STALL_TIMEOUT_S = 300.0  # seconds without progress that end the run, at least (the limit's floor).
+_C.WATCHDOG.STEP_FACTOR = 10.0  # the limit is at least this many times the slowest training step seen.
+
 _C.BENCHMARK = CfgNode()
 _C.BENCHMARK.TRACK = ""  # "cnn", "transformer" or "" (not a benchmark run).
 _C.BENCHMARK.TARGET_TOP1 = 0.0  # validation top-1 (percent) that stops the clock; 0 disables.

@@ -90,6 +90,13 @@ class BufferLedger:
                 self.busy[worker, slot] = 0
         self.collect()
 
+    def forget(self):
+        """After the workers were replaced (`restart.py`): the old processes' slots are gone (their
+        memory lives on only in batches still held), and every busy mark is cleared for the new ones."""
+        self.mapped.clear()
+        self.in_use.clear()
+        self.busy.zero_()
+
     def collect(self):
         for key in list(self.in_use):
             if _use_count(self.mapped[key]) <= 1:  # only our own reference is left

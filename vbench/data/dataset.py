@@ -9,6 +9,12 @@ videos. The worker collates whole batches itself, into shared-memory slots it re
 (`vbench.data.buffers`), and stamps each with "load_s", the seconds it worked on it; its last batch
 may be partial and the loader merges those (`vbench.data.loader`).
 
+After a worker died (`vbench.data.restart`), new workers replay the epoch from its start: process
+j plays the plan's worker `j + rotation` and decodes the batches that worker had already delivered
+without sending them (`resume`, shared memory written before the workers start), taking the
+transform's random draws for their clips without computing them (`skip`), so every batch after
+those is the one the dead worker would have made.
+
 Unreadable videos (the decoder raises `VideoDecodeError`): training reports each one in the next
 batch's "bad_videos" and substitutes the same number of clips from other videos, tried in a seeded
 order, at most `max_substitute_tries` candidates; evaluation never substitutes, it drops the
@@ -41,6 +47,10 @@ class TrainClip:
     def __call__(self, clip, ref, generator):
         return self.transform(clip, generator)
 
+    def skip(self, clip, ref, generator):
+        """The random draws of `__call__`, no pixels: a replayed clip (see the module docstring)."""
+        self.transform.draw_only(clip, generator)
+
 
 class EvalClip:
     """Adapts `EvalTransform(clip, spatial_idx)`."""
@@ -51,12 +61,18 @@ class EvalClip:
     def __call__(self, clip, ref, generator):
         return self.transform(clip, ref.spatial_idx)
 
+    def skip(self, clip, ref, generator):  # evaluation draws nothing
+        pass
+
 
 class RawClip:
     """No CPU transform: the uint8 T x H x W x C clip as decoded (GPU transforms, tests)."""
 
     def __call__(self, clip, ref, generator):
         return clip
+
+    def skip(self, clip, ref, generator):
+        pass
 
 
 def resize_frames(frames, size):
@@ -150,6 +166,9 @@ class ClipDataset(IterableDataset):
         self.frame_size = tuple(frame_size) if frame_size else None
         self.decode_per_clip = bool(decode_per_clip)
         self.epoch = torch.zeros(1, dtype=torch.int64).share_memory_()  # read by persistent workers
+        # [rotation, batches each plan worker delivered]: where restarted workers resume (restart.py)
+        self.resume = torch.zeros(1 + max(1, spec.num_workers), dtype=torch.int64).share_memory_()
+        self.made = torch.zeros(max(1, spec.num_workers), dtype=torch.int64).share_memory_()  # per process
         self.busy_marks = busy_marks
         self._decoder = None
         self._buffers = None  # this worker's BatchBuffers
@@ -163,11 +182,13 @@ class ClipDataset(IterableDataset):
     def __iter__(self):
         started = time.perf_counter()
         epoch = int(self.epoch[0])
-        worker, num_workers = worker_identity()
+        process, num_workers = worker_identity()
         spec = self.spec
         if num_workers != max(1, spec.num_workers):
             raise RuntimeError(f"ClipDataset was planned for {spec.num_workers} workers but runs in "
                                f"{num_workers}; build it through vbench.data.build_loader.")
+        worker = (process + int(self.resume[0])) % num_workers  # the plan's worker this process plays
+        skip = int(self.resume[1 + worker])  # its batches the loader already has
         plan = spec.plan(self.infos, epoch)
         my_clips = spec.shard(plan, epoch).slots[spec.rank][worker]
         seed_parts = [spec.seed, epoch, 2, spec.rank, worker]
@@ -180,15 +201,22 @@ class ClipDataset(IterableDataset):
         samples = self._decoded(my_clips, plan, epoch, reports)
         if self.shuffle_buffer > 1 and repeats_a_video(my_clips):
             samples = shuffled(samples, self.shuffle_buffer, rng)
-        buffers = self._worker_buffers(worker)
-        batch = []
+        buffers = self._worker_buffers(process)
+        batch, done = [], 0  # done: full batches made this epoch
+        skip_clip = getattr(self.transform, "skip", None)
         for ref, clip in samples:
-            batch.append((ref, self.transform(clip, ref, generator)))
+            if done < skip and skip_clip is not None:  # a replayed batch: only the random draws
+                skip_clip(clip, ref, generator)
+                batch.append((ref, None))
+            else:
+                batch.append((ref, self.transform(clip, ref, generator)))
             if len(batch) == spec.batch_size:
-                yield self._collate(batch, reports, buffers, started)
-                batch, reports[:] = [], []
+                self.made[process] += 1  # progress, replays included (the engine's watchdog)
+                if done >= skip:
+                    yield self._collate(batch, reports, buffers, started)
+                batch, reports[:], done = [], [], done + 1
                 started = time.perf_counter()
-        if batch or reports:
+        if (batch or reports) and done >= skip:
             yield self._collate(batch, reports, buffers, started)
 
     def _collate(self, samples, reports, buffers, started):
@@ -198,9 +226,9 @@ class ClipDataset(IterableDataset):
         batch["load_s"] = time.perf_counter() - started
         return batch
 
-    def _worker_buffers(self, worker):
+    def _worker_buffers(self, process):
         if self._buffers is None and self.busy_marks is not None and get_worker_info() is not None:
-            self._buffers = BatchBuffers(self.busy_marks, worker, self.spec.batch_size)
+            self._buffers = BatchBuffers(self.busy_marks, process, self.spec.batch_size)
         return self._buffers
 
     def _decoded(self, clips, plan, epoch, reports):

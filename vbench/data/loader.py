@@ -10,7 +10,8 @@ only each worker's last, partial batch per epoch is merged in the main process (
 which also pads the rank's last batch with valid=False duplicates when unreadable evaluation
 videos were dropped, so every rank yields exactly `len(loader)` batches (DDP needs the same count
 on every rank). Workers are persistent: they read the epoch from a shared counter that
-`set_epoch` writes, and rebuild the plan themselves. `loader_clips_per_s` adds up what the
+`set_epoch` writes, and rebuild the plan themselves. A worker that dies is replaced and the epoch
+goes on with its next batch (`restart.py`, at most DATA_LOADER.MAX_WORKER_RESTARTS times). `loader_clips_per_s` adds up what the
 workers produced per second of their own work this epoch (the trainer reports it per rank).
 
 GPU decoding (DATA.DECODER_DEVICE cuda, torchcodec on NVDEC): workers are spawned (CUDA cannot
@@ -41,6 +42,7 @@ from .dataset import ClipDataset, EvalClip, RawClip, TrainClip
 from .decoders import get_decoder
 from .fingerprint import split_fingerprint
 from .registry import get_dataset
+from .restart import WorkerRestarts
 from .resources import decoder_threads, gpu_transforms, keep_freed_memory, loader_workers
 from .sampling import ClipSettings, PlanSpec
 from .transforms import EvalTransform, GpuTransform, TrainTransform
@@ -131,9 +133,15 @@ class Rebatcher:
 class ClipLoader:  # follows protocol.BatchLoader, what the engine uses
     """One rank's batches for an epoch; see `build_loader`."""
 
-    def __init__(self, dataset, data_loader, class_names, num_videos, gpu_transform=None):
+    def __init__(self, dataset, data_loader, class_names, num_videos, gpu_transform=None,
+                 max_restarts=0, memory_settings=None):
         self.dataset, self.data_loader = dataset, data_loader
         self._ledger = BufferLedger(dataset.busy_marks) if dataset.busy_marks is not None else None
+        self.restarts = WorkerRestarts(data_loader, dataset.resume, self._ledger, max_restarts,
+                                       "train" if dataset.spec.training else "eval", dataset.spec.rank,
+                                       memory_settings or {})
+        self.batches_yielded = 0  # over the loader's life: progress, for the engine's watchdog
+        self._made = dataset.made.numpy()  # read without torch: the watchdog reads it from its thread
         self._merges = ReusedTensors()
         self.class_names, self.num_videos = list(class_names), num_videos
         self.infos, self.spec = dataset.infos, dataset.spec
@@ -192,10 +200,10 @@ class ClipLoader:  # follows protocol.BatchLoader, what the engine uses
         seen = set()
         rebatcher = Rebatcher(self.batch_size, self.batches_per_rank, self._blank_clip, self._merges)
         held = None
-        for batch in self.data_loader:
-            worker, slot = batch.pop("buffer")
+        for worker, batch in self.restarts.batches(self.epoch, self.batches_per_rank):
+            process, slot = batch.pop("buffer")
             if self._ledger is not None:
-                self._ledger.received(batch["clips"], worker, slot)
+                self._ledger.received(batch["clips"], process, slot)
             work = self._work.setdefault(worker, [0, 0.0])
             work[0] += len(batch["labels"])
             work[1] += batch.pop("load_s")
@@ -230,8 +238,14 @@ class ClipLoader:  # follows protocol.BatchLoader, what the engine uses
         return self.dataset.blank_clip()
 
     def _emit(self, batch):
+        self.batches_yielded += 1
         self._distinct.append(len(set(batch["video_ids"][batch["valid"]].tolist())))
         return batch
+
+    def progress(self):
+        """A count that grows while this loader works: batches yielded, and batches its workers
+        made (replays after a restart included). The engine's watchdog reads it."""
+        return self.batches_yielded + int(self._made.sum())
 
     def loader_clips_per_s(self):
         """Clips per second this rank's workers produced this epoch while working, summed over
@@ -373,7 +387,11 @@ def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, t
     gpu_transform = None
     if gpu:
         gpu_transform = GpuTransform(cfg, train=training)
-    loader = ClipLoader(dataset, data_loader, class_names, len(infos), gpu_transform)
+    memory = {"DATA_LOADER.NUM_WORKERS": num_workers, "DATA_LOADER.PREFETCH_FACTOR": cfg.DATA_LOADER.PREFETCH_FACTOR}
+    if training:
+        memory["DATA_LOADER.SHUFFLE_BUFFER"] = cfg.DATA_LOADER.SHUFFLE_BUFFER
+    loader = ClipLoader(dataset, data_loader, class_names, len(infos), gpu_transform,
+                        cfg.DATA_LOADER.MAX_WORKER_RESTARTS, memory)
     loader.num_workers, loader.decoder_threads = num_workers, threads
     logger.info("%s loader on %s: %d videos, %d clips per epoch (%d short videos padded, %d "
                 "unreadable), %d batches of %d per rank on %d ranks", "train" if training else "eval",

@@ -211,6 +211,10 @@ class TrainTransform:
         decision = self.recipe.draw(clip.shape[1], clip.shape[2], generator)
         return resized_crop(clip, decision, self.scale, self.shift)
 
+    def draw_only(self, clip, generator):
+        """Take from `generator` what `__call__` would, computing no pixel (a replay, dataset.py)."""
+        self.recipe.draw(clip.shape[1], clip.shape[2], generator)
+
 
 class EvalTransform:
     """Short-side resize (or fixed resize), crop at `spatial_idx` (0/1/2; 1 = centre), normalise.

@@ -25,9 +25,11 @@ from vbench.engine.hooks import (CheckpointHook, ClockHook, DataCheckHook, Epoch
 from vbench.engine.log import get_logger, log_json_stats
 from vbench.engine.precision import make_autocast, resolve_precision
 from vbench.engine.preemption import PreemptionHook
+from vbench.engine.restarts import LoaderRestartHook
 from vbench.engine.resources import require_resolved
 from vbench.engine.train_loop import Trainer
 from vbench.engine.warmup import WarmupHook
+from vbench.engine.watchdog import WatchdogHook
 from vbench.errors import ConfigError
 from vbench.models import build_model
 from vbench.models.compile import compile_blocks
@@ -76,24 +78,26 @@ def default_writers(cfg, results, clock, device):
 
 
 def default_hooks(trainer, clock=None, results=None):
-    """The standard hooks, in order: the LR and progress first; before training the data check,
-    then the untimed warm-up (after the check, so that bad data stops a run at once), then the
-    page-cache eviction (after everything that reads data before the clock); after an
-    epoch the statistics, the data check, precise BN and evaluation fill the epoch record, the
-    clock stamps it (having stopped at the target), the GPU telemetry adds its means (it starts
+    """The standard hooks, in order: the stall watchdog first (it counts steps), then the LR and
+    progress; before training the data check, then the untimed warm-up (after the check, so that
+    bad data stops a run at once), then the page-cache eviction (after everything that reads data
+    before the clock); after an epoch the statistics, the data check, precise BN and evaluation
+    fill the epoch record, the loader restarts of the epoch (training and evaluation) are counted,
+    the clock stamps it (having stopped at the target), the GPU telemetry adds its means (it starts
     sampling with the clock), the writers write it, and the checkpoint saves the state last. Last
     of all, the preemption hook: on a scheduler's signal it saves every hook's state at a step
     boundary and stops the run.
     `clock` and `results` are rank 0's benchmark clock and results.json writer (None elsewhere)."""
     cfg, ctx = trainer.cfg, trainer.ctx
-    hooks = [LRScheduleHook(), ProgressHook(cfg.LOG_PERIOD), EpochStatsHook(), DataCheckHook(),
-             WarmupHook(cfg.BENCHMARK.WARMUP_STEPS, cfg.BENCHMARK.WARMUP_MAX_S),
+    hooks = [WatchdogHook(cfg, ctx), LRScheduleHook(), ProgressHook(cfg.LOG_PERIOD), EpochStatsHook(),
+             DataCheckHook(), WarmupHook(cfg.BENCHMARK.WARMUP_STEPS, cfg.BENCHMARK.WARMUP_MAX_S),
              ColdDataHook(cfg.DATA.DROP_CACHE)]
     if cfg.TRAIN.PRECISE_BN:
         hooks.append(PreciseBNHook(cfg.TRAIN.NUM_BATCHES_PRECISE))
     evaluator = Evaluator(trainer.val_loader, ctx.device, cfg.MODEL.NUM_CLASSES, trainer.autocast,
                           show_progress=ctx.is_main)
     hooks.append(EvalHook(evaluator, cfg, clock))
+    hooks.append(LoaderRestartHook())
     if clock is not None:
         hooks.append(ClockHook(clock))
     hooks.append(TelemetryHook(cfg, clock))

@@ -26,6 +26,7 @@ class DistContext:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     backend: str = ""
+    init_method: str = ""  # where the process group met ("tcp://host:port" or "env://"); "" alone
 
     @property
     def is_main(self):
@@ -78,7 +79,7 @@ def init_process(cfg, local_rank, procs_per_node, init_method):
         dist.init_process_group(backend=backend, init_method=init_method, world_size=world,
                                 rank=rank, timeout=datetime.timedelta(minutes=30), **kwargs)
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device,
-                       backend=backend)
+                       backend=backend, init_method=init_method if world > 1 else "")
 
 
 def short_hash(text):

@@ -107,7 +107,8 @@ class JsonStatsWriter(EventWriter):
                         "lr": r["lr"], "train_s": r["train_s"], "clips_per_s": r["clips_per_s"],
                         "data_wait": r["data_wait_fraction"], "data_wait_by_rank": r["data_wait_by_rank"],
                         "loader_clips_per_s_by_rank": r["loader_clips_per_s_by_rank"],
-                        "bad_videos": r["bad_videos"]}, self.output_dir)
+                        "bad_videos": r["bad_videos"], "loader_restarts": r.get("loader_restarts", 0)},
+                       self.output_dir)
         if r.get("clip_top1") is not None:
             log_json_stats({"_type": "val_epoch", "epoch": epoch, "clip_top1": r["clip_top1"],
                             "clip_top5": r["clip_top5"], "video_top1": r["video_top1"],
@@ -140,6 +141,8 @@ class ConsoleWriter(EventWriter):
                      f"eval {r['eval_s']:.1f}s")
         if r.get("clock_s") is not None:
             line += f"; clock {format_seconds(r['clock_s'])}"
+        if r.get("loader_restarts"):
+            line += f"; {r['loader_restarts']} loader restart(s) after a worker died"
         get_logger().info(line)
 
 
@@ -175,7 +178,9 @@ class ResultsJsonWriter(EventWriter):
 
     ROW_KEYS = ("epoch", "clock_s", "train_s", "eval_s", "data_wait_fraction", "clips_per_s",
                 "data_wait_by_rank", "loader_clips_per_s_by_rank",
-                "loss", "lr", "clip_top1", "clip_top5", "video_top1", "video_top5", "bad_videos", "telemetry")
+                "loss", "lr", "clip_top1", "clip_top5", "video_top1", "video_top5", "bad_videos", "telemetry",
+                "loader_restarts")
+    OPTIONAL_ROW_KEYS = ("loader_restarts",)  # left out of a row when no hook put them
 
     def __init__(self, results: ResultsWriter, clock, device):
         self.results, self.clock, self.device = results, clock, device
@@ -190,6 +195,8 @@ class ResultsJsonWriter(EventWriter):
             self.results.set_dataset(storage.run["dataset"])
         if "bad_videos" in storage.run:
             self.results.set_bad_videos(train=sorted(storage.run["bad_videos"].items()))
+        if "loader_restarts" in storage.run:
+            self.results.set_loader_restarts(storage.run["loader_restarts"])
 
     def write_blocks(self, storage):
         for name in self.BLOCKS:
@@ -199,7 +206,11 @@ class ResultsJsonWriter(EventWriter):
     def write_epoch(self, storage):
         record = storage.epoch_record
         self.write_blocks(storage)
-        self.results.add_epoch({key: record.get(key) for key in self.ROW_KEYS}, self.clock)
+        row = {key: record.get(key) for key in self.ROW_KEYS
+               if key in record or key not in self.OPTIONAL_ROW_KEYS}
+        if "loader_restarts" in storage.run:
+            self.results.set_loader_restarts(storage.run["loader_restarts"], write=False)
+        self.results.add_epoch(row, self.clock)
         excluded = record.get("eval_excluded")
         self.results.set_bad_videos(train=sorted(storage.run.get("bad_videos", {}).items()),
                                     eval_excluded=[(e["path"], e["reason"]) for e in excluded]

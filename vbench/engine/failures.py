@@ -8,7 +8,8 @@ processes that ended on their own, the cause is the first to fail: each notes th
 code failed in shared memory (`FailureNotes`), and one killed outright (no time) comes before all
 of them, since the others' errors are then its consequence (a collective whose peer is gone). The
 same notes say whether the error was a user's (a `vbench.errors.VbenchError`, printed without its
-traceback) or a bug.
+traceback) or a bug, and hold the message of an error noted by a thread that then ended the process
+itself (the watchdog, engine/watchdog.py: `note_failure`).
 `WorkersFailed` carries that; `failure_report` turns it into the text the launcher prints: which
 rank died and how, what results.json and the checkpoints hold, and the command that resumes the run.
 
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 
 from vbench.bench.results import RESULTS_FILE, load_results
 from vbench.engine.checkpoint import Checkpointer, checkpoint_position
+from vbench.engine.distributed import launched_by_torchrun
 from vbench.engine.preemption import REQUEUE_EXIT, Preempted
 from vbench.errors import VbenchError
 from vbench.errors import ResultsError
@@ -39,6 +41,7 @@ _OOM_HINT = ("likely killed by the kernel's out-of-memory killer (check `dmesg` 
              "process {pid}'), or by hand")
 _STOP_HINT = "stopped from outside: by hand, a job scheduler (time limit, preemption) or a closed terminal"
 _CRASH_HINT = "a crash in native code (a video decoder, a CUDA or driver library, or torch itself)"
+MESSAGE_BYTES = 4096  # room for one noted error message per process
 STOP_GRACE_S = 15.0  # after a process fails, the others' time to end by themselves (a torch process
 # can take several seconds to tear down on a busy machine; one that hangs is stopped after this)
 KILL_AFTER_S = 30.0  # then the time they get to end after SIGTERM, before SIGKILL
@@ -125,10 +128,39 @@ class FailureNotes:
         context = multiprocessing.get_context("spawn")
         self.failed_at = context.RawArray("d", procs)  # time.monotonic() of the failure; 0: none
         self.user_error = context.RawArray("b", procs)
+        self.messages = context.RawArray("c", procs * MESSAGE_BYTES)  # "module.Class: message"
 
-    def note(self, local_rank, error):
+    def note(self, local_rank, error, with_message=False):
         self.failed_at[local_rank] = time.monotonic()
         self.user_error[local_rank] = isinstance(error, VbenchError)
+        if with_message:
+            text = f"{type(error).__module__}.{type(error).__name__}: {error}".encode()[:MESSAGE_BYTES - 1]
+            start = local_rank * MESSAGE_BYTES
+            self.messages[start:start + len(text) + 1] = text + b"\0"
+
+    def message(self, local_rank):
+        start = local_rank * MESSAGE_BYTES
+        return self.messages[start:start + MESSAGE_BYTES].split(b"\0", 1)[0].decode(errors="replace")
+
+
+_PROCESS_NOTES = None  # (FailureNotes, local rank) in a process the launcher spawned
+
+
+def register_notes(notes, local_rank):
+    """Called by the launcher in each process it spawned (launch._worker)."""
+    global _PROCESS_NOTES
+    _PROCESS_NOTES = None if notes is None else (notes, local_rank)
+
+
+def note_failure(error):
+    """Note `error` (and its message) for the launcher, from a thread that is about to end this
+    process itself. Returns False when no launcher of ours watches this process (one process,
+    torchrun): the caller must then say it."""
+    if _PROCESS_NOTES is None:
+        return False
+    notes, local_rank = _PROCESS_NOTES
+    notes.note(local_rank, error, with_message=True)
+    return True
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -163,9 +195,14 @@ def _read_traceback(error_file):
 
 
 def _stop(processes):
-    """SIGTERM (a worker then ends as on an error), SIGKILL what is still alive KILL_AFTER_S later."""
+    """SIGTERM (a worker then ends as on an error), SIGKILL what is still alive KILL_AFTER_S later.
+    SIGCONT after SIGTERM: a stopped process (SIGSTOP, a suspended job) holds SIGTERM until continued."""
     for process in processes:
         process.terminate()
+        try:
+            os.kill(process.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
     deadline = time.monotonic() + KILL_AFTER_S
     for process in processes:
         process.join(max(0.0, deadline - time.monotonic()))
@@ -203,7 +240,7 @@ def join_workers(context, notes, first_rank, world_size):
     hung = [i for i in alive if failed_at[i]]  # failed, maybe first, but did not end: reported too
     _stop([processes[i] for i in alive])  # (which makes them note a failure time)
     ends = [ProcessEnd(first_rank + i, i, processes[i].pid, processes[i].exitcode,
-                       _read_traceback(context.error_files[i]), failed_at[i],
+                       _read_traceback(context.error_files[i]) or notes.message(i), failed_at[i],
                        bool(notes.user_error[i]), hung=i in hung)
             for i in ended + hung]
     raise WorkersFailed(ends, world_size, len(alive) - len(hung))
@@ -243,6 +280,11 @@ def _results_line(cfg):
 
 def _resume_lines(cfg, newest, argv, cwd):
     """How to resume from `newest` ("epoch 5", or None without a checkpoint)."""
+    if launched_by_torchrun():
+        checkpoint = (f"continues from {newest} (TRAIN.AUTO_RESUME {cfg.TRAIN.AUTO_RESUME})"
+                      if newest is not None else "runs it again")
+        return [f"Rerunning the same torchrun command on every node {checkpoint}; each rank ran:",
+                f"  cd {shlex.quote(cwd)} && {rerun_command(argv)}"]
     every_node = " on every node (each with its own SHARD_ID)" if cfg.NUM_SHARDS > 1 else ""
     extra = ()
     if newest is None:
@@ -281,6 +323,17 @@ def preemption_report(cfg, stop, argv, cwd):
     return "\n".join(lines)
 
 
+def resume_advice(cfg, argv, cwd):
+    """What results.json and the checkpoints hold after a failed run, and the command that resumes
+    it (or runs it again), as lines."""
+    lines, newest = [], None
+    if cfg.TRAIN.ENABLE:
+        lines.append(_results_line(cfg))
+        newest, line = newest_checkpoint_line(cfg)
+        lines.append(line)
+    return lines + _resume_lines(cfg, newest, argv, cwd)
+
+
 def failure_report(cfg, failure, argv, cwd):
     """The text the launcher prints for a WorkersFailed `failure` of the run `argv` started in `cwd`.
 
@@ -292,12 +345,7 @@ def failure_report(cfg, failure, argv, cwd):
     lines += [f"then {_who(end, cfg, failure.world_size)} {end.how()}" for end in others]
     if failure.stopped:
         lines.append(f"The launcher stopped the other {failure.stopped} process(es) of this node.")
-    newest = None
-    if cfg.TRAIN.ENABLE:
-        lines.append(_results_line(cfg))
-        newest, line = newest_checkpoint_line(cfg)
-        lines.append(line)
-    lines += _resume_lines(cfg, newest, argv, cwd)
+    lines += resume_advice(cfg, argv, cwd)
     text = "\n".join(["vbench: error: " + lines[0]] + ["  " + line for line in lines[1:]])
     if first.traceback and not first.user_error:
         text = first.traceback.rstrip() + "\n" + text

@@ -25,7 +25,7 @@ from vbench.data.synthetic import ensure_synthetic
 from vbench.engine import distributed as du
 from vbench.engine.defaults import run_test, run_train
 from vbench.engine.log import setup_logging
-from vbench.engine.failures import FailureNotes, WorkersFailed, join_workers
+from vbench.engine.failures import FailureNotes, WorkersFailed, join_workers, register_notes
 from vbench.engine.lr_policy import LRSchedule
 from vbench.engine.preemption import (REQUEUE_EXIT, Preempted, forwarding_signals, notices_kept, request_stop,
                                       signals_handled, stop_requested)
@@ -153,6 +153,7 @@ def _terminate(signum, frame):
 
 def _worker(local_rank, job, cfg, procs_per_node, init_method, job_args, notes=None):
     handlers = {signal.SIGTERM: _terminate, signal.SIGUSR1: request_stop}  # SIGUSR1: a notice, acted on in training
+    register_notes(notes, local_rank)
     with signals_handled(handlers):
         try:
             ctx = du.init_process(cfg, local_rank, procs_per_node, init_method)

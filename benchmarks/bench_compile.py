@@ -17,9 +17,10 @@ import sys
 
 import torch
 
-from bench_model import CONFIGS, Runner, load_average, machine, random_batch, vbench_model
 from vbench.config import load_config
 from vbench.models.compile import compile_blocks
+
+from bench_model import CONFIGS, Runner, load_average, machine, random_batch, vbench_model
 
 MODES = {"eager": None, "regional": compile_blocks, "full": torch.compile}
 

@@ -41,8 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench_model import CONFIGS, machine, vbench_model
 from vbench.models.layers.depthwise import depthwise_conv
+
+from bench_model import CONFIGS, machine, vbench_model
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 IMPLS = ("triton", "native", "channels_last")

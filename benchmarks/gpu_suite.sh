@@ -48,13 +48,13 @@ if [ "${SUITE_DEVICE:-cuda}" = cuda ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   DEV="--device cuda"; MODEL="--batch 16,recipe --frames 16 --crop 224 --warmup 3 --steps 3 --rounds 4"
   DW="--batch 16 --frames 16 --crop 224"; MATRIX_BUDGET=300
-  TESTS="tests/test_depthwise_triton.py tests/test_model_fast_paths.py tests/test_decoders_cuda.py"
+  TESTS="tests/models/test_depthwise_triton.py tests/models/test_model_fast_paths.py tests/data/test_decoders_cuda.py"
   TRAIN_SIZE=(NUM_GPUS 1); SWEEP="--workers 15,8,4,2,1 --quick"; VIDEOS=8
 else  # rehearsal: the same commands at sizes a 2-core CPU runs in minutes (Triton: its interpreter)
   export PYTHONPATH=$PWD TRITON_INTERPRET=1
   DEV="--device cpu --threads 1"; MODEL="--batch 1,2 --frames 4 --crop 64 --warmup 1 --steps 1 --rounds 2"
   DW="--batch 1 --frames 2 --crop 32 --reps 1 --limit 2"; MATRIX_BUDGET=200
-  TESTS="tests/test_depthwise_triton.py"  # (the other files' CPU tests run in the suite)
+  TESTS="tests/models/test_depthwise_triton.py"  # (the other files' CPU tests run in the suite)
   TRAIN_SIZE=(NUM_GPUS 0 DATA.NUM_FRAMES 4 DATA.TRAIN_CROP_SIZE 64 DATA.TEST_CROP_SIZE 64
               DATA.TRAIN_MIN_MAX_SCALE "[64, 80]" DATA.TEST_MIN_SHORT_SIDE_SCALE 64 TRAIN.BATCH_SIZE 4
               TEST.BATCH_SIZE 4)

@@ -36,18 +36,18 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch.autograd import DeviceType
+from torch.nn.attention import SDPBackend
 from torch.profiler import ProfilerActivity, profile
 
-from bench_model import (CONFIGS, Runner, clip_opts, load_average, machine, random_batch,
-                         reference_model, vbench_model)
-from torch.nn.attention import SDPBackend
-from bench_train import gpu_peak_tflops, train_gflops_per_clip
 from vbench.bench.sysinfo import cpu_model
 from vbench.config import load_config
 from vbench.engine.precision import device_class, fastest_depthwise, fastest_path
 from vbench.models import mvit_blocks
 from vbench.models.compile import compile_blocks
 from vbench.models.layers.depthwise import DEPTHWISE_IMPLS
+
+from bench_model import CONFIGS, Runner, clip_opts, load_average, machine, random_batch, reference_model, vbench_model
+from bench_train import gpu_peak_tflops, train_gflops_per_clip
 
 FAMILIES = {"x3d_m": "x3d", "mvit_b_16x4": "mvit"}
 SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,

@@ -122,7 +122,8 @@ def test_nothing_but_an_optional_package_is_imported_inside_a_function():
 def test_every_required_package_is_imported_by_vbench():
     setup_py = os.path.join(os.path.dirname(PACKAGE_ROOT), "setup.py")
     tree = ast.parse(open(setup_py).read())
-    call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
+    call = next(node for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
     requires = next(ast.literal_eval(k.value) for k in call.keywords if k.arg == "install_requires")
     import_names = {"PyYAML": "yaml"}
     used = set()

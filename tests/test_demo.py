@@ -10,7 +10,7 @@ import pytest
 from vbench.bench.results import load_results
 from vbench.cli.score import score_main
 
-REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+from scaffold import REPO
 
 
 def run_net(cfg_file, out, data, cache):

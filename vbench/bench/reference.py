@@ -27,7 +27,8 @@ class TrackReference:
     target_top1: float
     t_ref_s: float
     n_gpu_ref: int
-    dataset: dict = field(default_factory=dict)  # split -> {"videos", "classes", "sha256"[, "encoding"]}; {}: not checked
+    # split -> {"videos", "classes", "sha256"[, "encoding"]}; {}: not checked
+    dataset: dict = field(default_factory=dict)
     epochs_to_target: tuple = ()  # of the runs the table was made from; (): convergence not checked
 
 

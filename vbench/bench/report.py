@@ -4,12 +4,11 @@ import math
 import os
 import statistics
 
-
 from .plots import plot_accuracy_vs_time, plot_telemetry, plot_throughput
 from .results import load_results
 from .score import benchmark_score, format_track
-from .world import describe_world, mixed_hardware
 from .telemetry import throttle_warnings
+from .world import describe_world, mixed_hardware
 
 INPUT_BOUND_SHARE = 0.20  # data-wait share above which a run is called input-bound
 LOADER_BUSY_RATIO = 1.25  # loader rate (while working) under this x the trained rate: workers are the limit

@@ -32,8 +32,7 @@ import vbench
 from vbench.errors import DiskFullError
 from vbench.files import atomic_write_bytes
 
-from .results_schema import (BLOCK_SPECS, ROW_SPEC, SCHEMA_VERSION, STATUSES, ResultsError, check_spec,
-                             validate_results)
+from .results_schema import BLOCK_SPECS, ROW_SPEC, SCHEMA_VERSION, STATUSES, ResultsError, check_spec, validate_results
 from .sysinfo import collect_sysinfo
 from .world import resumed_world, world_block
 

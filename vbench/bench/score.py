@@ -15,7 +15,6 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-
 from vbench.errors import ScoreError
 
 from .compliance import compare_with_recipe, recipe_config, setup_differences

@@ -8,19 +8,31 @@ import os
 import sys
 
 from vbench.config import config_value, load_config
-from vbench.data.check import (CONFIG_OPTIONS, check_split, default_splits, print_class_differences,
-                               print_list, print_table)
+from vbench.data.check import (
+    CONFIG_OPTIONS,
+    check_split,
+    default_splits,
+    print_class_differences,
+    print_list,
+    print_table,
+)
 from vbench.data.check import __doc__ as CHECK_DOC
 from vbench.data.fingerprint import format_fingerprint
 from vbench.data.layouts import LAYOUTS, SPLIT_NAMES, detect_layout
-from vbench.data.prepare_kinetics import (DEFAULT_CLIP_LIST, REENCODE, SAMPLING_DEFAULTS, Results,
-                                          build_split, report_incomplete, write_outputs)
+from vbench.data.prepare_kinetics import (
+    DEFAULT_CLIP_LIST,
+    REENCODE,
+    SAMPLING_DEFAULTS,
+    Results,
+    build_split,
+    report_incomplete,
+    write_outputs,
+)
 from vbench.data.prepare_kinetics import __doc__ as PREPARE_DOC
-from vbench.errors import ConfigError, DatasetError
-
 from vbench.data.resources import usable_cores
 from vbench.data.synthetic import generate_dataset
 from vbench.data.synthetic_patterns import FLIP_SAFE_CLASSES, PATTERNS, PRESETS
+from vbench.errors import ConfigError, DatasetError
 
 
 def synth_main(argv=None):

@@ -13,7 +13,8 @@ def _parser():
     parser.add_argument("--out", default=None, help=f"output file (default RUN/{DEFAULT_OUT}; '-': standard output)")
     parser.add_argument("--org", default="unspecified", help="submission_org of the log")
     parser.add_argument("--reference", default=None,
-                        help="reference table whose track configs decide submission_division (default: the shipped one)")
+                        help="reference table whose track configs decide submission_division "
+                             "(default: the shipped one)")
     return parser
 
 

@@ -5,8 +5,7 @@ import sys
 from vbench.config import load_config
 from vbench.config.args import cfg_argument_parser, parse_cfg_args
 from vbench.errors import ConfigError
-from vbench.models.summary import (DESCRIPTION, KINETICS400_CLASSES, config_table, footnotes,
-                                   format_table, model_table)
+from vbench.models.summary import DESCRIPTION, KINETICS400_CLASSES, config_table, footnotes, format_table, model_table
 
 
 def _build_parser():

@@ -55,7 +55,7 @@ _C.TEST.SPLIT = "val"  # split used by `vbench test`.
 # ---------------------------------------------------------------- data
 _C.DATA = CfgNode()
 _C.DATA.PATH_TO_DATA_DIR = ""  # dataset root (layouts: see DATA.LAYOUT).
-_C.DATA.LAYOUT = "auto"  # dataset "kinetics": "auto", "csv" (SlowFast {split}.csv), "folder" (split/class/video), "kinetics" (annotation CSVs).
+_C.DATA.LAYOUT = "auto"  # dataset "kinetics": "auto", "csv", "folder" or "kinetics" (vbench/data/layouts.py).
 _C.DATA.PATH_PREFIX = ""  # prefix joined to relative video paths in CSV layouts.
 _C.DATA.PATH_LABEL_SEPARATOR = " "  # separator between path and label in SlowFast CSVs.
 _C.DATA.TRAIN_SPLIT = "train"  # split name used for training.
@@ -80,12 +80,12 @@ _C.DATA.DECODING_BACKEND = "pyav"  # "pyav" or "torchcodec".
 _C.DATA.DECODER_THREADS = 0  # decoder threads per loader worker; 0: the process's cores over its workers, at least 1.
 _C.DATA.DECODE_PER_CLIP = False  # decode each clip alone (a seek each), as the reference did; for baselines.
 _C.DATA.DECODER_DEVICE = "cpu"  # "cpu" or "cuda" (torchcodec only).
-_C.DATA.GPU_TRANSFORMS = False  # resize/crop/normalise on the GPU (uint8 clips cross PCIe): True, False or "auto" (on with GPUs).
+_C.DATA.GPU_TRANSFORMS = False  # resize/crop/normalise on the GPU (uint8 clips cross PCIe): True, False, "auto".
 _C.DATA.CLIP_LIST = ""  # folder of <split>.txt clip lists: a split is exactly these clips (configs/datasets/).
 _C.DATA.MAX_BAD_FRACTION = 0.01  # stop when more than this fraction of training videos is missing or unreadable.
 _C.DATA.MAX_VAL_EXCLUDED_FRACTION = 0.0  # stop when more of DATA.VAL_SPLIT is left out; 0: every video is evaluated.
 _C.DATA.MAX_SUBSTITUTE_TRIES = 10  # substitute attempts for one bad training video.
-_C.DATA.DROP_CACHE = False  # evict the dataset files from the page cache before the clock starts (cold data; on in the benchmark configs).
+_C.DATA.DROP_CACHE = False  # evict the dataset from the page cache before the clock starts (on in the benchmark).
 
 # ---------------------------------------------------------------- synthetic data
 _C.SYNTH = CfgNode()
@@ -98,12 +98,12 @@ _C.SYNTH.SEED = 0  # generator seed (the dataset is a pure function of the seed 
 
 # ---------------------------------------------------------------- data loader
 _C.DATA_LOADER = CfgNode()
-_C.DATA_LOADER.NUM_WORKERS = 8  # loader worker processes per training process, or "auto" (GPU: its cores - 1; CPU: half).
+_C.DATA_LOADER.NUM_WORKERS = 8  # loader workers per training process, or "auto" (GPU: its cores - 1; CPU: half).
 _C.DATA_LOADER.PIN_MEMORY = True  # pin host memory for faster GPU copies.
 _C.DATA_LOADER.PREFETCH_FACTOR = 2  # batches prefetched per worker.
 _C.DATA_LOADER.SHUFFLE_BUFFER = 64  # clips mixed per worker when a video gives several clips in a row.
 _C.DATA_LOADER.INDEX_WORKERS = 8  # threads probing video headers when building the index.
-_C.DATA_LOADER.MAX_WORKER_RESTARTS = 3  # loader worker deaths survived per loader and attempt (restart at the next batch); one more stops the run.
+_C.DATA_LOADER.MAX_WORKER_RESTARTS = 3  # worker deaths survived per loader and attempt; one more stops the run.
 
 # ---------------------------------------------------------------- solver
 _C.SOLVER = CfgNode()
@@ -111,7 +111,7 @@ _C.SOLVER.OPTIMIZING_METHOD = "sgd"  # "sgd" or "adamw".
 _C.SOLVER.BASE_LR = 0.1  # learning rate at the reference batch (see LR_SCALING).
 _C.SOLVER.LR_SCALING = "none"  # "none" or "linear" (BASE_LR * TRAIN.BATCH_SIZE / REFERENCE_BATCH_SIZE).
 _C.SOLVER.REFERENCE_BATCH_SIZE = 64  # global batch BASE_LR was tuned for (linear scaling).
-_C.SOLVER.LR_POLICY = "cosine"  # "cosine_linear_warmup" (per epoch), "cosine" (per iteration), "multistep_warmup" (per iteration).
+_C.SOLVER.LR_POLICY = "cosine"  # "cosine_linear_warmup" (per epoch); "cosine", "multistep_warmup" (per iteration).
 _C.SOLVER.MAX_EPOCH = 300  # training epochs.
 _C.SOLVER.WARMUP_EPOCHS = 0.0  # linear warm-up length in epochs.
 _C.SOLVER.WARMUP_START_LR = 0.01  # learning rate at the start of warm-up ("cosine", SlowFast).
@@ -142,7 +142,7 @@ _C.MODEL.WEIGHTS = ""  # local weights file (vbench, PyTorchVideo, SlowFast or t
 _C.MODEL.WEIGHTS_FORMAT = "auto"  # "auto", "vbench", "pytorchvideo", "slowfast", "torchvision".
 _C.MODEL.CHANNELS_LAST = False  # channels_last_3d memory format: True, False or "auto".
 _C.MODEL.COMPILE = False  # torch.compile the repeated blocks in place (regional; vbench/models/compile.py).
-_C.MODEL.DEPTHWISE_CONV = "auto"  # depthwise convs: "auto", "default", "contiguous", "contiguous_fp32" (X3D), "triton" (X3D, MViT pooling; vbench/models/layers/depthwise.py).
+_C.MODEL.DEPTHWISE_CONV = "auto"  # "auto", "default", "contiguous(_fp32)" (X3D), "triton" (models/layers/).
 
 # ---------------------------------------------------------------- X3D
 _C.X3D = CfgNode()

@@ -11,8 +11,9 @@ which also pads the rank's last batch with valid=False duplicates when unreadabl
 videos were dropped, so every rank yields exactly `len(loader)` batches (DDP needs the same count
 on every rank). Workers are persistent: they read the epoch from a shared counter that
 `set_epoch` writes, and rebuild the plan themselves. A worker that dies is replaced and the epoch
-goes on with its next batch (`restart.py`, at most DATA_LOADER.MAX_WORKER_RESTARTS times). `loader_clips_per_s` adds up what the
-workers produced per second of their own work this epoch (the trainer reports it per rank).
+goes on with its next batch (`restart.py`, at most DATA_LOADER.MAX_WORKER_RESTARTS times).
+`loader_clips_per_s` adds up what the workers produced per second of their own work this epoch
+(the trainer reports it per rank).
 
 GPU decoding (DATA.DECODER_DEVICE cuda, torchcodec on NVDEC): workers are spawned (CUDA cannot
 run in forked processes), each decodes on this process's GPU and hands its batches over through
@@ -42,8 +43,8 @@ from .dataset import ClipDataset, EvalClip, RawClip, TrainClip
 from .decoders import get_decoder
 from .fingerprint import split_fingerprint
 from .registry import get_dataset
-from .restart import WorkerRestarts
 from .resources import decoder_threads, gpu_transforms, keep_freed_memory, loader_workers
+from .restart import WorkerRestarts
 from .sampling import ClipSettings, PlanSpec
 from .transforms import EvalTransform, GpuTransform, TrainTransform
 

@@ -41,8 +41,7 @@ from vbench.errors import DatasetError
 
 from .clip_list import list_file, read_clip_list
 from .index import probe_video, select_video_stream
-from .layouts import (SPLIT_NAMES, find_kinetics_video, kinetics_annotation_file, kinetics_stem,
-                      read_kinetics_csv)
+from .layouts import SPLIT_NAMES, find_kinetics_video, kinetics_annotation_file, kinetics_stem, read_kinetics_csv
 
 KINETICS20_CLASSES = (
     "abseiling", "bending_back", "bungee_jumping", "cleaning_floor", "curling_hair", "drinking",

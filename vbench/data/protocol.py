@@ -17,6 +17,7 @@ class BatchLoader(Protocol):
     class_names: list  # label i is class_names[i]
     index_excluded: list  # [(rel_path, reason)] left out before any decoding (missing, unreadable)
     excluded: list  # index_excluded plus the videos that failed to decode so far (this rank)
+    restarts: object  # its worker restarts (`.events`, data/restart.py), or None without workers to restart
 
     def __len__(self) -> int:
         """Batches per epoch on this rank."""
@@ -32,6 +33,9 @@ class BatchLoader(Protocol):
 
     def fingerprint(self) -> dict:
         """The split's fingerprint for results.json (vbench/data/fingerprint.py)."""
+
+    def file_paths(self) -> list:
+        """The video files it reads (the page-cache eviction before the clock, engine/cold_data.py)."""
 
     def loader_clips_per_s(self):
         """Clips per second its workers produced while working this epoch, or None if unknown."""

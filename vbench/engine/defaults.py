@@ -13,20 +13,27 @@ from vbench.bench.results import RESULTS_FILE, ResultsWriter, atomic_write_json,
 from vbench.data.layouts import write_class_names
 from vbench.data.loader import build_loader
 from vbench.engine import distributed as du
-from vbench.engine.checkpoint import (find_test_checkpoint, load_checkpoint_file, load_initial_weights,
-                                      seed_everything)
+from vbench.engine.checkpoint import find_test_checkpoint, load_checkpoint_file, load_initial_weights, seed_everything
 from vbench.engine.cold_data import ColdDataHook
 from vbench.engine.evaluator import Evaluator
+from vbench.engine.events import ConsoleWriter, JsonStatsWriter, ResultsJsonWriter, TensorBoardWriter
 from vbench.engine.gpu_telemetry import TelemetryHook
-from vbench.engine.events import (ConsoleWriter, JsonStatsWriter, ResultsJsonWriter,
-                                  TensorBoardWriter)
-from vbench.engine.hooks import (CheckpointHook, ClockHook, DataCheckHook, EpochStatsHook, EvalHook,
-                                 LRScheduleHook, PreciseBNHook, ProgressHook, WriterHook)
+from vbench.engine.hooks import (
+    CheckpointHook,
+    ClockHook,
+    DataCheckHook,
+    EpochStatsHook,
+    EvalHook,
+    LRScheduleHook,
+    PreciseBNHook,
+    ProgressHook,
+    WriterHook,
+)
 from vbench.engine.log import get_logger, log_json_stats
 from vbench.engine.precision import make_autocast, resolve_precision
 from vbench.engine.preemption import PreemptionHook
-from vbench.engine.restarts import LoaderRestartHook
 from vbench.engine.resources import require_resolved
+from vbench.engine.restarts import LoaderRestartHook
 from vbench.engine.train_loop import Trainer
 from vbench.engine.warmup import WarmupHook
 from vbench.engine.watchdog import WatchdogHook

@@ -34,8 +34,7 @@ from vbench.bench.results import RESULTS_FILE, load_results
 from vbench.engine.checkpoint import Checkpointer, checkpoint_position
 from vbench.engine.distributed import launched_by_torchrun
 from vbench.engine.preemption import REQUEUE_EXIT, Preempted
-from vbench.errors import VbenchError
-from vbench.errors import ResultsError
+from vbench.errors import ResultsError, VbenchError
 
 _OOM_HINT = ("likely killed by the kernel's out-of-memory killer (check `dmesg` for 'Killed "
              "process {pid}'), or by hand")

@@ -14,8 +14,16 @@ import socket
 import torch
 
 from vbench.bench.results import target_reached
-from vbench.bench.telemetry import (absent_block, epoch_fields, merge, open_reader, series_points,
-                                    summarize, telemetry_block, TelemetrySampler)
+from vbench.bench.telemetry import (
+    TelemetrySampler,
+    absent_block,
+    epoch_fields,
+    merge,
+    open_reader,
+    series_points,
+    summarize,
+    telemetry_block,
+)
 from vbench.engine import distributed as du
 from vbench.engine.log import get_logger
 from vbench.engine.train_loop import HookBase

@@ -24,11 +24,18 @@ from vbench.data.resources import loader_workers, usable_cores
 from vbench.data.synthetic import ensure_synthetic
 from vbench.engine import distributed as du
 from vbench.engine.defaults import run_test, run_train
-from vbench.engine.log import setup_logging
 from vbench.engine.failures import FailureNotes, WorkersFailed, join_workers, register_notes
+from vbench.engine.log import setup_logging
 from vbench.engine.lr_policy import LRSchedule
-from vbench.engine.preemption import (REQUEUE_EXIT, Preempted, forwarding_signals, notices_kept, request_stop,
-                                      signals_handled, stop_requested)
+from vbench.engine.preemption import (
+    REQUEUE_EXIT,
+    Preempted,
+    forwarding_signals,
+    notices_kept,
+    request_stop,
+    signals_handled,
+    stop_requested,
+)
 from vbench.engine.resources import resolve_resources
 from vbench.errors import ConfigError
 

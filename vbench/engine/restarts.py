@@ -11,8 +11,7 @@ from vbench.engine.train_loop import HookBase
 
 
 def _new_events(loader, start):
-    restarts = getattr(loader, "restarts", None)  # loaders without worker processes to restart
-    return list(restarts.events[start:]) if restarts is not None else []
+    return list(loader.restarts.events[start:]) if loader.restarts is not None else []
 
 
 class LoaderRestartHook(HookBase):

@@ -14,15 +14,14 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
+from vbench.engine import distributed as du
+from vbench.engine.checkpoint import Checkpointer, capture_rng_state, model_state, restore_rng_state, seed_everything
 from vbench.engine.events import EventStorage
+from vbench.engine.log import get_logger
+from vbench.engine.lr_policy import LRSchedule
 from vbench.engine.meters import TrainMeter, WaitTimer
 from vbench.engine.optimizer import build_optimizer, clip_gradients
 from vbench.engine.precision import make_autocast, resolve_precision
-from vbench.engine.lr_policy import LRSchedule
-from vbench.engine.checkpoint import (Checkpointer, capture_rng_state, model_state,
-                                      restore_rng_state, seed_everything)
-from vbench.engine import distributed as du
-from vbench.engine.log import get_logger
 
 
 class HookBase:

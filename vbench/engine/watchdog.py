@@ -303,7 +303,8 @@ class WatchdogHook(HookBase):
                      f"{folder}/stacks_rank<r>.txt on each rank's node (also on its stderr).")
         error = RankStalled(f"{message} {where}")
         if not note_failure(error):  # no launcher of ours: say it here
-            lines = [f"vbench: error: {error}"] + ["  " + line for line in resume_advice(self.cfg, sys.argv, os.getcwd())]
+            advice = resume_advice(self.cfg, sys.argv, os.getcwd())
+            lines = [f"vbench: error: {error}"] + ["  " + line for line in advice]
             sys.stderr.write("\n".join(lines) + "\n")
         sys.stdout.flush()
         sys.stderr.flush()

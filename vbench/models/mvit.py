@@ -19,9 +19,11 @@ from torch import nn
 from vbench.errors import ConfigError
 from vbench.models.layers.depthwise import set_depthwise_impl
 from vbench.models.mvit_blocks import BlockSpec, MultiScaleBlock, PatchEmbed, round_width
-from vbench.models.mvit_convert import (convert_pytorchvideo_mvit_state_dict,
-                                        convert_slowfast_mvit_state_dict,
-                                        convert_torchvision_mvit_state_dict)
+from vbench.models.mvit_convert import (
+    convert_pytorchvideo_mvit_state_dict,
+    convert_slowfast_mvit_state_dict,
+    convert_torchvision_mvit_state_dict,
+)
 from vbench.models.registry import register_model
 
 CONVERTERS = {"pytorchvideo": convert_pytorchvideo_mvit_state_dict,

@@ -9,10 +9,11 @@ Frame index -> pts comes from the video's index entry (`VideoInfo.timestamps`):
 Packets of frames that are not wanted (the pre-roll from the keyframe, and at 15 fps every other
 frame between wanted ones) are decoded with skip_frame="NONREF": frames no other frame refers to
 (most B-frames) are not decoded at all (1.6x faster pre-roll on a Kinetics-style clip; a quarter
-less loader CPU per clip, docs/BENCHMARKS.md "Loader"). Seeking uses the index's keyframe list: `container.seek(pts_of(keyframe), backward=True,
-any_frame=False)` lands on that keyframe (or an earlier one), so decoding forward reaches every
-wanted frame. If a container's seek still lands after the first wanted frame, the video is decoded
-again from its start. The decoded stream is the one the index chose (`VideoInfo.stream_index`).
+less loader CPU per clip, docs/BENCHMARKS.md "Loader"). Seeking uses the index's keyframe list:
+`container.seek(pts_of(keyframe), backward=True, any_frame=False)` lands on that keyframe (or an
+earlier one), so decoding forward reaches every wanted frame. If a container's seek still lands
+after the first wanted frame, the video is decoded again from its start. The decoded stream is the
+one the index chose (`VideoInfo.stream_index`).
 
 RGB: `to_rgb24` gives FFmpeg's reference conversion, what `ffmpeg -i f -pix_fmt rgb24` produces
 (the same from FFmpeg 5.1's command line and FFmpeg 8's `scale` filter) and what torchcodec returns:
@@ -32,9 +33,9 @@ import av
 import numpy as np
 import torch
 
-from ..index import VideoInfo, info_from_probe, probe_video, select_video_stream
 from vbench.errors import VideoDecodeError
 
+from ..index import VideoInfo, info_from_probe, probe_video, select_video_stream
 from .base import Decoder, check_request
 
 MAX_FILL_GAP = 2  # a wanted frame missing from the decoder output may repeat the frame shown

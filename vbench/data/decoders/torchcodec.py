@@ -13,7 +13,7 @@ CUDA (DATA.DECODER_DEVICE cuda, device "cuda:N"): torchcodec 0.17 decodes on NVD
 "nvdec" CUDA backend) and returns uint8 frames on that GPU. Its YUV -> RGB kernel takes one chroma
 sample per 2x2 block, applies a float matrix and truncates, where swscale (the CPU reference) uses
 integer tables and rounds, and interpolates chroma for high-bit-depth formats; frames therefore
-differ from CPU decoding by a few levels (tests/test_decoders_cuda.py states the bound). Codecs
+differ from CPU decoding by a few levels (tests/data/test_decoders_cuda.py states the bound). Codecs
 NVDEC does not take (torchcodec 0.17 sends all but H.264, HEVC, AV1, VP9, VP8 and MPEG-4 there)
 are decoded on the CPU and uploaded; each such case is logged once per process.
 `check_cuda_decoding` proves, before a run starts, that this machine can decode on the GPU.

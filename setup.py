@@ -28,7 +28,7 @@ setup(
         "PyYAML",
     ],
     extras_require={
-        "test": ["pytest", "tensorboard"],
+        "test": ["pytest", "tensorboard", "ruff"],
         "bench": ["pytorchvideo"],
         "codec": ["torchcodec"],
         "mllog": ["mlperf-logging"],  # vbench export --mllog

@@ -17,16 +17,20 @@ normalise), for each worker count of --workers and each pipeline of --pipelines:
 Each setting gets `--videos-per-worker` videos per worker (so an epoch takes about as long at
 every worker count), one warm-up epoch (workers start, files open), then one timed epoch. The
 consumer touches every page of each batch once, as a model or the pin-memory copy would (on CUDA
-it moves the batch to the GPU). Per setting it reports clips/s, clips/s per worker, CPU ms per
+it moves the batch to the GPU). Workers do not make the timed epoch's first pieces ahead
+(DATA_LOADER.START_AHEAD False unless overridden): its clips and CPU time all count. Per setting it
+reports clips/s, clips/s per worker, CPU ms per
 clip (user + system of the workers and of this process, which is robust to other jobs on the
 machine), the most threads seen in a worker process, voluntary / involuntary context switches and
-minor page faults per clip, and the time to the epoch's first batch.
+minor page faults per clip, the time to the epoch's first batch, the cores the loader left idle
+and, on a GPU, the GPU's and its video decoder's utilisation over the epoch (nvidia-smi).
 
     python benchmarks/bench_loader.py --workers 1,2                  # the 2-core VM: ~1-2 min
     python benchmarks/bench_loader.py --workers 15,8,4,2,1 --quick \
         --pipelines vbench_gpu_transforms,vbench,vbench_nvdec --json $OUT/bench_loader_h100.json
     python benchmarks/bench_loader.py --workers 2 --pipelines vbench,per_clip,decode_only --repeats 3
     python benchmarks/bench_loader.py --workers 1,2 --compare-with /tmp/vbench-old   # an older checkout, same run
+    python benchmarks/bench_loader.py --workers 8 --frame-size 1920x1080 --pipelines vbench_gpu_transforms,vbench_nvdec
 
 The second is the GPU-machine call (~2 min, the videos generated on every core included): with a
 --budget (--quick: 110 s), a setting is skipped when the time so far plus 1.3x that pipeline's
@@ -44,9 +48,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
+
+from hd_videos import scaled_copy
 
 from loader_pipelines import build_pipeline, skip_reason
-from proc_stats import ThreadSampler, difference, snapshot, usable_cores
+from proc_stats import GpuSampler, ThreadSampler, difference, snapshot, usable_cores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIPELINES = ("vbench", "vbench_gpu_transforms", "vbench_nvdec", "per_clip", "decode_only")
@@ -64,6 +71,8 @@ def parse_args(argv=None):
     parser.add_argument("--budget", type=float, default=0,
                         help="seconds: skip the settings that would not finish in time (0 = no limit)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per batch")
+    parser.add_argument("--frame-size", default="",
+                        help="WxH: decode copies of the videos scaled to this size (hd_videos.py), e.g. 1920x1080")
     parser.add_argument("--backend", default="pyav", help="vbench decoder backend")
     parser.add_argument("--repeats", type=int, default=1, help="measure every setting this many times")
     parser.add_argument("--data", default="", help="dataset root (folder layout); default: generate")
@@ -133,7 +142,10 @@ def load_index(args, root):
 def recipe_cfg(args, root, workers, pipeline, device):
     from vbench.config import get_cfg, load_config
     # a checkout whose track configs name the kinetics20 clip list: generated videos are not on it
-    opts = ["DATA.CLIP_LIST", ""] if "CLIP_LIST" in get_cfg().DATA else []
+    defaults = get_cfg()
+    opts = ["DATA.CLIP_LIST", ""] if "CLIP_LIST" in defaults.DATA else []
+    if "START_AHEAD" in defaults.DATA_LOADER:  # the timed epoch's first pieces made before its clock starts
+        opts += ["DATA_LOADER.START_AHEAD", "False"]
     opts += ["NUM_GPUS", "1" if device.type == "cuda" else "0", "DATA.PATH_TO_DATA_DIR", root,
             "DATA.LAYOUT", "auto", "DATA.INDEX_CACHE_DIR", os.path.join(args.cache, "index"),
             "DATA.DECODING_BACKEND", args.backend, "TRAIN.BATCH_SIZE", str(args.batch_size),
@@ -146,6 +158,12 @@ def recipe_cfg(args, root, workers, pipeline, device):
     return load_config(os.path.join(args.code or REPO, "configs/Kinetics/X3D_M.yaml"), opts)
 
 
+def frame_size(infos):
+    """The most common (height, width) of the videos."""
+    sizes = [(info.height, info.width) for info in infos]
+    return max(set(sizes), key=sizes.count)
+
+
 # ------------------------------------------------------------------------------------ measuring
 def configure_main_process(cfg, device):
     """This process's torch threads as the trainer's launch sets them for this config."""
@@ -155,20 +173,20 @@ def configure_main_process(cfg, device):
     configure_torch(cfg, SimpleNamespace(device=device), 1)
 
 
-def timed_epoch(pipeline):
+def timed_epoch(pipeline, device):
     """Epoch 1 of a warmed-up pipeline: (clips, seconds to the first batch, seconds, worker counters,
-    this process's counters, most threads seen in one worker)."""
+    this process's counters, most threads seen in one worker, mean GPU utilisation {gpu, decoder})."""
     pids, main = pipeline.worker_pids(), os.getpid()
     before, main_before = snapshot(pids), snapshot([main])
     clips, first = 0, None
-    with ThreadSampler(pids) as sampler:
+    with ThreadSampler(pids) as sampler, GpuSampler() if device.type == "cuda" else nullcontext() as gpu:
         start = time.perf_counter()
         for count in pipeline.epoch(1):
             first = time.perf_counter() - start if first is None else first
             clips += count
         seconds = time.perf_counter() - start
     work, own = difference(before, snapshot(pids)), difference(main_before, snapshot([main]))
-    return clips, first, seconds, work, own, sampler.most
+    return clips, first, seconds, work, own, sampler.most, gpu.means if gpu else {"gpu": None, "decoder": None}
 
 
 def measure(args, name, root, infos, class_names, workers, device):
@@ -183,7 +201,7 @@ def measure(args, name, root, infos, class_names, workers, device):
     loader = getattr(pipeline, "loader", None)
     ledger = getattr(loader, "_ledger", None)  # None: a torch DataLoader, or code without slots
     fresh = ledger.fresh if ledger is not None else None
-    clips, first, seconds, work, own, threads = timed_epoch(pipeline)
+    clips, first, seconds, work, own, threads, gpu = timed_epoch(pipeline, device)
     extra = {"decoder_threads": getattr(loader, "decoder_threads", cfg.DATA.DECODER_THREADS),
              "batches_in_fresh_memory": None if ledger is None else ledger.fresh - fresh,
              "distinct_videos_per_batch": (loader.mixing_stats()["mean_distinct_videos"]
@@ -204,6 +222,11 @@ def measure(args, name, root, infos, class_names, workers, device):
             "minor_faults_per_clip": per_clip("minor_faults"),
             "main_minor_faults_per_clip": own["minor_faults"] / clips,
             "first_batch_s": first, "epoch_s": seconds, "clips": clips, "videos": len(videos),
+            # cores the loader left idle at this rate (of this process's), and the GPU's share of
+            # time running kernels / the NVDEC engine's (the loader's GPU work the step loses)
+            "cpu_cores_left": usable_cores() - clips / seconds * per_clip("cpu_s"),
+            "gpu_util": gpu["gpu"], "decoder_util": gpu["decoder"],
+            "frame_size": list(frame_size(videos)),
             "batch_size": args.batch_size, "device": device.type, **extra}
 
 
@@ -259,7 +282,9 @@ COLUMNS = [("clips/s", "clips_per_s", 8, 1), ("/worker", "clips_per_s_per_worker
            ("CPU ms/clip", "cpu_ms_per_clip", 11, 1), ("(main)", "main_cpu_ms_per_clip", 6, 1),
            ("threads/w", "threads_per_worker", 9, 0), ("dec thr", "decoder_threads", 7, 0),
            ("vcs/clip", "voluntary_cs_per_clip", 8, 0), ("ivcs/clip", "involuntary_cs_per_clip", 9, 0),
-           ("faults/clip", "minor_faults_per_clip", 11, 0), ("1st batch s", "first_batch_s", 11, 2)]
+           ("faults/clip", "minor_faults_per_clip", 11, 0), ("1st batch s", "first_batch_s", 11, 2),
+           ("cores left", "cpu_cores_left", 10, 1), ("GPU util", "gpu_util", 8, 2),
+           ("NVDEC util", "decoder_util", 10, 2)]
 
 
 def print_table(rows):
@@ -271,7 +296,9 @@ def print_table(rows):
         print(f"{row['code'][:10]:<10} {row['pipeline']:<22} {row['workers']:>7} {cells}")
     print("(CPU ms/clip: workers + this process, user + system; (main): this process alone; "
           "threads/w: most threads seen in one worker; dec thr: decoder threads per worker, 0 = "
-          "FFmpeg's default, cores + 1; counts per clip are workers + this process)")
+          "FFmpeg's default, cores + 1; counts per clip are workers + this process; cores left: this "
+          "process's cores the loader did not use at its rate; GPU / NVDEC util: share of the epoch "
+          "a kernel / the video decoder ran)")
     for code in dict.fromkeys(r["code"] for r in rows):
         for pipeline in dict.fromkeys(r["pipeline"] for r in rows):
             same = sorted((r for r in rows if r["code"] == code and r["pipeline"] == pipeline),
@@ -317,9 +344,13 @@ def main(argv=None):
     import torch
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
-    root, generation = find_or_generate(args, max(args.worker_counts) * args.videos_per_worker)
-    infos, class_names = load_index(args, root)
     needed = max(args.worker_counts) * args.videos_per_worker
+    root, generation = find_or_generate(args, needed)
+    if args.frame_size:
+        width, height = (int(v) for v in args.frame_size.lower().split("x"))
+        root = scaled_copy(root, os.path.join(args.cache, f"{os.path.basename(root)}-{width}x{height}"),
+                           width, height, needed, usable_cores())
+    infos, class_names = load_index(args, root)
     if len(infos) < needed:
         sys.exit(f"{root} has {len(infos)} readable training videos; the sweep needs {needed}")
     load_before = os.getloadavg()[0]

@@ -141,9 +141,9 @@ def skip_reason(name, device):
         return None
     if device.type != "cuda":
         return "no CUDA device"
-    try:
-        from vbench.data.decoders.torchcodec import import_video_decoder
-        import_video_decoder()
+    try:  # a tiny clip decoded on the GPU: names what is missing (torchcodec, its CUDA build, NVDEC)
+        from vbench.data.decoders.torchcodec import check_cuda_decoding
+        check_cuda_decoding("cuda:0")
     except (ImportError, RuntimeError) as error:
         return str(error).splitlines()[0]
     return None

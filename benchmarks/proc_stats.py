@@ -1,7 +1,9 @@
 """Per-process counters for the benchmark scripts, read from /proc (Linux) through psutil and
 /proc/<pid>/stat: CPU time, context switches, minor page faults and thread counts of a set of
-processes (a loader's worker processes and this one), as totals between two snapshots."""
+processes (a loader's worker processes and this one), as totals between two snapshots; and the
+GPU's utilisation over a block (`GpuSampler`)."""
 import os
+import subprocess
 import threading
 
 import psutil
@@ -75,3 +77,37 @@ class ThreadSampler:
 
 def usable_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class GpuSampler:
+    """Mean utilisation of GPU 0 while the block runs, from `nvidia-smi` sampled every `period_ms`:
+    "gpu" (share of time a kernel ran: what a loader's GPU work takes from the training step) and
+    "decoder" (the NVDEC engine). Both None without nvidia-smi (a CPU machine)."""
+
+    def __init__(self, period_ms=200):
+        self.period_ms, self.process, self.means = period_ms, None, {"gpu": None, "decoder": None}
+
+    def __enter__(self):
+        try:
+            self.process = subprocess.Popen(
+                ["nvidia-smi", "-i", "0", "--query-gpu=utilization.gpu,utilization.decoder",
+                 "--format=csv,noheader,nounits", f"-lms={self.period_ms}"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        except OSError:
+            self.process = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.process is None:
+            return
+        self.process.terminate()
+        output = self.process.communicate()[0]
+        samples = []
+        for line in output.splitlines():
+            try:
+                samples.append([float(value) for value in line.split(",")])
+            except ValueError:
+                continue
+        if samples:
+            self.means = {"gpu": sum(s[0] for s in samples) / len(samples) / 100,
+                          "decoder": sum(s[1] for s in samples) / len(samples) / 100}

@@ -25,7 +25,7 @@ from vbench.engine.distributed import DistContext
 from vbench.engine.log import setup_logging
 from vbench.engine.train_loop import HookBase
 
-from videos import write_numbered_video
+from videos import read_frame_number, write_numbered_video
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -344,3 +344,17 @@ def loader_cfg(root, workers=0, batch=4, **overrides):
         "DATA_LOADER.INDEX_WORKERS", 1, "MODEL.NUM_CLASSES", 2])
     cfg.merge_from_list([x for kv in overrides.items() for x in (kv[0].replace("__", "."), kv[1])])
     return cfg
+
+
+def clip_records(batches, check_pixels=True):
+    """(video, frames) of every valid clip; checks that each clip shows its planned frames."""
+    records = []
+    for batch in batches:
+        assert batch["clips"].dtype == torch.uint8 and batch["clips"].shape[1:] == (4, 48, 64, 3)
+        for clip, frames, video, ok in zip(batch["clips"], batch["frame_indices"], batch["video_ids"],
+                                           batch["valid"]):
+            if check_pixels:
+                assert [read_frame_number(f) for f in clip] == frames.tolist()
+            if ok:
+                records.append((int(video), tuple(frames.tolist())))
+    return records

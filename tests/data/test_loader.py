@@ -11,8 +11,7 @@ from vbench.data.index import build_index
 from vbench.data.layouts import read_split
 from vbench.data.loader import loader_from_index
 
-from scaffold import loader_cfg
-from videos import read_frame_number  # noqa: E402
+from scaffold import clip_records, loader_cfg
 
 
 def epoch_of(loader, epoch=0):
@@ -20,20 +19,6 @@ def epoch_of(loader, epoch=0):
     batches = list(loader)
     assert len(batches) == len(loader)
     return batches
-
-
-def clip_records(batches, check_pixels=True):
-    """(video, frames) of every valid clip; checks that each clip shows its planned frames."""
-    records = []
-    for batch in batches:
-        assert batch["clips"].dtype == torch.uint8 and batch["clips"].shape[1:] == (4, 48, 64, 3)
-        for clip, frames, video, ok in zip(batch["clips"], batch["frame_indices"], batch["video_ids"],
-                                           batch["valid"]):
-            if check_pixels:
-                assert [read_frame_number(f) for f in clip] == frames.tolist()
-            if ok:
-                records.append((int(video), tuple(frames.tolist())))
-    return records
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -202,7 +187,8 @@ def test_batch_slots_are_reused_once_released_and_never_while_held(data_root):
     ledger, slots = loader._ledger, loader.dataset.busy_marks.shape[1]
     received = []
     original = ledger.received
-    ledger.received = lambda clips, worker, slot: (received.append((worker, slot)), original(clips, worker, slot))
+    ledger.received = lambda clips, worker, slot: (clips.numel() and received.append((worker, slot)),
+                                                   original(clips, worker, slot))
     for epoch in (0, 1):  # batches dropped as they go: every one comes in a reused slot
         loader.set_epoch(epoch)
         for batch in loader:
@@ -245,3 +231,127 @@ def test_shuffle_buffer_starts_at_a_quarter_and_never_holds_more_than_its_size()
     assert sorted(out) == list(range(200)) and out != list(range(200))
     assert max(held) == 63  # one slot is always the item just taken in
     assert out == list(shuffled(iter(range(200)), 64, np.random.default_rng(0)))  # seeded
+
+
+@pytest.mark.parametrize("workers,batch,piece", [(2, 4, 3), (3, 5, 2), (0, 4, 3), (2, 4, 0)])
+def test_joined_batches_hold_the_clips_the_plan_gives_them_in_order(data_root, workers, batch, piece):
+    from vbench.data.dataset import delivery_order, shuffle_rng
+    from vbench.data.sampling import piece_stream
+    loader = build_loader(loader_cfg(data_root, workers, batch=batch, DATA_LOADER__PIECE_SIZE=piece), "train",
+                          training=True, transform=RawClip())
+    for epoch in (0, 1):
+        batches = epoch_of(loader, epoch)
+        clip_records(batches)  # every clip shows its planned frames
+        spec = loader.spec
+        shares = spec.shard(spec.plan(loader.infos, epoch), epoch).slots[0]
+        orders = [delivery_order(clips, loader.dataset.shuffle_buffer, shuffle_rng(spec, epoch, worker))
+                  for worker, clips in enumerate(shares)]
+        stream = piece_stream(orders, loader.piece_size)
+        assert len(stream) == len(batches) * batch  # the plan pads the rank to whole batches
+        for index, joined in enumerate(batches):
+            planned = stream[index * batch:(index + 1) * batch]
+            assert joined["video_ids"].tolist() == [c.video for c in planned]
+            assert [tuple(f) for f in joined["frame_indices"].tolist()] == [c.frames for c in planned]
+            assert joined["valid"].tolist() == [c.valid for c in planned]
+    if workers and piece and piece < batch:  # a batch spans workers: the first waits for one piece of each
+        assert {c.video for c in stream[:batch]} & {c.video for c in orders[1]}
+
+
+def test_pieces_arriving_out_of_turn_are_joined_in_the_plan_order():
+    from vbench.data.join import PieceJoiner
+
+    def piece(worker, number, values, last=False):
+        n = len(values)
+        return {"piece": (worker, number, last), "clips": torch.tensor(values, dtype=torch.uint8).view(n, 1),
+                "spatial_idx": torch.ones(n, dtype=torch.int64), "labels": torch.zeros(n, dtype=torch.int64),
+                "video_ids": torch.tensor(values, dtype=torch.int64), "valid": torch.ones(n, dtype=torch.bool),
+                "frame_indices": torch.zeros(n, 1, dtype=torch.int64), "bad_videos": [("w%d" % worker, "x")] * (n == 1)}
+    # worker 0: [1, 2] [3] (last); worker 1: [10, 11] [] (last, empty)
+    arrivals = [piece(1, 0, [10, 11]), piece(1, 1, [], last=True), piece(0, 1, [3], last=True), piece(0, 0, [1, 2])]
+    joiner = PieceJoiner(2, batch_size=3, num_batches=2, blank_clip=None)
+    out = []
+    for p in arrivals[:3]:
+        out += joiner.push(p)
+    assert out == [] and len(joiner.waiting) == 3  # nothing before worker 0's first piece
+    out += joiner.push(arrivals[3])
+    tail, reports = joiner.finish()
+    batches = out + tail
+    assert [b["video_ids"].tolist() for b in batches] == [[1, 2, 10], [11, 3, 11]]
+    assert batches[1]["valid"].tolist() == [True, True, False]  # padded with its own clips
+    assert [b["bad_videos"] for b in batches] == [[], [("w0", "x")]] and reports == []
+    assert torch.equal(batches[1]["clips"].view(-1), torch.tensor([11, 3, 11], dtype=torch.uint8))
+
+
+def test_an_epoch_left_early_leaves_no_slot_behind(data_root):
+    from vbench.data.buffers import SENT
+    cfg = loader_cfg(data_root, workers=2, batch=2, DATA_LOADER__PIECE_SIZE=1, SOLVER__MAX_EPOCH=4)
+    loader = build_loader(cfg, "train", training=True, transform=RawClip())  # nothing made ahead after epoch 3
+    busy = loader.dataset.busy_marks
+    for epoch in range(3):  # take one batch and leave: torch drops the pieces in flight
+        loader.set_epoch(epoch)
+        next(iter(loader))
+    records = clip_records(epoch_of(loader, 3))
+    assert collections.Counter(records) == collections.Counter((c.video, c.frames) for c in loader.plan.clips)
+    loader._ledger.collect()
+    assert int((busy == SENT).sum()) == 0  # the dropped pieces' slots were taken back
+    assert loader._ledger.fresh == 0
+    loader.close()
+
+
+def _contents(batches):
+    return [(b["video_ids"].tolist(), b["frame_indices"].tolist(), b["valid"].tolist(), b["clips"].clone())
+            for b in batches]
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(x[:3] == y[:3] and torch.equal(x[3], y[3]) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_pieces_made_ahead_are_those_the_epoch_would_have_made(data_root, training):
+    import time
+
+    from vbench.data.buffers import SENT
+    split = "train" if training else "val"
+    loaders = [build_loader(loader_cfg(data_root, workers=2, batch=3, DATA_LOADER__PIECE_SIZE=2,
+                                     DATA_LOADER__START_AHEAD=ahead), split, training=training)
+               for ahead in (False, True)]
+    plain, ahead = loaders
+    assert plain.dataset.ahead_pieces == 0 and ahead.dataset.ahead_pieces > 0
+    reference = {epoch: _contents(epoch_of(plain, epoch)) for epoch in (0, 1)}
+    assert _same(_contents(epoch_of(ahead, 0)), reference[0])
+    busy = ahead.dataset.busy_marks
+    deadline = time.monotonic() + 60
+    while int((busy == SENT).sum()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # both workers make their next epoch's first pieces without being asked
+    assert int((busy == SENT).sum()) >= 2
+    if training:  # the same epoch again (as precise BN does): the pieces made ahead are dropped
+        assert _same(_contents(epoch_of(ahead, 0)), reference[0])
+        assert _same(_contents(epoch_of(ahead, 0)), reference[0])
+    assert _same(_contents(epoch_of(ahead, 1 if training else 0)), reference[1 if training else 0])
+    assert ahead._ledger.fresh == 0  # the pieces made ahead had slots of their own
+    for loader in loaders:
+        loader.close()
+
+
+def test_the_background_join_passes_errors_on_and_stops_when_left():
+    from vbench.data.join import BackgroundJoin
+    closed = []
+
+    def batches(fail_at):
+        try:
+            for index in range(100):
+                if index == fail_at:
+                    raise ValueError("a worker failed")
+                yield index
+        finally:
+            closed.append(fail_at)
+
+    joined = BackgroundJoin(batches(fail_at=3))
+    with pytest.raises(ValueError, match="a worker failed"):
+        assert list(joined) == [0, 1, 2]
+    joined.close()
+    left = BackgroundJoin(batches(fail_at=None))
+    assert next(iter(left)) == 0
+    left.close()  # the consumer stops early: the thread ends and the generator is closed
+    assert not left.thread.is_alive() and closed == [3, None]

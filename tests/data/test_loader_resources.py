@@ -54,6 +54,6 @@ def test_gpu_transforms_auto_is_on_with_gpus_and_recorded_at_launch(gpus):
 def test_recipe_leaves_workers_and_gpu_transforms_to_the_machine():
     cfg = load_config(str(REPO / "configs/Kinetics/X3D_M.yaml"), ["NUM_GPUS", "0"])
     assert cfg.DATA_LOADER.NUM_WORKERS == "auto" and cfg.DATA.GPU_TRANSFORMS == "auto"
-    assert cfg.DATA.DECODER_THREADS == 0
+    assert cfg.DATA.DECODER_THREADS == 0 and cfg.DATA.DECODER_DEVICE == "auto"
     with pytest.raises(Exception, match="DATA.DECODER_THREADS"):
         load_config(None, ["DATA.DECODER_THREADS", "-1"])

@@ -26,6 +26,7 @@ from scaffold import (
     FakeLoader,
     FakeTime,
     K,
+    OneHotModel,
     fake_cfg,
     fake_trainer,
     loader_cfg,
@@ -142,6 +143,38 @@ def test_tensorboard_events_hold_the_iteration_and_epoch_scalars(tmp_path):
     assert {"train/loss", "train/lr", "epoch/loss", "epoch/clip_top1"} <= set(tags)
     assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 2 * TRAIN_BATCHES + 1))
     assert [e.value for e in events.Scalars("epoch/clip_top1")] == [100.0, 100.0]
+
+
+class SlowStartLoader(FakeLoader):
+    """A FakeLoader whose first batch of each epoch takes `delay` seconds of the fake clock."""
+
+    def __init__(self, num_batches, fake_time, delay):
+        super().__init__(num_batches)
+        self.fake_time, self.delay = fake_time, delay
+
+    def __iter__(self):
+        for index, batch in enumerate(super().__iter__()):
+            self.fake_time.now += self.delay if index == 0 else 0.0
+            yield batch
+
+
+def test_the_wait_of_an_epochs_first_steps_is_recorded_apart_from_the_rest(tmp_path):
+    from vbench.engine.meters import WaitTimer
+    fake_time = FakeTime()
+    cfg = fake_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2", "BENCHMARK.STOP_AT_TARGET", "False")
+    trainer = build_trainer(cfg, DistContext(), model=OneHotModel(fake_time),
+                            train_loader=SlowStartLoader(12, fake_time, delay=10.0),
+                            val_loader=FakeLoader(EVAL_BATCHES))
+    trainer.wait_timer = WaitTimer(fake_time)  # every forward takes one second of it
+    trainer.train()
+    rows = load_results(str(tmp_path))["epochs"]
+    for row in rows:  # 10 s waited in the first 10 steps (20 s), none in the last 2 (2 s)
+        assert row["data_wait_first10"] == pytest.approx(0.5) and row["data_wait_rest"] == 0.0
+        assert row["data_wait_fraction"] == pytest.approx(10 / 22)
+    stats = [json.loads(line.split("json_stats: ", 1)[1])
+             for line in (tmp_path / "json_stats.log").read_text().splitlines()]
+    epochs = [s for s in stats if s["_type"] == "train_epoch"]
+    assert [(s["data_wait_first10"], s["data_wait_rest"]) for s in epochs] == [(0.5, 0.0)] * 2
 
 
 # ------------------------------------------------------------------------------ real pipeline

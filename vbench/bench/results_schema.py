@@ -50,6 +50,9 @@ ROW_SPEC = {
     # per rank, in rank order: share of the epoch spent waiting for data; clips/s the rank's
     # loader workers produced while working (null: no loader figure)
     "data_wait_by_rank?": ListOf(NUMBER), "loader_clips_per_s_by_rank?": ListOf((*NUMBER, NULL)),
+    # rank 0's data-wait share of the epoch's first 10 steps (all of them in a shorter epoch), and
+    # of the steps after them (null: none)
+    "data_wait_first10?": (*NUMBER, NULL), "data_wait_rest?": (*NUMBER, NULL),
     # the epoch's GPU telemetry over every GPU (vbench/bench/telemetry.py, epoch_fields); null without it
     "telemetry?": Nullable({"energy_kj": NUMBER, "power_w": (*NUMBER, NULL), "sm_clock_mhz": (*NUMBER, NULL),
                             "temp_c": (*NUMBER, NULL), "util_pct": (*NUMBER, NULL), "slowdown_s": NUMBER}),

@@ -6,6 +6,7 @@ from .checkpoint import convert_main
 from .data import check_main, synth_main
 from .export import export_main
 from .models import main as models_main
+from .preflight import main as preflight_main
 from .score import report_main, score_main
 from .sysinfo import main as sysinfo_main
 from .train import test_main, train_main
@@ -14,6 +15,7 @@ from .train import test_main, train_main
 COMMANDS = {
     "train": (train_main, "train (and test) a model: --cfg FILE [KEY VALUE ...]"),
     "test": (test_main, "test a checkpoint with multi-view testing"),
+    "preflight": (preflight_main, "before a run: which side limits it, expected clips/s and time, what would help"),
     "score": (score_main, "benchmark score from CNN and Transformer runs"),
     "report": (report_main, "Markdown + PNG report of one run folder"),
     "export": (export_main, "write a run as an MLPerf-format log: --mllog RUN"),

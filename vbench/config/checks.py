@@ -11,7 +11,7 @@ CHOICES = {
     "TEST.SAMPLING": ("windows", "uniform"),
     "DATA.LAYOUT": ("auto", "csv", "folder", "kinetics"),
     "DATA.DECODING_BACKEND": ("pyav", "torchcodec"),
-    "DATA.DECODER_DEVICE": ("cpu", "cuda"),
+    "DATA.DECODER_DEVICE": ("cpu", "cuda", "auto"),
     "SOLVER.OPTIMIZING_METHOD": ("sgd", "adamw"),
     "SOLVER.LR_POLICY": ("cosine_linear_warmup", "cosine", "multistep_warmup", "constant"),
     "SOLVER.LR_SCALING": ("none", "linear"),

@@ -1,32 +1,35 @@
-"""Batch memory the loader reuses instead of faulting in fresh pages for every batch: the workers'
-shared-memory slots, and the main process's blocks for merged batches (`ReusedTensors`).
+"""Memory the loader reuses instead of faulting in fresh pages for every piece and batch: the
+workers' shared-memory slots for their pieces, and the training process's blocks for the batches it
+joins from them (`BlockPool`, pinned when the batches go to a GPU).
 
 A worker used to collate each batch into new shared memory (torch's `default_collate` inside a
 worker): a batch of 8 float clips is 77 MB, 19k page faults in the worker (each zero-fills a page)
-and new mappings in the main process. Here each worker owns a few shared-memory slots per batch
-shape and collates into a free one. A slot is free again only when the main process has let go of
-every tensor that views it:
+and new mappings in the main process. Here each worker owns a few shared-memory slots per piece
+shape and collates into a free one. A slot's mark in `busy` (a shared uint8 tensor, workers x
+slots, made before the workers start) says who has it:
 
-- `busy` is a shared uint8 tensor (workers x slots) made before the workers start. A worker marks a
-  slot busy when it fills it; only the main process clears the mark.
-- The main process (`BufferLedger`) keeps the storage of every slot it received and clears the
-  mark once that storage has no other user: no batch, view, Rebatcher remnant or trainer
-  reference is left (the storage's use count, checked at every new batch). Keeping it also keeps
-  the slot mapped in the main process for its next batch. A batch the pin-memory thread copied
-  into pinned memory frees its slot as soon as it arrives.
+- FREE: the worker may fill it; SENT: filled and sent by the worker; HELD: received by the main
+  process (`BufferLedger`), which keeps the slot's storage and marks it FREE once that storage has
+  no other user (no piece, view or batch is left: the storage's use count, checked at every new
+  piece). Keeping it also keeps the slot mapped in the main process for its next piece.
+- A piece the main process never received (an epoch left before its end: torch discards the
+  pieces in flight when the next epoch starts) stays SENT; the worker takes such slots back when
+  its next epoch starts (`reclaim`), when nothing of its previous epoch is in flight any more.
 - A worker that finds no free slot collates into fresh shared memory, as before: a consumer that
-  keeps many batches (`list(loader)`) costs page faults, never overwritten clips.
+  keeps many batches costs page faults, never overwritten clips.
 """
 import math
 
 import torch
 from torch.utils.data import default_collate
 
-SLOTS_BEYOND_PREFETCH = 3  # the batch being consumed, the loader's held batch, one in the Rebatcher
+SLOTS_BEYOND_PREFETCH = 3  # pieces waiting in the joiner for their turn, one being copied
+FREE, SENT, HELD = 0, 1, 2  # a slot's mark in `busy`
 
 
 def busy_marks(num_workers, prefetch_factor):
-    """The shared slot marks for `num_workers` workers (None without worker processes)."""
+    """The shared slot marks for `num_workers` workers sending up to `prefetch_factor` pieces ahead
+    (None without worker processes)."""
     if num_workers <= 0:
         return None
     return torch.zeros((num_workers, prefetch_factor + SLOTS_BEYOND_PREFETCH), dtype=torch.uint8).share_memory_()
@@ -40,15 +43,23 @@ def _use_count(storage):
 
 
 class BatchBuffers:
-    """One worker's slots of `batch_size` clips: `stack(clips)` -> (batch tensor, slot index or None)."""
+    """One worker's slots of `batch_size` clips (a piece): `stack(clips)` -> (tensor, slot or None)."""
 
     def __init__(self, busy, worker, batch_size):
         self.busy, self.worker, self.batch_size = busy, worker, batch_size
         self.slots = [None] * busy.shape[1]
 
+    def reclaim(self, keep=()):
+        """At the start of an epoch: take back the slots of pieces that were sent and never
+        received (torch dropped them when the previous epoch was left early), but those in `keep`
+        (pieces made ahead for this epoch, not yet sent)."""
+        for index, mark in enumerate(self.busy[self.worker].tolist()):
+            if mark == SENT and index not in keep:
+                self.busy[self.worker, index] = FREE
+
     def _free_slot(self, shape, dtype):
         for index, slot in enumerate(self.slots):
-            if not self.busy[self.worker, index]:
+            if self.busy[self.worker, index] == FREE:
                 if slot is None or slot.shape[1:] != shape[1:] or slot.dtype != dtype or len(slot) < shape[0]:
                     self.slots[index] = torch.empty(shape, dtype=dtype).share_memory_()
                 return index
@@ -61,33 +72,34 @@ class BatchBuffers:
         index = self._free_slot((max(len(clips), self.batch_size), *first.shape), first.dtype)
         if index is None:
             return default_collate(clips), None
-        self.busy[self.worker, index] = 1
+        self.busy[self.worker, index] = SENT
         out = self.slots[index][:len(clips)]
         torch.stack(clips, out=out)
         return out, index
 
 
 class BufferLedger:
-    """The main process's side: clears a slot's busy mark once nothing uses the slot."""
+    """The main process's side: marks a received slot HELD, and FREE once nothing uses it."""
 
     def __init__(self, busy):
         self.busy = busy
         # (worker, slot) -> the slot's storage. Kept after the slot is freed, so that the slot's
-        # next batch finds it mapped (torch reuses a live mapping) instead of faulting it in again.
+        # next piece finds it mapped (torch reuses a live mapping) instead of faulting it in again.
         self.mapped = {}
-        self.in_use = set()  # slots received and not yet freed (a busy mark may already be a new batch's)
-        self.in_slots = self.fresh = 0  # batches received in a slot / in fresh memory
+        self.in_use = set()  # slots received and not yet freed
+        self.in_slots = self.fresh = 0  # pieces received in a slot / in fresh memory
 
     def received(self, clips, worker, slot):
-        """Call for every batch from a worker, with the slot it names (None: not a slot)."""
+        """Call for every piece from a worker, with the slot it names (None: not a slot)."""
         self.in_slots += slot is not None
         self.fresh += slot is None and clips.numel() > 0
         if slot is not None:
             if clips.is_shared():
+                self.busy[worker, slot] = HELD
                 self.mapped[(worker, slot)] = clips.untyped_storage()
                 self.in_use.add((worker, slot))
-            else:  # the pin-memory thread copied it: the slot is no longer read
-                self.busy[worker, slot] = 0
+            else:  # a copy (e.g. pinned by torch): the slot is no longer read
+                self.busy[worker, slot] = FREE
         self.collect()
 
     def forget(self):
@@ -101,27 +113,45 @@ class BufferLedger:
         for key in list(self.in_use):
             if _use_count(self.mapped[key]) <= 1:  # only our own reference is left
                 self.in_use.discard(key)
-                self.busy[key] = 0
+                self.busy[key] = FREE
 
 
-class ReusedTensors:
-    """Main-process memory for the batches the Rebatcher merges from workers' partial batches,
-    reused once nothing else holds it (a fresh 77 MB merge faults 19k pages in; there are a few
-    per epoch and rank, at its end). At most `limit` blocks are kept; past that, fresh memory."""
+class BlockPool:
+    """The training process's memory for the batches it joins from pieces, reused: a block is
+    handed out again only once nothing references it (its storage's use count) and, when it was
+    copied to a GPU (`copied`), once that copy has finished (a CUDA event per block, recorded on
+    the stream that queued the copy). With `pin` the blocks are pinned, so that the copy to the
+    GPU runs asynchronously. At most `limit` blocks are kept; past that, fresh memory."""
 
-    def __init__(self, limit=4):
-        self.limit, self.storages = limit, []
+    def __init__(self, pin=False, limit=6, new_event=None):
+        self.pin, self.limit = pin, limit
+        self.new_event = new_event or torch.cuda.Event
+        self.blocks = []  # [storage, event of its last copy to a device or None]
 
-    def cat(self, tensors):
-        first = tensors[0]
-        shape = (sum(len(t) for t in tensors), *first.shape[1:])
-        if first.device.type != "cpu" or not shape[0]:
-            return torch.cat(tensors)
-        nbytes = first.element_size() * math.prod(shape)
-        storage = next((s for s in self.storages if s.nbytes() >= nbytes and _use_count(s) <= 1), None)
-        if storage is None:
-            if len(self.storages) >= self.limit:
-                return torch.cat(tensors)
-            storage = torch.UntypedStorage(nbytes)
-            self.storages.append(storage)
-        return torch.cat(tensors, out=torch.empty(0, dtype=first.dtype).set_(storage, 0, shape))
+    def empty(self, shape, dtype, device="cpu"):
+        """An uninitialised tensor of `shape` in a free block (or fresh memory)."""
+        if torch.device(device).type != "cpu":  # pieces decoded on a GPU: joined there
+            return torch.empty(shape, dtype=dtype, device=device)
+        nbytes = torch.empty(0, dtype=dtype).element_size() * math.prod(shape)
+        for block in self.blocks:
+            storage, event = block
+            if storage.nbytes() >= nbytes and _use_count(storage) <= 1 and (event is None or event.query()):
+                block[1] = None
+                return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+        if len(self.blocks) >= self.limit:
+            return torch.empty(shape, dtype=dtype, pin_memory=self.pin)
+        storage = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self.pin).untyped_storage()
+        self.blocks.append([storage, None])
+        return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+    def copied(self, tensor):
+        """Call right after queueing an asynchronous copy of `tensor` (a view of a block) to the
+        current CUDA stream: the block is not reused before that copy has finished."""
+        if tensor.device.type != "cpu" or not tensor.numel():
+            return
+        pointer = tensor.untyped_storage().data_ptr()
+        for block in self.blocks:
+            if block[0].data_ptr() == pointer:
+                event = self.new_event()
+                event.record()
+                block[1] = event

@@ -5,15 +5,11 @@ a shared counter so persistent workers follow `set_epoch`), takes its slot, and 
 videos decodes the union of the native frames all its clips need in ONE decoder call, then slices
 the clips out. When a video gives several training clips, they pass through a seeded shuffle
 buffer (raw uint8 clips; the transform runs when a clip leaves the buffer) so a batch mixes
-videos. The worker collates whole batches itself, into shared-memory slots it reuses
-(`vbench.data.buffers`), and stamps each with "load_s", the seconds it worked on it; its last batch
-may be partial and the loader merges those (`vbench.data.loader`).
-
-After a worker died (`vbench.data.restart`), new workers replay the epoch from its start: process
-j plays the plan's worker `j + rotation` and decodes the batches that worker had already delivered
-without sending them (`resume`, shared memory written before the workers start), taking the
-transform's random draws for their clips without computing them (`skip`), so every batch after
-those is the one the dead worker would have made.
+videos. The worker collates pieces of `piece_size` clips (fewer than a batch, so that an epoch's
+first batch does not wait for one worker to decode a whole batch) into shared-memory slots it
+reuses (`vbench.data.buffers`), numbers them, stamps each with "load_s", the seconds it worked on
+it, and ends its epoch with a piece marked "last" (empty when its clips filled whole pieces); the
+training process joins the pieces of all workers into batches (`vbench.data.join`).
 
 Unreadable videos (the decoder raises `VideoDecodeError`): training reports each one in the next
 batch's "bad_videos" and substitutes the same number of clips from other videos, tried in a seeded
@@ -31,6 +27,7 @@ from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
 from vbench.errors import TooManyBadVideos, VideoDecodeError
 
+from .ahead import EpochAhead
 from .buffers import BatchBuffers
 from .sampling import ClipRef
 
@@ -47,10 +44,6 @@ class TrainClip:
     def __call__(self, clip, ref, generator):
         return self.transform(clip, generator)
 
-    def skip(self, clip, ref, generator):
-        """The random draws of `__call__`, no pixels: a replayed clip (see the module docstring)."""
-        self.transform.draw_only(clip, generator)
-
 
 class EvalClip:
     """Adapts `EvalTransform(clip, spatial_idx)`."""
@@ -61,18 +54,12 @@ class EvalClip:
     def __call__(self, clip, ref, generator):
         return self.transform(clip, ref.spatial_idx)
 
-    def skip(self, clip, ref, generator):  # evaluation draws nothing
-        pass
-
 
 class RawClip:
     """No CPU transform: the uint8 T x H x W x C clip as decoded (GPU transforms, tests)."""
 
     def __call__(self, clip, ref, generator):
         return clip
-
-    def skip(self, clip, ref, generator):
-        pass
 
 
 def resize_frames(frames, size):
@@ -122,6 +109,20 @@ def _rows(frames, rows):
     return frames[rows]
 
 
+def shuffle_rng(spec, epoch, worker):
+    """The random stream of one worker's shuffle buffer in `epoch` (its own, so that the order a
+    worker delivers its clips in is `shuffled(clips, size, shuffle_rng(...))` whatever else draws)."""
+    return np.random.default_rng([spec.seed, epoch, 5, spec.rank, worker])
+
+
+def delivery_order(clips, shuffle_buffer, rng):
+    """The order in which a worker delivers `clips` (its share of the plan, no video failing):
+    through the shuffle buffer when a video gives several clips in a row, else as planned."""
+    if shuffle_buffer > 1 and repeats_a_video(clips):
+        return list(shuffled(clips, shuffle_buffer, rng))
+    return list(clips)
+
+
 def collate(samples, labels, bad_videos, buffers=None):
     """Samples (ClipRef, clip tensor) -> the batch dict of the loader contract, plus "buffer":
     (worker, slot) naming the reused shared-memory slot holding the clips (slot None: not one)."""
@@ -151,11 +152,17 @@ class ClipDataset(IterableDataset):
     decoder (e.g. `functools.partial(get_decoder, backend="pyav")`), called once per process;
     frame_size: (H, W) every decoded frame is resized to unless already that size (used with GPU
     transforms so clips of different videos stack; None keeps the decoded size); busy_marks: the
-    shared slot marks of `vbench.data.buffers` (None: every batch in fresh memory).
+    shared slot marks of `vbench.data.buffers` (None: every piece in fresh memory); piece_size:
+    clips per piece (None: the spec's batch size); ahead_pieces: pieces of the next epoch a worker
+    makes once its epoch is done (`vbench.data.ahead`; 0: none); epochs: training's epoch count (no
+    next epoch after the last; None: unknown).
     """
 
     def __init__(self, infos, spec, transform, decoder_factory, shuffle_buffer=0,
-                 max_substitute_tries=10, frame_size=None, decode_per_clip=False, busy_marks=None):
+                 max_substitute_tries=10, frame_size=None, decode_per_clip=False, busy_marks=None,
+                 piece_size=None, ahead_pieces=0, epochs=None):
+        self.piece_size = int(piece_size or spec.batch_size)
+        self.ahead_pieces, self.epochs = int(ahead_pieces), epochs
         self.infos = list(infos)
         self.labels = [int(info.label) for info in self.infos]
         self.spec = spec
@@ -166,12 +173,10 @@ class ClipDataset(IterableDataset):
         self.frame_size = tuple(frame_size) if frame_size else None
         self.decode_per_clip = bool(decode_per_clip)
         self.epoch = torch.zeros(1, dtype=torch.int64).share_memory_()  # read by persistent workers
-        # [rotation, batches each plan worker delivered]: where restarted workers resume (restart.py)
-        self.resume = torch.zeros(1 + max(1, spec.num_workers), dtype=torch.int64).share_memory_()
-        self.made = torch.zeros(max(1, spec.num_workers), dtype=torch.int64).share_memory_()  # per process
         self.busy_marks = busy_marks
         self._decoder = None
         self._buffers = None  # this worker's BatchBuffers
+        self._ahead = None  # this worker's EpochAhead: the next epoch's first pieces
         self._known_bad = {}  # video -> reason, remembered by this process across epochs
         self._reported = set()  # videos reported this epoch
 
@@ -180,19 +185,41 @@ class ClipDataset(IterableDataset):
 
     # -------------------------------------------------------------------------------- iteration
     def __iter__(self):
-        started = time.perf_counter()
         epoch = int(self.epoch[0])
-        process, num_workers = worker_identity()
-        spec = self.spec
-        if num_workers != max(1, spec.num_workers):
-            raise RuntimeError(f"ClipDataset was planned for {spec.num_workers} workers but runs in "
+        worker, num_workers = worker_identity()
+        if num_workers != max(1, self.spec.num_workers):
+            raise RuntimeError(f"ClipDataset was planned for {self.spec.num_workers} workers but runs in "
                                f"{num_workers}; build it through vbench.data.build_loader.")
-        worker = (process + int(self.resume[0])) % num_workers  # the plan's worker this process plays
-        skip = int(self.resume[1 + worker])  # its batches the loader already has
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.epoch == epoch:
+            ready, pieces = ahead.take()
+        else:
+            if ahead is not None:
+                ahead.drop(self.busy_marks)
+            ready, pieces = [], self._pieces(epoch, worker)
+        buffers = self._worker_buffers(worker)
+        if buffers is not None:  # nothing of the last epoch is in flight any more
+            buffers.reclaim(keep=[piece["buffer"][1] for piece in ready])
+        yield from ready
+        yield from pieces
+        self._start_ahead(epoch, worker)
+
+    def _start_ahead(self, epoch, worker):
+        """In a worker process, once its epoch is done: make the next epoch's first pieces
+        (`vbench.data.ahead`). Training's next epoch is the next one, up to `epochs`; evaluation
+        runs the same plan every time."""
+        following = epoch + 1 if self.spec.training else epoch
+        if self.ahead_pieces <= 0 or get_worker_info() is None or (self.epochs and following >= self.epochs):
+            return
+        self._ahead = EpochAhead(following, self._pieces(following, worker), self.ahead_pieces)
+
+    def _pieces(self, epoch, worker):
+        """This worker's pieces of `epoch`: decoded, shuffled, transformed and collated."""
+        started = time.perf_counter()
+        spec = self.spec
         plan = spec.plan(self.infos, epoch)
         my_clips = spec.shard(plan, epoch).slots[spec.rank][worker]
-        seed_parts = [spec.seed, epoch, 2, spec.rank, worker]
-        rng = np.random.default_rng(seed_parts)
+        rng = np.random.default_rng([spec.seed, epoch, 2, spec.rank, worker])
         generator = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
         if get_worker_info() is not None:  # never reseed the trainer's own process
             seed = int(rng.integers(2 ** 31))
@@ -200,35 +227,28 @@ class ClipDataset(IterableDataset):
         reports, self._reported = [], set()
         samples = self._decoded(my_clips, plan, epoch, reports)
         if self.shuffle_buffer > 1 and repeats_a_video(my_clips):
-            samples = shuffled(samples, self.shuffle_buffer, rng)
-        buffers = self._worker_buffers(process)
-        batch, done = [], 0  # done: full batches made this epoch
-        skip_clip = getattr(self.transform, "skip", None)
+            samples = shuffled(samples, self.shuffle_buffer, shuffle_rng(spec, epoch, worker))
+        buffers = self._worker_buffers(worker)
+        piece, number = [], 0
         for ref, clip in samples:
-            if done < skip and skip_clip is not None:  # a replayed batch: only the random draws
-                skip_clip(clip, ref, generator)
-                batch.append((ref, None))
-            else:
-                batch.append((ref, self.transform(clip, ref, generator)))
-            if len(batch) == spec.batch_size:
-                self.made[process] += 1  # progress, replays included (the engine's watchdog)
-                if done >= skip:
-                    yield self._collate(batch, reports, buffers, started)
-                batch, reports[:], done = [], [], done + 1
+            piece.append((ref, self.transform(clip, ref, generator)))
+            if len(piece) == self.piece_size:
+                yield self._collate(piece, reports, buffers, started, (worker, number, False))
+                piece, reports[:], number = [], [], number + 1
                 started = time.perf_counter()
-        if (batch or reports) and done >= skip:
-            yield self._collate(batch, reports, buffers, started)
+        yield self._collate(piece, reports, buffers, started, (worker, number, True))
 
-    def _collate(self, samples, reports, buffers, started):
-        """The batch, with "load_s": the seconds this process worked on it (not those it waited
-        for the loader to ask for it)."""
+    def _collate(self, samples, reports, buffers, started, position):
+        """The piece, with "piece": (worker, number in the epoch, last of the epoch) and "load_s":
+        the seconds this process worked on it (not those it waited for the loader to ask for it)."""
         batch = collate(samples, self.labels, reports, buffers)
+        batch["piece"] = position
         batch["load_s"] = time.perf_counter() - started
         return batch
 
-    def _worker_buffers(self, process):
+    def _worker_buffers(self, worker):
         if self._buffers is None and self.busy_marks is not None and get_worker_info() is not None:
-            self._buffers = BatchBuffers(self.busy_marks, process, self.spec.batch_size)
+            self._buffers = BatchBuffers(self.busy_marks, worker, self.piece_size)
         return self._buffers
 
     def _decoded(self, clips, plan, epoch, reports):
@@ -304,7 +324,7 @@ class ClipDataset(IterableDataset):
 
     def __getstate__(self):  # the decoder holds open resources: each process makes its own
         state = dict(self.__dict__)
-        state["_decoder"] = state["_buffers"] = None
+        state["_decoder"] = state["_buffers"] = state["_ahead"] = None
         return state
 
 

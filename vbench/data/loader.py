@@ -5,13 +5,16 @@ Batches are dicts: "clips" (float B C T H W, or uint8 B T H W C with DATA.GPU_TR
 "frame_indices" (int64 B x T: the native frames of each clip, for checks) and "bad_videos"
 ((rel_path, reason) found while making the batch, each reported once per epoch).
 
-Workers yield whole batches collated in the worker (into reused shared memory, `buffers.py`);
-only each worker's last, partial batch per epoch is merged in the main process (`Rebatcher`),
-which also pads the rank's last batch with valid=False duplicates when unreadable evaluation
-videos were dropped, so every rank yields exactly `len(loader)` batches (DDP needs the same count
-on every rank). Workers are persistent: they read the epoch from a shared counter that
-`set_epoch` writes, and rebuild the plan themselves. A worker that dies is replaced and the epoch
-goes on with its next batch (`restart.py`, at most DATA_LOADER.MAX_WORKER_RESTARTS times).
+Workers yield pieces of DATA_LOADER.PIECE_SIZE clips (fewer than a batch), collated in the
+worker into reused shared memory (`buffers.py`); the main process joins them into batches in the
+order of `sampling.piece_stream` (`join.PieceJoiner`), in reused blocks that are pinned when the
+batches go to a GPU, and pads the rank's last batch with valid=False duplicates when unreadable
+evaluation videos were dropped, so every rank yields exactly `len(loader)` batches (DDP needs the
+same count on every rank). A batch spans several workers, so the epoch's first batch waits for a
+piece from each of them, not for one worker to decode a whole batch. Workers are persistent: they
+read the epoch from a shared counter that `set_epoch` writes, and rebuild the plan themselves; a
+worker done with its epoch makes the next one's first pieces while the others finish
+(DATA_LOADER.START_AHEAD, `ahead.py`), so the next epoch (or evaluation) starts with them ready.
 `loader_clips_per_s` adds up what the workers produced per second of their own work this epoch
 (the trainer reports it per rank).
 
@@ -28,122 +31,38 @@ import collections
 import functools
 import logging
 import random
-import signal
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from vbench.config import config_value
+from vbench.config import AUTO, config_value
 from vbench.errors import ConfigError
 
-from .buffers import BufferLedger, ReusedTensors, busy_marks
+from .buffers import BlockPool, BufferLedger, busy_marks
 from .clip_list import index_files, restrict_to_clip_list
 from .dataset import ClipDataset, EvalClip, RawClip, TrainClip
 from .decoders import get_decoder
+from .decoders.torchcodec import check_cuda_decoding
 from .fingerprint import split_fingerprint
+from .join import BackgroundJoin, PieceJoiner
 from .registry import get_dataset
-from .resources import decoder_threads, gpu_transforms, keep_freed_memory, loader_workers
-from .restart import WorkerRestarts
+from .resources import decoder_device_choice, decoder_threads, gpu_transforms, keep_freed_memory, loader_workers
 from .sampling import ClipSettings, PlanSpec
 from .transforms import EvalTransform, GpuTransform, TrainTransform
 
 logger = logging.getLogger(__name__)
-TENSOR_KEYS = ("clips", "spatial_idx", "labels", "video_ids", "valid", "frame_indices")
-
-
-# ------------------------------------------------------------------------------------ re-batching
-def _concat(batches, cat=torch.cat):
-    if len(batches) == 1:
-        return batches[0]
-    full = [b for b in batches if len(b["labels"])] or batches[:1]
-    out = {key: (cat if key == "clips" else torch.cat)([b[key] for b in full]) for key in TENSOR_KEYS}
-    out["bad_videos"] = [item for b in batches for item in b["bad_videos"]]
-    return out
-
-
-def _select(batch, index, valid=None):
-    out = {key: batch[key][index] for key in TENSOR_KEYS}
-    if valid is not None:
-        out["valid"] = torch.full_like(out["valid"], valid)
-    out["bad_videos"] = []
-    return out
-
-
-class Rebatcher:
-    """Turns the workers' batches (full ones and one partial per worker) into exactly
-    `num_batches` batches of `batch_size`; missing clips become valid=False duplicates."""
-
-    def __init__(self, batch_size, num_batches, blank_clip, merges=None):
-        self.batch_size, self.num_batches, self.blank_clip = batch_size, num_batches, blank_clip
-        self.pending, self.emitted, self.last = [], 0, None
-        self.merges = merges or ReusedTensors()  # memory for merged batches, kept across epochs
-
-    def push(self, batch):
-        self.pending.append(batch)
-        out = []
-        while sum(len(b["labels"]) for b in self.pending) >= self.batch_size:
-            merged = _concat(self.pending, self.merges.cat)
-            head = {k: merged[k][:self.batch_size] for k in TENSOR_KEYS}
-            head["bad_videos"] = merged["bad_videos"]
-            rest = _select(merged, slice(self.batch_size, None))
-            self.pending = [rest] if len(rest["labels"]) else []
-            out.append(self._count(head))
-        return out
-
-    def finish(self):
-        """The remaining batches (padded) and any reports left with no batch to carry them."""
-        reports = [item for b in self.pending for item in b["bad_videos"]]
-        clips = [b for b in self.pending if len(b["labels"])]
-        out = []
-        if clips and self.emitted >= self.num_batches:
-            raise RuntimeError(f"the loader produced more clips than its {self.num_batches} planned batches")
-        if clips:
-            merged = _concat(clips, self.merges.cat)
-            size = len(merged["labels"])
-            pad = _select(merged, torch.arange(self.batch_size - size) % size, valid=False)
-            out.append(self._count(_concat([merged, pad], self.merges.cat)))
-        while self.emitted < self.num_batches:
-            out.append(self._count(self._padding_batch()))
-        if out:
-            out[0]["bad_videos"] = reports + out[0]["bad_videos"]
-            reports = []
-        return out, reports
-
-    def _padding_batch(self):
-        if self.last is not None:
-            return _select(self.last, slice(None), valid=False)
-        clip = self.blank_clip()
-        n = self.batch_size
-        batch = {"clips": clip.unsqueeze(0).expand(n, *clip.shape).clone(),
-                 "spatial_idx": torch.ones(n, dtype=torch.int64),
-                 "labels": torch.zeros(n, dtype=torch.int64), "video_ids": torch.zeros(n, dtype=torch.int64),
-                 "valid": torch.zeros(n, dtype=torch.bool),
-                 "frame_indices": torch.zeros(n, 0, dtype=torch.int64), "bad_videos": []}
-        return batch
-
-    def _count(self, batch):
-        self.emitted += 1
-        if self.emitted > self.num_batches:
-            raise RuntimeError(f"the loader produced more than the {self.num_batches} planned batches")
-        self.last = batch
-        return batch
 
 
 # ------------------------------------------------------------------------------------ loader
-class ClipLoader:  # follows protocol.BatchLoader, what the engine uses
+class ClipLoader:
     """One rank's batches for an epoch; see `build_loader`."""
 
-    def __init__(self, dataset, data_loader, class_names, num_videos, gpu_transform=None,
-                 max_restarts=0, memory_settings=None):
+    def __init__(self, dataset, data_loader, class_names, num_videos, gpu_transform=None, pin=False):
         self.dataset, self.data_loader = dataset, data_loader
         self._ledger = BufferLedger(dataset.busy_marks) if dataset.busy_marks is not None else None
-        self.restarts = WorkerRestarts(data_loader, dataset.resume, self._ledger, max_restarts,
-                                       "train" if dataset.spec.training else "eval", dataset.spec.rank,
-                                       memory_settings or {})
-        self.batches_yielded = 0  # over the loader's life: progress, for the engine's watchdog
-        self._made = dataset.made.numpy()  # read without torch: the watchdog reads it from its thread
-        self._merges = ReusedTensors()
+        self._blocks = BlockPool(pin=pin)  # the joined batches' memory, kept across epochs
+        self._background = None  # the BackgroundJoin of the epoch being iterated
         self.class_names, self.num_videos = list(class_names), num_videos
         self.infos, self.spec = dataset.infos, dataset.spec
         self.batch_size = self.spec.batch_size
@@ -179,10 +98,6 @@ class ClipLoader:  # follows protocol.BatchLoader, what the engine uses
         """The split's dataset fingerprint (`vbench.data.fingerprint`), as results.json records it."""
         return split_fingerprint(self.infos, self.index_excluded, len(self.class_names), self.num_clips)
 
-    def file_paths(self):
-        """The video files this loader reads (the split's readable videos)."""
-        return [info.path for info in self.infos if info.ok]
-
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
         self.dataset.set_epoch(self.epoch)
@@ -198,22 +113,38 @@ class ClipLoader:  # follows protocol.BatchLoader, what the engine uses
 
     def __iter__(self):
         self._bad_found, self._distinct, self._work = [], [], {}
+        pieces = iter(self.data_loader)  # in this thread: torch sets up its signal handling here
+        if self.spec.num_workers <= 0:  # everything in this process, in this thread
+            yield from self._batches(pieces)
+            return
+        device = torch.cuda.current_device() if self._blocks.pin else None
+        self._background = BackgroundJoin(self._batches(pieces), cuda_device=device)
+        try:
+            yield from self._background
+        finally:
+            self._background.close()
+            self._background = None
+
+    def _batches(self, pieces):
+        """The epoch's batches, joined from the workers' pieces (in the background join thread when
+        there are workers; it is the only thread using the joiner, the ledger and the counts)."""
         seen = set()
-        rebatcher = Rebatcher(self.batch_size, self.batches_per_rank, self._blank_clip, self._merges)
+        joiner = PieceJoiner(self.spec.num_workers, self.batch_size, self.batches_per_rank,
+                             self._blank_clip, self._blocks, pass_through=not self._blocks.pin)
         held = None
-        for worker, batch in self.restarts.batches(self.epoch, self.batches_per_rank):
-            process, slot = batch.pop("buffer")
+        for piece in pieces:
+            worker, slot = piece.pop("buffer")
             if self._ledger is not None:
-                self._ledger.received(batch["clips"], process, slot)
+                self._ledger.received(piece["clips"], worker, slot)
             work = self._work.setdefault(worker, [0, 0.0])
-            work[0] += len(batch["labels"])
-            work[1] += batch.pop("load_s")
-            batch["bad_videos"] = self._first_reports(batch["bad_videos"], seen)
-            for out in rebatcher.push(batch):
+            work[0] += len(piece["labels"])
+            work[1] += piece.pop("load_s")
+            piece["bad_videos"] = self._first_reports(piece["bad_videos"], seen)
+            for out in joiner.push(piece):
                 if held is not None:
                     yield self._emit(held)
                 held = out
-        tail, reports = rebatcher.finish()
+        tail, reports = joiner.finish()
         for out in tail:
             if held is not None:
                 yield self._emit(held)
@@ -239,14 +170,8 @@ class ClipLoader:  # follows protocol.BatchLoader, what the engine uses
         return self.dataset.blank_clip()
 
     def _emit(self, batch):
-        self.batches_yielded += 1
         self._distinct.append(len(set(batch["video_ids"][batch["valid"]].tolist())))
         return batch
-
-    def progress(self):
-        """A count that grows while this loader works: batches yielded, and batches its workers
-        made (replays after a restart included). The engine's watchdog reads it."""
-        return self.batches_yielded + int(self._made.sum())
 
     def loader_clips_per_s(self):
         """Clips per second this rank's workers produced this epoch while working, summed over
@@ -267,17 +192,19 @@ class ClipLoader:  # follows protocol.BatchLoader, what the engine uses
         persistent workers with pinned memory waits up to 5 s for each worker before stopping it
         (pytorch/pytorch#81794): two loaders of 15 workers, 150 s after a run on a 16-core GPU
         machine, where a finished X3D-M run did not exit within 100 s."""
+        if self._background is not None:  # an epoch left unfinished: stop joining it first
+            self._background.close()
+            self._background = None
         iterator = self.data_loader._iterator  # private, but the only handle on the workers
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
-            for worker in iterator._workers:
-                if worker.is_alive():  # did not stop when asked and ignores SIGTERM (WorkerInit)
-                    worker.kill()
         self.data_loader._iterator = None
 
     def to_device(self, batch, device):
         """(clips float B C T H W, labels) on `device`; runs the GPU transforms when they are on."""
         clips = batch["clips"].to(device, non_blocking=True)
+        if clips.device != batch["clips"].device:  # the block may be reused once this copy is done
+            self._blocks.copied(batch["clips"])
         labels = batch["labels"].to(device, non_blocking=True)
         if self.gpu_transform is not None:  # spatial_idx stays on the CPU: reading it never syncs
             clips = self.gpu_transform(clips, batch["spatial_idx"], self._gpu_generator)
@@ -285,10 +212,7 @@ class ClipLoader:  # follows protocol.BatchLoader, what the engine uses
 
 
 class WorkerInit:
-    """Seeds Python, NumPy and torch in a loader worker from (seed, epoch, rank, worker), and makes
-    it ignore a scheduler's SIGUSR1 and SIGTERM (Slurm signals every process of a job): the training
-    process saves at its next step and then closes the loader; a worker killed first would fail that
-    step. Workers also end by themselves when the training process is gone (torch's watchdog)."""
+    """Seeds Python, NumPy and torch in a loader worker from (seed, epoch, rank, worker)."""
 
     def __init__(self, seed, rank, epoch_counter):
         self.seed, self.rank, self.epoch_counter = seed, rank, epoch_counter
@@ -298,8 +222,6 @@ class WorkerInit:
         seed = int(seed_seq.generate_state(1)[0])
         random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
         keep_freed_memory()
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
 
 
 def per_rank_batch_size(cfg, training, world_size):
@@ -318,10 +240,37 @@ def modal_frame_size(infos):
     return sizes.most_common(1)[0][0]
 
 
-def decoder_device(cfg):
-    """Where clips are decoded: "cpu", or for DATA.DECODER_DEVICE cuda this process's GPU, named
-    with its index so that spawned workers (whose current device is GPU 0) decode on it too."""
-    if cfg.DATA.DECODER_DEVICE == "cuda":
+def piece_size(cfg, batch_size):
+    """Clips per piece a worker sends: DATA_LOADER.PIECE_SIZE (0: a whole batch), at most a batch."""
+    size = cfg.DATA_LOADER.PIECE_SIZE
+    return batch_size if size <= 0 else min(int(size), batch_size)
+
+
+def pieces_ahead(cfg, batch_size, pieces, num_workers):
+    """Pieces each worker may have ready ahead of the training loop (torch's prefetch factor): the
+    rank's workers together DATA_LOADER.PREFETCH_FACTOR batches ahead, each at least 2 pieces."""
+    per_batch = -(-batch_size // pieces)
+    return max(2, -(-cfg.DATA_LOADER.PREFETCH_FACTOR * per_batch // max(1, num_workers)))
+
+
+def decoder_device(cfg, infos=None):
+    """Where clips are decoded: "cpu", or for DATA.DECODER_DEVICE cuda (or "auto" where the rule of
+    `resources.decoder_device_choice` picks NVDEC for the split's frame size, with GPU transforms)
+    this process's GPU, named with its index so that spawned workers (whose current device is GPU 0)
+    decode on it too."""
+    choice = cfg.DATA.DECODER_DEVICE
+    if choice == AUTO:
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
+        frame_size = modal_frame_size(infos) if infos else (0, 0)
+        choice = decoder_device_choice(cfg, frame_size, gpu) if gpu_transforms(cfg) else "cpu"
+        if choice == "cuda":
+            try:  # the rule's pick needs torchcodec's CUDA build and NVDEC here
+                check_cuda_decoding(f"cuda:{torch.cuda.current_device()}")
+            except RuntimeError as error:
+                logger.warning("DATA.DECODER_DEVICE auto: NVDEC measured faster here, but %s; decoding "
+                               "on the CPU", error)
+                choice = "cpu"
+    if choice == "cuda":
         return f"cuda:{torch.cuda.current_device()}"
     return "cpu"
 
@@ -364,36 +313,38 @@ def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, t
         reasons = "; ".join(f"{infos[v].rel_path}: {r}" for v, r in plan.excluded[:5])
         raise ValueError(f"{name} has no readable video ({len(infos)} listed, {len(plan.excluded)} "
                          f"unreadable: {reasons}). Check the files with `vbench data check`.")
-    device = decoder_device(cfg)
-    if decoder_factory is None:
-        decoder_factory = functools.partial(get_decoder, backend=cfg.DATA.DECODING_BACKEND,
-                                            threads=threads, device=device)
+    device = decoder_device(cfg, infos)
+    if decoder_factory is None:  # NVDEC decodes through torchcodec
+        backend = "torchcodec" if device != "cpu" else cfg.DATA.DECODING_BACKEND
+        decoder_factory = functools.partial(get_decoder, backend=backend, threads=threads, device=device)
     gpu = gpu_transforms(cfg)
+    batch_size = spec.batch_size
+    pieces = piece_size(cfg, batch_size)
+    prefetch = pieces_ahead(cfg, batch_size, pieces, num_workers)
+    # the next epoch's first pieces, made by each worker once its epoch is done (CPU decoding only)
+    ahead = prefetch if cfg.DATA_LOADER.START_AHEAD and num_workers > 0 and device == "cpu" else 0
     dataset = ClipDataset(infos, spec, transform or _clip_transform(cfg, training), decoder_factory,
                           shuffle_buffer=cfg.DATA_LOADER.SHUFFLE_BUFFER,
                           max_substitute_tries=cfg.DATA.MAX_SUBSTITUTE_TRIES,
                           frame_size=modal_frame_size(infos) if gpu else None,
                           decode_per_clip=cfg.DATA.DECODE_PER_CLIP,
-                          busy_marks=busy_marks(num_workers, cfg.DATA_LOADER.PREFETCH_FACTOR))
+                          busy_marks=busy_marks(num_workers, prefetch + ahead), piece_size=pieces,
+                          ahead_pieces=ahead, epochs=cfg.SOLVER.MAX_EPOCH if training else None)
     extra = {}
     if num_workers > 0:
-        extra = {"prefetch_factor": cfg.DATA_LOADER.PREFETCH_FACTOR, "persistent_workers": True,
+        extra = {"prefetch_factor": prefetch, "persistent_workers": True,
                  "worker_init_fn": WorkerInit(cfg.RNG_SEED, rank, dataset.epoch)}
         if device != "cpu":
             extra["multiprocessing_context"] = "spawn"  # CUDA decoding cannot run in forked workers
-    # clips decoded on the GPU are there already (and pinning a CUDA tensor raises)
-    pin_memory = cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available() and device == "cpu"
-    data_loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                             **extra)
+    data_loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, **extra)
+    # the main process joins the pieces into pinned blocks itself (clips decoded on the GPU are there already)
+    pin = cfg.DATA_LOADER.PIN_MEMORY and cfg.NUM_GPUS > 0 and torch.cuda.is_available() and device == "cpu"
     gpu_transform = None
     if gpu:
         gpu_transform = GpuTransform(cfg, train=training)
-    memory = {"DATA_LOADER.NUM_WORKERS": num_workers, "DATA_LOADER.PREFETCH_FACTOR": cfg.DATA_LOADER.PREFETCH_FACTOR}
-    if training:
-        memory["DATA_LOADER.SHUFFLE_BUFFER"] = cfg.DATA_LOADER.SHUFFLE_BUFFER
-    loader = ClipLoader(dataset, data_loader, class_names, len(infos), gpu_transform,
-                        cfg.DATA_LOADER.MAX_WORKER_RESTARTS, memory)
-    loader.num_workers, loader.decoder_threads = num_workers, threads
+    loader = ClipLoader(dataset, data_loader, class_names, len(infos), gpu_transform, pin)
+    loader.num_workers, loader.decoder_threads, loader.piece_size = num_workers, threads, pieces
+    loader.decoder_device = device
     logger.info("%s loader on %s: %d videos, %d clips per epoch (%d short videos padded, %d "
                 "unreadable), %d batches of %d per rank on %d ranks", "train" if training else "eval",
                 name, len(infos), loader.num_clips, loader.short_videos, len(loader.index_excluded),

@@ -6,11 +6,14 @@ the loader applies the same rules to a config nobody resolved (tests, benchmark 
 paths load the same way.
 
 - DATA_LOADER.NUM_WORKERS "auto": with GPUs, the cores of this process's share of the node minus
-  one (that one feeds the GPU: the training loop, the pin-memory thread, the GPU transforms); on
-  the CPU half of the share, at least one (the other half computes, `engine.launch`).
+  one (that one feeds the GPU: the training loop, joining pieces into pinned batches, the GPU
+  transforms); on the CPU half of the share, at least one (the other half computes, `engine.launch`).
 - DATA.DECODER_THREADS 0: the share's cores divided among the workers, at least one. FFmpeg's own
   default opens cores + 1 threads per open file in every worker: 15 workers on 16 cores ran 17
   threads each.
+- DATA.DECODER_DEVICE "auto": "cuda" (NVDEC) only where a record in NVDEC_FASTER measured it faster
+  than the CPU workers for this GPU and frame size; nowhere yet, so "cpu". Decided by the loader,
+  which knows the videos' frame size (the split's most common).
 - DATA.GPU_TRANSFORMS "auto": on when training on GPUs. Workers then send uint8 clips, 2.3x fewer
   bytes than float crops (the whole 256 x 340 frames against 224 x 224 crops in float32), and skip
   the CPU transform; the GPU resizes, crops, flips and normalises whole batches.
@@ -19,6 +22,25 @@ import ctypes
 import os
 
 from vbench.config import AUTO
+
+# Where NVDEC (DATA.DECODER_DEVICE cuda) measured faster than the CPU workers on the same machine:
+# (substring of the GPU's name, fewest pixels per frame, the record in benchmarks/results/). Empty:
+# never measured yet (benchmarks/gpu_suite.sh's nvdec step measures 340x256 and 1080p clips).
+NVDEC_FASTER = ()
+
+
+def nvdec_measured_faster(gpu_name, frame_size):
+    """True when a record of NVDEC_FASTER covers this GPU and (height, width)."""
+    pixels = frame_size[0] * frame_size[1]
+    return any(name in gpu_name and pixels >= fewest for name, fewest, _ in NVDEC_FASTER)
+
+
+def decoder_device_choice(cfg, frame_size, gpu_name=""):
+    """DATA.DECODER_DEVICE, "auto" decided: "cuda" on a GPU run where NVDEC_FASTER says so."""
+    value = cfg.DATA.DECODER_DEVICE
+    if value != AUTO:
+        return value
+    return "cuda" if cfg.NUM_GPUS > 0 and nvdec_measured_faster(gpu_name, frame_size) else "cpu"
 
 
 def usable_cores():

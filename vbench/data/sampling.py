@@ -238,7 +238,8 @@ def shard_plan(plan, batch_size, world_size=1, num_workers=1, training=True, see
       per rank do not depend on the tie order, so the batch count is the same every epoch.
     - Every rank gets B = ceil(max clips of a rank / batch_size) batches: ranks with fewer clips are
       padded with valid=False duplicates of their own clips (trained on, never counted in
-      evaluation). Workers do not hold whole batches: the loader merges their last partial batches.
+      evaluation). Workers do not hold whole batches: the loader joins their pieces into batches
+      (`piece_stream`).
     - A rank left without videos (more ranks than videos) pads from a copy of another rank's
       smallest video group, all valid=False.
     Every real clip of the plan appears exactly once over all ranks.
@@ -266,6 +267,20 @@ def shard_plan(plan, batch_size, world_size=1, num_workers=1, training=True, see
                 worker.sort(key=lambda group: group[0].video)
         slots.append([[clip for group in worker for clip in group] for worker in workers])
     return ShardedPlan(batch_size, batches, slots)
+
+
+def piece_stream(worker_clips, piece_size):
+    """The order in which one rank's clips reach its training loop: each worker's clips (in the
+    order the worker delivers them) cut into pieces of `piece_size`, the pieces taken in turns,
+    worker 0 first; a worker whose clips are used up drops out of the turns. The loader joins this
+    stream into batches of the rank's batch size (`vbench.data.join`)."""
+    pieces = [[clips[i:i + piece_size] for i in range(0, len(clips), piece_size)] for clips in worker_clips]
+    stream = []
+    for turn in range(max((len(p) for p in pieces), default=0)):
+        for worker_pieces in pieces:
+            if turn < len(worker_pieces):
+                stream.extend(worker_pieces[turn])
+    return stream
 
 
 # ------------------------------------------------------------------------------------ one epoch

@@ -105,7 +105,8 @@ class JsonStatsWriter(EventWriter):
         log_json_stats({"_type": "train_epoch", "epoch": epoch, "loss": r["loss"],
                         "top1_err": 100.0 - r["train_top1"], "top5_err": 100.0 - r["train_top5"],
                         "lr": r["lr"], "train_s": r["train_s"], "clips_per_s": r["clips_per_s"],
-                        "data_wait": r["data_wait_fraction"], "data_wait_by_rank": r["data_wait_by_rank"],
+                        "data_wait": r["data_wait_fraction"], "data_wait_first10": r.get("data_wait_first10"),
+                        "data_wait_rest": r.get("data_wait_rest"), "data_wait_by_rank": r["data_wait_by_rank"],
                         "loader_clips_per_s_by_rank": r["loader_clips_per_s_by_rank"],
                         "bad_videos": r["bad_videos"], "loader_restarts": r.get("loader_restarts", 0)},
                        self.output_dir)
@@ -116,10 +117,14 @@ class JsonStatsWriter(EventWriter):
                             "clock_s": r.get("clock_s")}, self.output_dir)
 
 
-def loader_summary(waits, loader_rates):
-    """'data wait 12% (10-14% over 4 ranks), loader 240 clips/s' for the epoch summary line."""
+def loader_summary(waits, loader_rates, first=None, rest=None):
+    """'data wait 12% (10-14% over 4 ranks; first 10 steps 40%, rest 5%), loader 240 clips/s'
+    for the epoch summary line (`first`, `rest`: rank 0's shares, see EpochStatsHook)."""
     low, high = min(waits), max(waits)
-    spread = f" ({100 * low:.0f}-{100 * high:.0f}% over {len(waits)} ranks)" if len(waits) > 1 else ""
+    notes = [f"{100 * low:.0f}-{100 * high:.0f}% over {len(waits)} ranks"] if len(waits) > 1 else []
+    if first is not None and rest is not None:
+        notes.append(f"first 10 steps {100 * first:.0f}%, rest {100 * rest:.0f}%")
+    spread = f" ({'; '.join(notes)})" if notes else ""
     text = f"data wait {100 * sum(waits) / len(waits):.0f}%{spread}"
     rates = [rate for rate in loader_rates if rate is not None]
     if rates:
@@ -132,10 +137,11 @@ class ConsoleWriter(EventWriter):
 
     def write_epoch(self, storage):
         r = storage.epoch_record
+        loader = loader_summary(r["data_wait_by_rank"], r["loader_clips_per_s_by_rank"],
+                                r.get("data_wait_first10"), r.get("data_wait_rest"))
         line = (f"epoch {storage.epoch}/{storage.max_epoch}: loss {r['loss']:.4f}, train top-1 "
                 f"{r['train_top1']:.2f}, lr {r['lr']:.3g}, train {r['train_s']:.1f}s "
-                f"({r['clips_per_s']:.1f} clips/s, "
-                f"{loader_summary(r['data_wait_by_rank'], r['loader_clips_per_s_by_rank'])})")
+                f"({r['clips_per_s']:.1f} clips/s, {loader})")
         if r.get("clip_top1") is not None:
             line += (f"; val clip top-1 {r['clip_top1']:.2f}, video top-1 {r['video_top1']:.2f}, "
                      f"eval {r['eval_s']:.1f}s")
@@ -149,7 +155,7 @@ class ConsoleWriter(EventWriter):
 class TensorBoardWriter(EventWriter):
     """TensorBoard scalars: train/* at every logged step, epoch/* after each epoch."""
 
-    EPOCH_KEYS = ("loss", "train_top1", "clips_per_s", "data_wait_fraction", "clip_top1",
+    EPOCH_KEYS = ("loss", "train_top1", "clips_per_s", "data_wait_fraction", "data_wait_first10", "clip_top1",
                   "clip_top5", "video_top1", "video_top5")
 
     def __init__(self, summary_writer):
@@ -176,7 +182,8 @@ class ResultsJsonWriter(EventWriter):
     """results.json (rank 0): the epoch rows with the benchmark clock, the dataset and the bad
     videos; at the end the status and, for a finished run, the closing summary line."""
 
-    ROW_KEYS = ("epoch", "clock_s", "train_s", "eval_s", "data_wait_fraction", "clips_per_s",
+    ROW_KEYS = ("epoch", "clock_s", "train_s", "eval_s", "data_wait_fraction", "data_wait_first10",
+                "data_wait_rest", "clips_per_s",
                 "data_wait_by_rank", "loader_clips_per_s_by_rank",
                 "loss", "lr", "clip_top1", "clip_top5", "video_top1", "video_top5", "bad_videos", "telemetry",
                 "loader_restarts")

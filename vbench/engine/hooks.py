@@ -73,7 +73,14 @@ class ProgressHook(HookBase):
 
 class EpochStatsHook(HookBase):
     """The epoch's training statistics over every process (the epoch-end sync): loss, top-1/5,
-    clips/s, the data-wait share and the loader's rate of each rank."""
+    clips/s, the data-wait share and the loader's rate of each rank; rank 0's data-wait share of
+    the epoch's first FIRST_STEPS steps and of the rest apart, so that a slow start shows."""
+
+    FIRST_STEPS = 10
+
+    def after_step(self):
+        if self.trainer.iter + 1 == self.FIRST_STEPS:
+            self.trainer.wait_timer.mark_first_steps()
 
     def after_epoch(self):
         t = self.trainer
@@ -84,6 +91,8 @@ class EpochStatsHook(HookBase):
         clips, waits, loader_rates = self.gather_counts(wait)
         t.storage.put_epoch(train_s=train_s, data_wait_fraction=wait,
                             clips_per_s=clips / train_s if train_s > 0 else 0.0,
+                            data_wait_first10=t.wait_timer.first_steps_fraction,
+                            data_wait_rest=t.wait_timer.rest_fraction,
                             data_wait_by_rank=waits, loader_clips_per_s_by_rank=loader_rates,
                             loss=stats["loss"], train_top1=stats["top1"], train_top5=stats["top5"],
                             lr=t.current_lr())

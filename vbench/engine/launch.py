@@ -135,7 +135,7 @@ def cpu_compute_threads(cfg, procs_per_node):
 
     More threads than free cores makes OpenMP spin-wait whenever a loader worker (or another
     process) takes a core; on a busy 2-core machine 2 threads were 7x slower than 1. On a GPU the
-    process's CPU work (pinned copies, re-batching) runs on these threads too, beside workers that
+    process's CPU work (joining pieces into pinned batches) runs on these threads too, beside workers that
     hold the other cores. OMP_NUM_THREADS set by the user wins.
     """
     if "OMP_NUM_THREADS" in os.environ:

@@ -92,7 +92,9 @@ def check_finite(loss, where):
 
 
 class WaitTimer:
-    """Host-side split of an epoch into time spent waiting for data and total time."""
+    """Host-side split of an epoch into time spent waiting for data and total time, with the
+    epoch's first steps apart (`mark_first_steps`, called after them): an epoch's start, where the
+    loader's workers begin from nothing, shows there and not in the rest."""
 
     def __init__(self, time_fn=time.perf_counter):
         self.time_fn = time_fn
@@ -102,12 +104,16 @@ class WaitTimer:
         self.start = self.time_fn()
         self.wait_s = 0.0
         self._wait_start = None
+        self.first = None  # (wait_s, total_s) when the first steps ended
 
     def begin_wait(self):
         self._wait_start = self.time_fn()
 
     def end_wait(self):
         self.wait_s += self.time_fn() - self._wait_start
+
+    def mark_first_steps(self):
+        self.first = (self.wait_s, self.total_s)
 
     @property
     def total_s(self):
@@ -125,3 +131,19 @@ class WaitTimer:
     def wait_fraction(self):
         total = self.total_s
         return min(1.0, self.wait_s / total) if total > 0 else 0.0
+
+    @property
+    def first_steps_fraction(self):
+        """Wait share of the first steps (of the whole epoch if it ended before they did)."""
+        if self.first is None:
+            return self.wait_fraction
+        wait, total = self.first
+        return min(1.0, wait / total) if total > 0 else 0.0
+
+    @property
+    def rest_fraction(self):
+        """Wait share of the steps after the first ones, None when there were none."""
+        if self.first is None:
+            return None
+        total = self.total_s - self.first[1]
+        return min(1.0, (self.wait_s - self.first[0]) / total) if total > 0 else None

@@ -114,11 +114,9 @@ class PyAVDecoder(Decoder):
             frames = self._decode_wanted(path, info, wanted)
         except av.FFmpegError as error:
             raise VideoDecodeError(path, f"{type(error).__name__}: {error}") from None
-        height, width = frames[wanted[0]].shape[:2]
-        out = np.empty((len(indices), height, width, 3), dtype=np.uint8)
-        for row, index in enumerate(indices):
-            out[row] = frames[index]
-        return torch.from_numpy(out)
+        if indices != wanted:  # repeats or another order: rows of the wanted frames
+            frames = frames[[bisect.bisect_left(wanted, index) for index in indices]]
+        return torch.from_numpy(frames)
 
     def usable_info(self, path, info):
         """`info` when it can drive decoding, else the file probed; raises for unusable videos."""
@@ -156,7 +154,8 @@ class PyAVDecoder(Decoder):
             stream.thread_count = 1
 
     def _run(self, path, container, timeline, wanted, seek_pts):
-        """Decode until the last wanted frame; returns ({index: HWC uint8}, first decoded index)."""
+        """Decode until the last wanted frame; returns (N x H x W x C uint8 of the wanted frames in
+        order, first decoded index)."""
         stream = _video_stream(path, container, timeline.stream_index)
         self._configure(stream)
         if seek_pts is not None:
@@ -189,7 +188,7 @@ class PyAVDecoder(Decoder):
                 else:
                     index = timeline.index_of(frame.pts)
                 if seek_pts is not None and collector.first_index is None and index > wanted[0]:
-                    return {}, index  # seek overshoot; the caller retries from the start
+                    return None, index  # seek overshoot; the caller retries from the start
                 if collector.add(index, frame):
                     return collector.frames, collector.first_index
         collector.finish(errors)
@@ -210,25 +209,29 @@ def _video_stream(path, container, index):
 
 
 class _Collector:
-    """Keeps the wanted frames of a forward decode; fills small gaps with the frame shown before."""
+    """Keeps the wanted frames of a forward decode, each converted straight into its row of
+    `frames` (N x H x W x 3 uint8, N = len(wanted), made at the first frame) so that the converted
+    frame's buffer is released at once; fills small gaps with the frame shown before."""
 
     def __init__(self, path, wanted):
         self.path, self.wanted, self.next = path, wanted, 0
-        self.frames, self.first_index, self.last_index, self.last_frame = {}, None, None, None
+        self.frames, self.first_index, self.last_index, self.last_frame = None, None, None, None
         self.size = None
 
-    def _array(self, frame):
+    def _store(self, frame):
+        """Convert `frame` into the row of the next wanted frame."""
         if self.size is None:
             self.size = (frame.width, frame.height)
+            self.frames = np.empty((len(self.wanted), frame.height, frame.width, 3), dtype=np.uint8)
         if (frame.width, frame.height) != self.size:
             frame = frame.reformat(width=self.size[0], height=self.size[1])
-        return to_rgb24(frame)
+        self.frames[self.next] = to_rgb24(frame)
 
     def _fill(self, index, source_index, source_frame):
         if source_frame is None or abs(index - source_index) > MAX_FILL_GAP:
             raise VideoDecodeError(self.path, f"frame {index} is missing from the decoded stream "
                                               f"(nearest decoded frame: {source_index})")
-        self.frames[index] = self._array(source_frame)
+        self._store(source_frame)
 
     def add(self, index, frame):
         """Take one decoded frame; True once every wanted frame is collected."""
@@ -242,7 +245,7 @@ class _Collector:
                 self._fill(missing, self.last_index, self.last_frame)
             self.next += 1
         if self.next < len(self.wanted) and self.wanted[self.next] == index:
-            self.frames[index] = self._array(frame)
+            self._store(frame)
             self.next += 1
         self.last_index, self.last_frame = index, frame
         return self.next == len(self.wanted)
@@ -262,4 +265,4 @@ class _Collector:
                            f"or damaged?{detail})")
         for index in remaining:
             self._fill(index, self.last_index, self.last_frame)
-        self.next = len(self.wanted)
+            self.next += 1

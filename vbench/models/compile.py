@@ -6,9 +6,9 @@ runs the same forward code, and dynamo treats parameters and buffers as graph in
 compiled graph serves all the blocks that share a structure and input shapes (X3D-M: 12 graphs
 for 26 blocks, MViT-B: 8 for 16, per training/eval mode). The first step compiles those small
 graphs instead of one graph of the whole network, whose compilation did not finish within 150 s
-on an H100 (docs/BENCHMARKS.md). The model object, its state-dict keys and its layout stay as
-they are, so DDP, channels_last_3d and the evaluation model (the same object) work unchanged.
-A model without `repeated_blocks` is compiled whole.
+on an H100 (benchmarks/results/HISTORY.md, "Compile that pays for itself"). The model object,
+its state-dict keys and its layout stay as they are, so DDP, channels_last_3d and the evaluation
+model (the same object) work unchanged. A model without `repeated_blocks` is compiled whole.
 """
 import torch
 

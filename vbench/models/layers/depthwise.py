@@ -3,7 +3,8 @@
 
 On CUDA, PyTorch (aten/src/ATen/native/Convolution.cpp) sends a 5-D depthwise conv to cuDNN when
 its input OR weight is channels_last_3d, and to its own conv_depthwise3d kernels (PR #40801) when
-both are contiguous, in float32 and bf16 alike; docs/BENCHMARKS.md "Models" has the story.
+both are contiguous, in float32 and bf16 alike (benchmarks/results/HISTORY.md, "Why X3D-M is slow
+in bf16 + channels_last_3d"; the current figures: docs/BENCHMARKS.md, "Models").
 
     default          as the model's layout has it (CPU: the oneDNN channels-last path below)
     contiguous       input and weight made contiguous: PyTorch's native depthwise kernel on CUDA

@@ -17,8 +17,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["vbench", "vbench.*"]),
     install_requires=[
-        "torch>=2.6",  # weights_only=True loading without CVE-2025-32434 (SECURITY.md)
-        "torchvision>=0.19",
+        "torch>=2.11",  # the oldest tested (INSTALL.md); >= 2.6 for weights_only loading (SECURITY.md)
+        "torchvision>=0.26",
         "fvcore",  # CfgNode (configs), precise BN, FLOP counts
         "av>=17",  # streams.best() (13), reformat(threads=) (17); tested with 18.1
         "psutil",

@@ -64,10 +64,12 @@ def shared_segments_of(pid):
         return [line for line in maps if f"/torch_{pid}_" in line]
 
 
-@pytest.mark.parametrize("kill_at,process", [((0, 2), 1), ((0, 5), 0), ((1, 0), 0)])
+@pytest.mark.parametrize("kill_at,process,batch,piece", [((0, 2), 1, 2, 0), ((0, 5), 0, 2, 0), ((1, 0), 0, 2, 0),
+                                                        ((0, 1), 1, 4, 1), ((1, 2), 0, 4, 2)])
 def test_a_killed_training_worker_is_replaced_and_every_batch_is_the_uninterrupted_one(
-        data_root, kill_at, process, caplog):
-    cfg = loader_cfg(data_root, workers=2, batch=2)
+        data_root, kill_at, process, batch, piece, caplog):
+    """Pieces of a whole batch, and pieces smaller than a batch (a batch spans both workers)."""
+    cfg = loader_cfg(data_root, workers=2, batch=batch, DATA_LOADER__PIECE_SIZE=piece)
     _, expected, _, rng_expected = passes(cfg, "train", True)
     with caplog.at_level(logging.WARNING, logger="vbench"):
         loader, records, pids, rng_after = passes(cfg, "train", True, kill_at=kill_at, process=process)
@@ -85,6 +87,24 @@ def test_a_killed_training_worker_is_replaced_and_every_batch_is_the_uninterrupt
     assert loader._ledger.fresh == 0
     gc.collect()
     assert not shared_segments_of(pids[0])
+    loader.close()
+
+
+def test_workers_killed_twice_in_an_epoch_are_replaced_twice_with_the_same_batches(data_root):
+    """The second restart replaces processes that already play rotated plan workers (pieces of one
+    clip, two ahead per worker: each worker still has pieces to send at both kills)."""
+    cfg = loader_cfg(data_root, workers=2, batch=4, DATA_LOADER__PIECE_SIZE=1, DATA_LOADER__PREFETCH_FACTOR=1)
+    _, expected, _, _ = passes(cfg, "train", True, epochs=(0,))
+    torch.manual_seed(7)
+    loader = build_loader(cfg, "train", training=True)
+    records, pids = [], []
+    for index, batch in enumerate(loader):
+        records.append(record(batch))
+        del batch
+        if index in (0, 2):
+            pids.append(kill(loader, 1))
+    assert_same(records, expected)
+    assert [event["pid"] for event in loader.restarts.events] == pids
     loader.close()
 
 

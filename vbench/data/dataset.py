@@ -11,6 +11,12 @@ reuses (`vbench.data.buffers`), numbers them, stamps each with "load_s", the sec
 it, and ends its epoch with a piece marked "last" (empty when its clips filled whole pieces); the
 training process joins the pieces of all workers into batches (`vbench.data.join`).
 
+After a worker died (`vbench.data.restart`), new workers replay the epoch from its start: process
+j plays the plan's worker `j + rotation` and makes the pieces that worker had already delivered
+without sending them (`resume`, shared memory written before the workers start), taking the
+transform's random draws for their clips without computing them (`skip`), so every piece after
+those is the one the dead worker would have made.
+
 Unreadable videos (the decoder raises `VideoDecodeError`): training reports each one in the next
 batch's "bad_videos" and substitutes the same number of clips from other videos, tried in a seeded
 order, at most `max_substitute_tries` candidates; evaluation never substitutes, it drops the
@@ -44,6 +50,10 @@ class TrainClip:
     def __call__(self, clip, ref, generator):
         return self.transform(clip, generator)
 
+    def skip(self, clip, ref, generator):
+        """The random draws of `__call__`, no pixels: a replayed clip (see the module docstring)."""
+        self.transform.draw_only(clip, generator)
+
 
 class EvalClip:
     """Adapts `EvalTransform(clip, spatial_idx)`."""
@@ -54,12 +64,18 @@ class EvalClip:
     def __call__(self, clip, ref, generator):
         return self.transform(clip, ref.spatial_idx)
 
+    def skip(self, clip, ref, generator):  # evaluation draws nothing
+        pass
+
 
 class RawClip:
     """No CPU transform: the uint8 T x H x W x C clip as decoded (GPU transforms, tests)."""
 
     def __call__(self, clip, ref, generator):
         return clip
+
+    def skip(self, clip, ref, generator):
+        pass
 
 
 def resize_frames(frames, size):
@@ -173,6 +189,9 @@ class ClipDataset(IterableDataset):
         self.frame_size = tuple(frame_size) if frame_size else None
         self.decode_per_clip = bool(decode_per_clip)
         self.epoch = torch.zeros(1, dtype=torch.int64).share_memory_()  # read by persistent workers
+        # [rotation, pieces each plan worker delivered (-1: all)]: where restarted workers resume (restart.py)
+        self.resume = torch.zeros(1 + max(1, spec.num_workers), dtype=torch.int64).share_memory_()
+        self.made = torch.zeros(max(1, spec.num_workers), dtype=torch.int64).share_memory_()  # pieces, per process
         self.busy_marks = busy_marks
         self._decoder = None
         self._buffers = None  # this worker's BatchBuffers
@@ -186,18 +205,20 @@ class ClipDataset(IterableDataset):
     # -------------------------------------------------------------------------------- iteration
     def __iter__(self):
         epoch = int(self.epoch[0])
-        worker, num_workers = worker_identity()
+        process, num_workers = worker_identity()
         if num_workers != max(1, self.spec.num_workers):
             raise RuntimeError(f"ClipDataset was planned for {self.spec.num_workers} workers but runs in "
                                f"{num_workers}; build it through vbench.data.build_loader.")
+        worker = (process + int(self.resume[0])) % num_workers  # the plan's worker this process plays
+        skip = int(self.resume[1 + worker])  # its pieces the loader already has (-1: all of them)
         ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead.epoch == epoch:
+        if ahead is not None and ahead.epoch == epoch and skip == 0:
             ready, pieces = ahead.take()
         else:
             if ahead is not None:
                 ahead.drop(self.busy_marks)
-            ready, pieces = [], self._pieces(epoch, worker)
-        buffers = self._worker_buffers(worker)
+            ready, pieces = [], self._pieces(epoch, worker, skip) if skip >= 0 else iter(())
+        buffers = self._worker_buffers(process)
         if buffers is not None:  # nothing of the last epoch is in flight any more
             buffers.reclaim(keep=[piece["buffer"][1] for piece in ready])
         yield from ready
@@ -211,12 +232,15 @@ class ClipDataset(IterableDataset):
         following = epoch + 1 if self.spec.training else epoch
         if self.ahead_pieces <= 0 or get_worker_info() is None or (self.epochs and following >= self.epochs):
             return
-        self._ahead = EpochAhead(following, self._pieces(following, worker), self.ahead_pieces)
+        self._ahead = EpochAhead(following, self._pieces(following, worker, 0), self.ahead_pieces)
 
-    def _pieces(self, epoch, worker):
-        """This worker's pieces of `epoch`: decoded, shuffled, transformed and collated."""
+    def _pieces(self, epoch, worker, skip):
+        """Plan worker `worker`'s pieces of `epoch`: decoded, shuffled, transformed and collated;
+        the first `skip` are made without pixels and not sent (a replay, see the module docstring)."""
         started = time.perf_counter()
         spec = self.spec
+        process = worker_identity()[0]
+        skip_clip = getattr(self.transform, "skip", self.transform)
         plan = spec.plan(self.infos, epoch)
         my_clips = spec.shard(plan, epoch).slots[spec.rank][worker]
         rng = np.random.default_rng([spec.seed, epoch, 2, spec.rank, worker])
@@ -228,14 +252,20 @@ class ClipDataset(IterableDataset):
         samples = self._decoded(my_clips, plan, epoch, reports)
         if self.shuffle_buffer > 1 and repeats_a_video(my_clips):
             samples = shuffled(samples, self.shuffle_buffer, shuffle_rng(spec, epoch, worker))
-        buffers = self._worker_buffers(worker)
+        buffers = self._worker_buffers(process)
         piece, number = [], 0
         for ref, clip in samples:
-            piece.append((ref, self.transform(clip, ref, generator)))
+            if number < skip:
+                piece.append((ref, skip_clip(clip, ref, generator)))
+            else:
+                piece.append((ref, self.transform(clip, ref, generator)))
             if len(piece) == self.piece_size:
-                yield self._collate(piece, reports, buffers, started, (worker, number, False))
+                self.made[process] += 1  # progress, replays included (the engine's watchdog)
+                if number >= skip:
+                    yield self._collate(piece, reports, buffers, started, (worker, number, False))
                 piece, reports[:], number = [], [], number + 1
                 started = time.perf_counter()
+        self.made[process] += 1
         yield self._collate(piece, reports, buffers, started, (worker, number, True))
 
     def _collate(self, samples, reports, buffers, started, position):
@@ -246,9 +276,9 @@ class ClipDataset(IterableDataset):
         batch["load_s"] = time.perf_counter() - started
         return batch
 
-    def _worker_buffers(self, worker):
+    def _worker_buffers(self, process):
         if self._buffers is None and self.busy_marks is not None and get_worker_info() is not None:
-            self._buffers = BatchBuffers(self.busy_marks, worker, self.piece_size)
+            self._buffers = BatchBuffers(self.busy_marks, process, self.piece_size)
         return self._buffers
 
     def _decoded(self, clips, plan, epoch, reports):

@@ -15,6 +15,8 @@ piece from each of them, not for one worker to decode a whole batch. Workers are
 read the epoch from a shared counter that `set_epoch` writes, and rebuild the plan themselves; a
 worker done with its epoch makes the next one's first pieces while the others finish
 (DATA_LOADER.START_AHEAD, `ahead.py`), so the next epoch (or evaluation) starts with them ready.
+A worker that dies is replaced and the epoch goes on with the same pieces (`restart.py`, at most
+DATA_LOADER.MAX_WORKER_RESTARTS times).
 `loader_clips_per_s` adds up what the workers produced per second of their own work this epoch
 (the trainer reports it per rank).
 
@@ -31,6 +33,7 @@ import collections
 import functools
 import logging
 import random
+import signal
 
 import numpy as np
 import torch
@@ -48,6 +51,7 @@ from .fingerprint import split_fingerprint
 from .join import BackgroundJoin, PieceJoiner
 from .registry import get_dataset
 from .resources import decoder_device_choice, decoder_threads, gpu_transforms, keep_freed_memory, loader_workers
+from .restart import WorkerRestarts
 from .sampling import ClipSettings, PlanSpec
 from .transforms import EvalTransform, GpuTransform, TrainTransform
 
@@ -55,12 +59,18 @@ logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------ loader
-class ClipLoader:
+class ClipLoader:  # follows protocol.BatchLoader, what the engine uses
     """One rank's batches for an epoch; see `build_loader`."""
 
-    def __init__(self, dataset, data_loader, class_names, num_videos, gpu_transform=None, pin=False):
+    def __init__(self, dataset, data_loader, class_names, num_videos, gpu_transform=None, pin=False,
+                 max_restarts=0, memory_settings=None):
         self.dataset, self.data_loader = dataset, data_loader
         self._ledger = BufferLedger(dataset.busy_marks) if dataset.busy_marks is not None else None
+        self.restarts = WorkerRestarts(data_loader, dataset.resume, self._ledger, max_restarts,
+                                       "train" if dataset.spec.training else "eval", dataset.spec.rank,
+                                       dataset.spec.batch_size, memory_settings or {})
+        self.batches_yielded = 0  # over the loader's life: progress, for the engine's watchdog
+        self._made = dataset.made.numpy()  # read without torch: the watchdog reads it from its thread
         self._blocks = BlockPool(pin=pin)  # the joined batches' memory, kept across epochs
         self._background = None  # the BackgroundJoin of the epoch being iterated
         self.class_names, self.num_videos = list(class_names), num_videos
@@ -98,6 +108,10 @@ class ClipLoader:
         """The split's dataset fingerprint (`vbench.data.fingerprint`), as results.json records it."""
         return split_fingerprint(self.infos, self.index_excluded, len(self.class_names), self.num_clips)
 
+    def file_paths(self):
+        """The video files this loader reads (the split's readable videos)."""
+        return [info.path for info in self.infos if info.ok]
+
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
         self.dataset.set_epoch(self.epoch)
@@ -113,7 +127,8 @@ class ClipLoader:
 
     def __iter__(self):
         self._bad_found, self._distinct, self._work = [], [], {}
-        pieces = iter(self.data_loader)  # in this thread: torch sets up its signal handling here
+        iterator = self.restarts.begin()  # in this thread: torch sets up its signal handling here
+        pieces = self.restarts.pieces(iterator, self.epoch, self.batches_per_rank)
         if self.spec.num_workers <= 0:  # everything in this process, in this thread
             yield from self._batches(pieces)
             return
@@ -133,10 +148,10 @@ class ClipLoader:
                              self._blank_clip, self._blocks, pass_through=not self._blocks.pin)
         held = None
         for piece in pieces:
-            worker, slot = piece.pop("buffer")
+            process, slot = piece.pop("buffer")
             if self._ledger is not None:
-                self._ledger.received(piece["clips"], worker, slot)
-            work = self._work.setdefault(worker, [0, 0.0])
+                self._ledger.received(piece["clips"], process, slot)
+            work = self._work.setdefault(piece["piece"][0], [0, 0.0])  # per plan worker
             work[0] += len(piece["labels"])
             work[1] += piece.pop("load_s")
             piece["bad_videos"] = self._first_reports(piece["bad_videos"], seen)
@@ -170,8 +185,14 @@ class ClipLoader:
         return self.dataset.blank_clip()
 
     def _emit(self, batch):
+        self.batches_yielded += 1
         self._distinct.append(len(set(batch["video_ids"][batch["valid"]].tolist())))
         return batch
+
+    def progress(self):
+        """A count that grows while this loader works: batches yielded, and pieces its workers made
+        (replays after a restart included). The engine's watchdog reads it."""
+        return self.batches_yielded + int(self._made.sum())
 
     def loader_clips_per_s(self):
         """Clips per second this rank's workers produced this epoch while working, summed over
@@ -198,6 +219,9 @@ class ClipLoader:
         iterator = self.data_loader._iterator  # private, but the only handle on the workers
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
+            for worker in iterator._workers:
+                if worker.is_alive():  # did not stop when asked and ignores SIGTERM (WorkerInit)
+                    worker.kill()
         self.data_loader._iterator = None
 
     def to_device(self, batch, device):
@@ -212,7 +236,10 @@ class ClipLoader:
 
 
 class WorkerInit:
-    """Seeds Python, NumPy and torch in a loader worker from (seed, epoch, rank, worker)."""
+    """Seeds Python, NumPy and torch in a loader worker from (seed, epoch, rank, worker), and makes
+    it ignore a scheduler's SIGUSR1 and SIGTERM (Slurm signals every process of a job): the training
+    process saves at its next step and then closes the loader; a worker killed first would fail that
+    step. Workers also end by themselves when the training process is gone (torch's watchdog)."""
 
     def __init__(self, seed, rank, epoch_counter):
         self.seed, self.rank, self.epoch_counter = seed, rank, epoch_counter
@@ -222,6 +249,8 @@ class WorkerInit:
         seed = int(seed_seq.generate_state(1)[0])
         random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
         keep_freed_memory()
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def per_rank_batch_size(cfg, training, world_size):
@@ -333,6 +362,7 @@ def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, t
     extra = {}
     if num_workers > 0:
         extra = {"prefetch_factor": prefetch, "persistent_workers": True,
+                 "generator": torch.Generator(),  # torch's base seed: never from the trainer's stream
                  "worker_init_fn": WorkerInit(cfg.RNG_SEED, rank, dataset.epoch)}
         if device != "cpu":
             extra["multiprocessing_context"] = "spawn"  # CUDA decoding cannot run in forked workers
@@ -342,7 +372,11 @@ def loader_from_index(cfg, infos, class_names, training, rank=0, world_size=1, t
     gpu_transform = None
     if gpu:
         gpu_transform = GpuTransform(cfg, train=training)
-    loader = ClipLoader(dataset, data_loader, class_names, len(infos), gpu_transform, pin)
+    memory = {"DATA_LOADER.NUM_WORKERS": num_workers, "DATA_LOADER.PREFETCH_FACTOR": cfg.DATA_LOADER.PREFETCH_FACTOR}
+    if training:
+        memory["DATA_LOADER.SHUFFLE_BUFFER"] = cfg.DATA_LOADER.SHUFFLE_BUFFER
+    loader = ClipLoader(dataset, data_loader, class_names, len(infos), gpu_transform, pin,
+                        cfg.DATA_LOADER.MAX_WORKER_RESTARTS, memory)
     loader.num_workers, loader.decoder_threads, loader.piece_size = num_workers, threads, pieces
     loader.decoder_device = device
     logger.info("%s loader on %s: %d videos, %d clips per epoch (%d short videos padded, %d "

@@ -1,31 +1,33 @@
 """A loader worker that dies (the kernel's out-of-memory killer picks a decoding worker first) is
 survived: the loader names the worker, the signal and the likely cause, starts new workers and
-goes on with the next batch of the same epoch plan, so no clip is skipped or repeated.
+goes on with the same epoch plan, so no clip is skipped or repeated.
 
-How the batches stay the same. torch hands an iterable dataset's batches out in a fixed order:
-round-robin over the workers (0, 1, ..., 0, 1, ...), skipping a worker once it has none left. So
-the batches the loader has received fix where the epoch stands: how many each plan worker has
-delivered, and which worker's batch comes next (the one after the last batch's worker). New
-workers are started with `dataset.resume` = [rotation, delivered per plan worker]: process j
-plays plan worker (j + rotation) mod W, so torch's round-robin (which starts at process 0)
-continues with the worker whose batch is due, and each replays its share of the epoch from the
-start, sending only the batches not yet delivered (`ClipDataset.__iter__`). The replay costs the
-decoding the workers had done in this epoch (at most one epoch's loading, half on average).
+How the batches stay the same. Every piece names its plan worker and its number in that worker's
+epoch (`dataset.ClipDataset`), and each worker's pieces reach the training process in their order,
+so the pieces received fix where the epoch stands: how many each plan worker has delivered, and
+whether it sent its last. New workers are started with `dataset.resume` = [rotation, pieces
+delivered per plan worker, -1 for a worker done]: process j plays plan worker (j + rotation) mod W
+(the rotation puts the worker after the last one heard from at torch's first turn), and each replays
+its share of the epoch from the start, sending only the pieces not yet delivered and taking the
+transform's random draws for the others without computing them. The joiner (`join.PieceJoiner`)
+orders pieces by (plan worker, number) whatever process sends them, so the batches are the
+uninterrupted ones. The replay costs the decoding the workers had done in this epoch (at most one
+epoch's loading, half on average).
 
 Done around torch's DataLoader (private parts, checked by the tests):
 - torch's SIGCHLD handler raises in the main thread, at whatever line it is running (the middle of
   an optimizer step), when a worker dies; the workers are taken off that handler (`detach_sigchld`)
-  so the death shows where it can be handled: before the next batch is requested (a worker that
-  ended with batches left), while the main process waits for a batch (torch checks its workers
-  every 5 s, `MP_STATUS_CHECK_INTERVAL`; or reading a batch the dying worker sent fails, its shared
-  memory being handed over by the worker) or at the next epoch's start. A batch that could not be
-  read counts as not delivered: the new worker sends it again.
-- a new iterator draws its base seed from the global torch generator; a restart puts the
-  generator back, so the training process's own random stream (dropout) is not moved.
-- the shared-memory batch slots (`buffers.py`): the old workers' slots are forgotten and every
-  busy mark cleared; the new processes allocate their own slots, and the batches the trainer still
-  holds keep their old memory until dropped. Pinned copies: the pin-memory thread stops with the
-  old iterator.
+  so the death shows where it can be handled, in the thread that joins the pieces: before the next
+  piece is requested (a worker that ended with pieces left), while it waits for a piece (torch checks
+  its workers every 5 s, `MP_STATUS_CHECK_INTERVAL`; or reading a piece the dying worker sent fails,
+  its shared memory being handed over by the worker) or at the next pass's start. A piece that could
+  not be read, or that torch held back for its order, counts as not delivered: it is sent again.
+- a new iterator draws its base seed from the DataLoader's own generator (the loader gives it one),
+  so starting workers never moves the training process's random stream (dropout).
+- the shared-memory piece slots (`buffers.py`): the old workers' slots are forgotten and every
+  busy mark cleared; the new processes allocate their own slots, and the pieces still waiting for
+  their turn keep their old memory until joined. Pieces an old worker made ahead for the next epoch
+  (`ahead.py`) die with it; the new ones make them again.
 
 Restarts are counted (`events`) and bounded by DATA_LOADER.MAX_WORKER_RESTARTS per loader; one
 more death raises `LoaderWorkersDied`, which says what happened and what to lower.
@@ -90,78 +92,81 @@ def how_it_ended(exit_code):
 
 
 class WorkerRestarts:
-    """A `ClipLoader`'s batches from its torch DataLoader, surviving worker deaths.
+    """A `ClipLoader`'s pieces from its torch DataLoader, surviving worker deaths.
 
-    data_loader: the DataLoader (persistent workers); resume: `ClipDataset.resume`; ledger: the
-    loader's `BufferLedger` or None; limit: DATA_LOADER.MAX_WORKER_RESTARTS; role: "train" or
-    "eval"; rank: this process's rank; settings: {config key: value} named in the hint.
+    data_loader: the DataLoader (persistent workers, its own `generator`); resume: `ClipDataset.resume`;
+    ledger: the loader's `BufferLedger` or None; limit: DATA_LOADER.MAX_WORKER_RESTARTS; role: "train"
+    or "eval"; rank: this process's rank; batch_size: the rank's batch size (for the records);
+    settings: {config key: value} named in the hint.
     """
 
-    def __init__(self, data_loader, resume, ledger, limit, role, rank, settings):
+    def __init__(self, data_loader, resume, ledger, limit, role, rank, batch_size, settings):
         self.data_loader, self.resume, self.ledger = data_loader, resume, ledger
         self.limit, self.role, self.rank, self.settings = int(limit), role, rank, dict(settings)
+        self.batch_size = batch_size
         self.num_workers = data_loader.num_workers
         self.events = []  # one dict per restart
 
-    def batches(self, epoch, num_batches):
-        """Yield (plan worker, batch) for one pass over the epoch (`num_batches`: the loader's
-        batches per epoch, for the messages)."""
+    def begin(self):
+        """The torch iterator of a new pass (call it in the training thread: torch's signal set-up),
+        its workers keeping the rotation they run with; a worker found dead is replaced."""
         if self.num_workers == 0:
-            for batch in self.data_loader:
-                yield 0, batch
+            return iter(self.data_loader)
+        return self._start([0] * self.num_workers, [False] * self.num_workers, None, 0)
+
+    def pieces(self, iterator, epoch, num_batches):
+        """Yield the pass's pieces from `iterator` (from `begin`), replacing the workers when one
+        dies (`num_batches`: the loader's batches per epoch, for the messages)."""
+        if self.num_workers == 0:
+            yield from iterator
             return
         n = self.num_workers
-        delivered, last, rotation = [0] * n, n - 1, 0
-        iterator = self._start(rotation, delivered, restarted=False)
+        delivered, done, clips, last = [0] * n, [False] * n, 0, None
         while True:
             try:
                 while True:
                     if ended_with_work_left(iterator):  # it died while the trainer computed: go on at once
-                        raise RuntimeError("a loader worker with batches left has ended")
-                    batch = next(iterator, None)
-                    if batch is None:
+                        raise RuntimeError("a loader worker with pieces left has ended")
+                    piece = next(iterator, None)
+                    if piece is None:
                         return
-                    last = (batch["buffer"][0] + rotation) % n
-                    delivered[last] += 1
+                    last, number, done[last] = piece["piece"]
+                    delivered[last] = number + 1
+                    clips += len(piece["labels"])
                     self._resumed()
-                    yield last, batch
+                    yield piece
             except Exception as error:  # torch's RuntimeError, or a failed hand-over
                 dead = dead_workers(self.data_loader._iterator)
                 if not dead:
                     raise
-                self._restart(error, dead, rotation, epoch, sum(delivered), num_batches)
-                rotation = (last + 1) % n  # the worker whose batch is due comes first
-                iterator = self._start(rotation, delivered, restarted=True)
+                self._restart(error, dead, epoch, clips // self.batch_size, num_batches)
+                if last is not None:  # the worker after the last one heard from comes first
+                    self.resume[0] = (last + 1) % n
+                iterator = self._start(delivered, done, epoch, clips // self.batch_size)
 
     def _resumed(self):
-        """Stamp the newest restart with the seconds from noticing the death to the next batch."""
+        """Stamp the newest restart with the seconds from noticing the death to the next piece."""
         if self.events and "resume_s" not in self.events[-1]:
             self.events[-1]["resume_s"] = round(time.monotonic() - self._noticed, 3)
 
-    def _start(self, rotation, delivered, restarted):
-        """A torch iterator whose workers begin at `delivered` with plan worker `rotation` first."""
-        self.resume[0] = rotation
-        self.resume[1:] = torch.tensor(delivered, dtype=torch.int64)
+    def _start(self, delivered, done, epoch, received):
+        """A torch iterator whose processes resume at `delivered` pieces per plan worker (`done`:
+        those that sent their last piece send nothing); `epoch`, `received`: where, for the records."""
+        self.resume[1:] = torch.tensor([-1 if end else count for count, end in zip(delivered, done)])
         while True:
-            state = torch.get_rng_state() if restarted else None
             try:
                 iterator = iter(self.data_loader)
             except Exception as error:  # a persistent worker died between passes
                 dead = dead_workers(self.data_loader._iterator)
                 if not dead:
                     raise
-                self._restart(error, dead, rotation, None, sum(delivered), None)
-                restarted = True
+                self._restart(error, dead, epoch, received, None)
                 continue
-            finally:
-                if state is not None:
-                    torch.set_rng_state(state)
             detach_sigchld(iterator)
             return iterator
 
-    def _restart(self, error, dead, rotation, epoch, received, num_batches):
-        """Stop every worker, forget their batch slots, count the restart (or fail past the limit).
-        `rotation`: the one the dead processes ran with (process j played plan worker j + rotation)."""
+    def _restart(self, error, dead, epoch, received, num_batches):
+        """Stop every worker, forget their piece slots, count the restart (or fail past the limit)."""
         self._noticed = time.monotonic()
         old = self.data_loader._iterator
         if old is not None:
@@ -169,9 +174,10 @@ class WorkerRestarts:
         self.data_loader._iterator = None
         if self.ledger is not None:
             self.ledger.forget()
+        rotation = int(self.resume[0])  # process j played plan worker j + rotation
         what = self.describe(dead, rotation)
-        where = (f"epoch {epoch + 1}, after its first {received} batches (of {num_batches})" if epoch is not None
-                 else "the start of the next pass")
+        where = (f"epoch {epoch + 1}, after its first {received} batches (of {num_batches})"
+                 if num_batches is not None else "the start of a pass")
         if len(self.events) >= self.limit:
             raise LoaderWorkersDied(
                 f"{what}. That is {len(self.events) + 1} worker deaths in this loader, more than "

@@ -130,8 +130,8 @@ class WorkerRestarts:
                     piece = next(iterator, None)
                     if piece is None:
                         return
-                    last, number, done[last] = piece["piece"]
-                    delivered[last] = number + 1
+                    worker, number, is_last = piece["piece"]
+                    delivered[worker], done[worker], last = number + 1, is_last, worker
                     clips += len(piece["labels"])
                     self._resumed()
                     yield piece

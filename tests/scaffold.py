@@ -126,6 +126,7 @@ class FakeLoader:  # follows vbench.data.protocol.BatchLoader (tests/engine/test
         self.num_videos, self.class_names, self.excluded = n, [f"c{i}" for i in range(K)], []
         self.index_excluded = []
         self.restarts = None  # no worker processes to restart
+        self.batches_yielded = 0
 
     def fingerprint(self):
         infos = [VideoInfo(f"v/c/{i}.mp4", "", int(label)) for i, label in enumerate(self.labels)]
@@ -145,12 +146,16 @@ class FakeLoader:  # follows vbench.data.protocol.BatchLoader (tests/engine/test
             s = slice(i * self.batch, (i + 1) * self.batch)
             yield {"clips": self.clips[s], "labels": self.labels[s], "video_ids": torch.arange(len(self.labels))[s],
                    "valid": torch.ones(self.batch, dtype=torch.bool), "bad_videos": self.bad if i == 0 else []}
+            self.batches_yielded += 1
 
     def to_device(self, batch, device):
         return batch["clips"].to(device), batch["labels"].to(device)
 
     def loader_clips_per_s(self):
         return None
+
+    def progress(self):
+        return self.batches_yielded
 
     def close(self):
         pass

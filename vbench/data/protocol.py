@@ -40,5 +40,9 @@ class BatchLoader(Protocol):
     def loader_clips_per_s(self):
         """Clips per second its workers produced while working this epoch, or None if unknown."""
 
+    def progress(self) -> int:
+        """A count that grows while it works (batches yielded, pieces decoded): the watchdog's
+        sign of life for a step that waits on data (engine/watchdog.py)."""
+
     def close(self) -> None:
         """Stop its worker processes (a finished run must exit promptly)."""

@@ -212,8 +212,7 @@ class WatchdogHook(HookBase):
 
     def progress(self):
         t = self.trainer
-        loaders = (getattr(t.train_loader, "progress", None), getattr(t.val_loader, "progress", None))
-        return self.ticks + sum(progress() for progress in loaders if progress is not None)
+        return self.ticks + t.train_loader.progress() + t.val_loader.progress()
 
     def beat(self, number):
         return {"beat": number, "progress": self.progress(), "slowest_s": self.slowest_s,

@@ -6,6 +6,7 @@ import pytest
 
 from vbench.config import ConfigError, get_cfg, load_config, world_size_of
 from vbench.config.args import parse_cfg_args
+from vbench.engine.resources import require_resolved, resolve_resources
 
 from scaffold import REPO
 
@@ -159,8 +160,6 @@ CONCRETE_LOADER = ["DATA_LOADER.NUM_WORKERS", "2", "DATA.DECODER_THREADS", "1", 
 
 
 def test_resolve_resources_replaces_every_auto_and_reports_it():
-    from vbench.engine.resources import require_resolved, resolve_resources
-
     cfg = load_config(None, ["NUM_GPUS", "0", "TRAIN.PRECISION", "auto", "MODEL.CHANNELS_LAST", "auto",
                              *CONCRETE_LOADER])
     with pytest.raises(ConfigError, match="MODEL.CHANNELS_LAST"):

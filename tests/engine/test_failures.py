@@ -14,6 +14,7 @@ from vbench import errors
 from vbench.bench.results import RESULTS_FILE, ResultsWriter, load_results, mark_failed, world_block
 from vbench.cli.train import USER_ERRORS
 from vbench.config import ConfigError
+from vbench.engine import distributed as du
 from vbench.engine import failures
 from vbench.engine.failures import ProcessEnd, WorkersFailed, failure_report, rerun_command
 from vbench.engine.launch import launch_workers
@@ -121,8 +122,6 @@ def test_mark_failed_changes_only_a_running_results_file(tmp_path):
 
 # ------------------------------------------------------------------------------ spawned workers
 def _rank1_raises(cfg, ctx):
-    from vbench.engine import distributed as du
-
     if ctx.rank == 1:
         raise ConfigError("rank 1 cannot go on")
     du.barrier()  # rank 0 waits for rank 1, as in a collective, until it fails or is stopped

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from vbench.bench.results import load_results
+from vbench.engine.checkpoint import Checkpointer, load_checkpoint_file
 
 from scaffold import REPO, run_net, worker_pids
 
@@ -130,8 +131,6 @@ def stop_and_wait(process, pids, stop, timeout_s):
 
 
 def assert_checkpoints_load(out):
-    from vbench.engine.checkpoint import Checkpointer, load_checkpoint_file
-
     paths = Checkpointer(str(out), is_main=False).list_checkpoints()
     assert len(paths) >= 2
     for path in paths:

@@ -16,7 +16,7 @@ from vbench.engine.defaults import build_trainer  # noqa: E402
 from vbench.engine.distributed import DistContext  # noqa: E402
 from vbench.engine.launch import launch_workers
 from vbench.engine.log import setup_logging  # noqa: E402
-from vbench.engine.preemption import REQUEUE_EXIT, Preempted, stop_requested
+from vbench.engine.preemption import REQUEUE_EXIT, Preempted, notices_kept, stop_requested
 
 from scaffold import (
     EVAL_BATCHES,
@@ -67,8 +67,6 @@ def test_a_signal_saves_at_the_next_step_and_the_rerun_trains_as_without_it(tmp_
 
 
 def test_a_notice_during_set_up_stops_the_run_when_training_starts(tmp_path):
-    from vbench.engine.preemption import notices_kept
-
     cfg = fake_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2")
     with notices_kept():  # as `vbench train` (launch) runs
         trainer = dropout_trainer(cfg)

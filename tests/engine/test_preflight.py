@@ -5,8 +5,12 @@ import json
 import pytest
 
 from vbench.bench.forecast import Measured, advice, forecast, limiting_side
+from vbench.cli import main as vbench_main
 from vbench.config import load_config
 from vbench.data import resources
+from vbench.data.index import build_index
+from vbench.data.layouts import read_split
+from vbench.data.sampling import plan_from_cfg
 
 
 def measured(**changes):
@@ -69,12 +73,9 @@ TINY = ["NUM_GPUS", "0", "TRAIN.BATCH_SIZE", "4", "TEST.BATCH_SIZE", "4", "DATA.
 
 
 def test_preflight_measures_both_sides_and_prints_a_verdict(tmp_path, capsys):
-    from vbench.cli import main
-    from vbench.data.sampling import plan_from_cfg
-
     opts = [*TINY, "DATA.PATH_TO_DATA_DIR", str(tmp_path / "data"), "DATA.INDEX_CACHE_DIR", str(tmp_path / "idx"),
             "OUTPUT_DIR", str(tmp_path / "never")]
-    code = main(["preflight", "--cfg", "", "--budget", "20", "--json", str(tmp_path / "p.json"), *opts])
+    code = vbench_main(["preflight", "--cfg", "", "--budget", "20", "--json", str(tmp_path / "p.json"), *opts])
     assert code == 0
     out = capsys.readouterr().out
     assert "verdict: " in out and "expected: " in out and "clips/s in training" in out
@@ -84,8 +85,6 @@ def test_preflight_measures_both_sides_and_prints_a_verdict(tmp_path, capsys):
     for key in ("loader", "step", "together", "eval"):
         assert m[key] > 0, key
     assert result["side"] in ("loader", "model", "balanced") and result["clips_per_s"] == m["together"]
-    from vbench.data.index import build_index
-    from vbench.data.layouts import read_split
     entries, _ = read_split(tmp_path / "data", "train", layout="folder")
     infos = build_index(entries, cache_dir=str(tmp_path / "idx"), num_workers=1, progress=False)
     assert m["train_clips"] == len(plan_from_cfg(infos, load_config(None, opts), training=True).clips)

@@ -8,14 +8,16 @@ import pytest
 import torch
 
 from vbench.bench.clock import BenchmarkClock
-from vbench.bench.results import load_results
+from vbench.bench.results import load_results, validate_results
+from vbench.cli.train import test_main as run_test_main
 from vbench.data.dataset import TooManyBadVideos
 from vbench.data.loader import build_loader
 from vbench.data.protocol import BatchLoader
 from vbench.engine.defaults import build_trainer
 from vbench.engine.distributed import DistContext
 from vbench.engine.log import setup_logging
-from vbench.engine.meters import TrainingDiverged
+from vbench.engine.meters import TrainingDiverged, WaitTimer
+from vbench.engine.optimizer import set_lr
 from vbench.engine.train_loop import HookBase
 from vbench.errors import ConfigError
 
@@ -79,8 +81,6 @@ def test_stop_at_target_ends_training_and_a_resumed_clock_continues(tmp_path):
 
 # ------------------------------------------------------------------------------ failures
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
-    from vbench.engine.optimizer import set_lr
-
     class PoisonLR(HookBase):  # fault injection only: an infinite LR in epoch 2 makes weights NaN
         def before_step(self):
             if self.trainer.epoch == 1:
@@ -159,7 +159,6 @@ class SlowStartLoader(FakeLoader):
 
 
 def test_the_wait_of_an_epochs_first_steps_is_recorded_apart_from_the_rest(tmp_path):
-    from vbench.engine.meters import WaitTimer
     fake_time = FakeTime()
     cfg = fake_cfg(tmp_path, "SOLVER.MAX_EPOCH", "2", "BENCHMARK.STOP_AT_TARGET", "False")
     trainer = build_trainer(cfg, DistContext(), model=OneHotModel(fake_time),
@@ -179,9 +178,6 @@ def test_the_wait_of_an_epochs_first_steps_is_recorded_apart_from_the_rest(tmp_p
 
 # ------------------------------------------------------------------------------ real pipeline
 def test_end_to_end_synthetic_run_reaches_its_target_and_tests_multi_view(tiny_cfg_file, tmp_path):
-    from vbench.bench.results import validate_results
-    from vbench.cli.train import test_main
-
     output = run_net(tiny_cfg_file, tmp_path, "TRAIN.PRECISION", "auto", "MODEL.CHANNELS_LAST", "auto")
     results = load_results(str(tmp_path))  # validates the schema
     validate_results(results)
@@ -204,7 +200,7 @@ def test_end_to_end_synthetic_run_reaches_its_target_and_tests_multi_view(tiny_c
     epoch_stats = [s for s in stats if s["_type"] == "train_epoch"]
     assert epoch_stats[-1]["loader_clips_per_s_by_rank"] == results["epochs"][-1]["loader_clips_per_s_by_rank"]
 
-    code = test_main(["--cfg", tiny_cfg_file, "OUTPUT_DIR", str(tmp_path), "TEST.SAMPLING", "uniform",
+    code = run_test_main(["--cfg", tiny_cfg_file, "OUTPUT_DIR", str(tmp_path), "TEST.SAMPLING", "uniform",
                       "TEST.NUM_ENSEMBLE_VIEWS", "2", "TEST.NUM_SPATIAL_CROPS", "3"])
     assert code == 0
     test = json.loads((tmp_path / "test_results.json").read_text())

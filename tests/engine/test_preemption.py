@@ -3,6 +3,7 @@ same command continues to the metrics of an uninterrupted run: in-process (fake 
 dropout), the launcher forwarding a signal to spawned processes, and a real 2-process gloo run
 whose rank 1 alone receives SIGUSR1 in the middle of an epoch."""
 import json
+import logging
 import os
 import signal
 import sys
@@ -12,10 +13,10 @@ import pytest
 import torch
 
 from vbench.bench.results import load_results
-from vbench.engine.defaults import build_trainer  # noqa: E402
-from vbench.engine.distributed import DistContext  # noqa: E402
+from vbench.engine.defaults import build_trainer
+from vbench.engine.distributed import DistContext
 from vbench.engine.launch import launch_workers
-from vbench.engine.log import setup_logging  # noqa: E402
+from vbench.engine.log import setup_logging
 from vbench.engine.preemption import REQUEUE_EXIT, Preempted, notices_kept, stop_requested
 
 from scaffold import (
@@ -64,6 +65,30 @@ def test_a_signal_saves_at_the_next_step_and_the_rerun_trains_as_without_it(tmp_
     assert b["run"]["status"] == "finished" and b["benchmark"]["resumes"] == 1
     assert [[e[k] for k in ROW_KEYS] for e in b["epochs"]] == [[e[k] for k in ROW_KEYS] for e in a["epochs"]]
     assert torch.equal(resumed.bare_model.bias, straight.bare_model.bias)  # dropout drew the same masks
+
+
+def test_a_resume_inside_an_epoch_whose_loader_batches_otherwise_is_named(tmp_path, caplog):
+    opts = ("SOLVER.MAX_EPOCH", "2", "BENCHMARK.TARGET_TOP1", "0.0", "TRAIN.BATCH_SIZE", "4",
+            "DATA_LOADER.NUM_WORKERS", "2", "DATA_LOADER.PIECE_SIZE", "2")
+    cfg = fake_cfg(tmp_path, *opts)
+    trainer = dropout_trainer(cfg)
+    trainer.register_hooks([SignalAt(epoch=1, step=1)])
+    with pytest.raises(Preempted):
+        trainer.train()
+
+    def resumed(cfg):  # the warning is logged while the trainer is built, after its logging is set up
+        setup_logging(cfg.OUTPUT_DIR)
+        logging.getLogger("vbench").propagate = True  # let caplog see it
+        build_trainer(cfg, DistContext(), model=DropoutModel(), train_loader=FakeLoader(TRAIN_BATCHES),
+                      val_loader=FakeLoader(EVAL_BATCHES))
+
+    with caplog.at_level(logging.WARNING, logger="vbench"):
+        resumed(fake_cfg(tmp_path, *opts))  # the same loader: the same batches, no warning
+        assert "resuming inside" not in caplog.text
+        resumed(fake_cfg(tmp_path, *opts, "DATA_LOADER.PIECE_SIZE", "4", "DATA_LOADER.NUM_WORKERS", "3"))
+    assert ("resuming inside epoch 2 after 2 steps, which were trained with DATA_LOADER.NUM_WORKERS 2, "
+            "DATA_LOADER.PIECE_SIZE 2; this run has DATA_LOADER.NUM_WORKERS 3, DATA_LOADER.PIECE_SIZE 4") in caplog.text
+    assert "rerun with DATA_LOADER.NUM_WORKERS 2 DATA_LOADER.PIECE_SIZE 2." in caplog.text
 
 
 def test_a_notice_during_set_up_stops_the_run_when_training_starts(tmp_path):

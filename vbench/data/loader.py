@@ -263,6 +263,14 @@ def per_rank_batch_size(cfg, training, world_size):
     return total // parts
 
 
+def batching(cfg, world_size):
+    """What decides which clips share a training batch and in what order, besides the seed and the
+    data: processes, loader workers per process and clips per piece (docs/PROTOCOL.md, section 5)."""
+    batch = per_rank_batch_size(cfg, True, world_size)
+    return {"processes": int(world_size), "DATA_LOADER.NUM_WORKERS": loader_workers(cfg),
+            "DATA_LOADER.PIECE_SIZE": piece_size(cfg, batch)}
+
+
 def modal_frame_size(infos):
     """The most common (height, width) among readable videos."""
     sizes = collections.Counter((i.height, i.width) for i in infos if not getattr(i, "error", None))

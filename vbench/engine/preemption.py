@@ -25,6 +25,7 @@ import threading
 import torch
 import torch.distributed as dist
 
+from vbench.data.loader import batching
 from vbench.engine import distributed as du
 from vbench.engine.log import get_logger
 from vbench.engine.train_loop import HookBase
@@ -154,14 +155,31 @@ class PreemptionHook(HookBase):
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self):
-        return {"progress": self.progress}
+        t = self.trainer
+        return {"progress": self.progress, "batching": batching(t.cfg, t.ctx.world_size)}
 
     def load_state_dict(self, state):
         """A checkpoint taken inside an epoch: the trainer reads its steps' batches again and takes
-        this process's meters and timer back (`Trainer.skip_saved_steps`)."""
+        this process's meters and timer back (`Trainer.skip_saved_steps`). Those are the batches
+        the steps trained only if the loader batches as it did then: if not, a warning says so."""
         progress = state.get("progress")
         if progress is None:
             return
         t = self.trainer
         mine = progress[t.ctx.rank] if len(progress) == t.ctx.world_size else None
         t.saved_progress = {"steps": state["step"], "rank": mine, "rng_states": state["rng_states"]}
+        then, now = state.get("batching"), batching(t.cfg, t.ctx.world_size)
+        if then is not None and then != now:
+            get_logger().warning(batching_changed(then, now, state["epoch"], state["step"]))
+
+
+def batching_changed(then, now, epoch, steps):
+    """The warning for a resume inside epoch `epoch` (0-based) whose loader batches otherwise."""
+    changed = [key for key in now if then.get(key) != now[key]]
+    was = ", ".join(f"{key} {then.get(key)}" for key in changed)
+    fix = " ".join(f"{key} {then.get(key)}" for key in changed if key.startswith("DATA_LOADER."))
+    return (f"resuming inside epoch {epoch + 1} after {steps} steps, which were trained with {was}; this run "
+            f"has {', '.join(f'{key} {now[key]}' for key in changed)}, so its loader puts other clips in each "
+            f"batch: the {steps} steps' batches read again are not the ones trained, and epoch {epoch + 1} "
+            f"trains some clips twice and leaves others out (later epochs are whole)."
+            + (f" For an exact resume, rerun with {fix}." if fix else ""))

@@ -50,17 +50,24 @@ def loader_workers(process):
     return sorted(children, key=lambda c: (c.create_time(), c.pid))
 
 
+def kill_worker_in_epoch_2(cfg_file, out, worker, *opts):
+    """Runs the tiny config with two loader workers, SIGKILLs training worker `worker` once epoch 2
+    has logged a step, and waits for the run's end: (the killed process, exit status, output)."""
+    process = run_net(cfg_file, out, *LOADER, *opts, wait=False)
+    wait_for(lambda: training_lines(out, 2), process, what="epoch 2's first logged step")
+    victim = loader_workers(process)[worker]
+    victim.send_signal(signal.SIGKILL)
+    output = process.communicate(timeout=300)[0]
+    return victim, process.returncode, output
+
+
 def test_sigkill_of_a_training_loader_worker_mid_epoch_is_survived_with_the_same_metrics(tiny_cfg_file, tmp_path):
     run_net(tiny_cfg_file, tmp_path / "clean", *LOADER)
     expected = load_results(str(tmp_path / "clean"))
 
     out = tmp_path / "killed"
-    process = run_net(tiny_cfg_file, out, *LOADER, wait=False)
-    wait_for(lambda: training_lines(out, 2), process, what="epoch 2's first logged step")
-    victim = loader_workers(process)[0]  # training worker 0
-    victim.send_signal(signal.SIGKILL)
-    output = process.communicate(timeout=300)[0]
-    assert process.returncode == 0, output[-3000:]
+    victim, returncode, output = kill_worker_in_epoch_2(tiny_cfg_file, out, 0)  # training worker 0
+    assert returncode == 0, output[-3000:]
     assert (f"train loader worker 0 of 2 of rank 0 (pid {victim.pid}) was killed by signal SIGKILL: most "
             f"likely the kernel's out-of-memory killer") in output
     assert "lower DATA_LOADER.NUM_WORKERS (now 2), DATA_LOADER.PREFETCH_FACTOR (now 1)" in output
@@ -80,12 +87,8 @@ def test_sigkill_of_a_training_loader_worker_mid_epoch_is_survived_with_the_same
 
 def test_past_max_worker_restarts_the_run_stops_saying_what_happened_and_how_to_resume(tiny_cfg_file, tmp_path):
     out = tmp_path / "run"
-    process = run_net(tiny_cfg_file, out, *LOADER, "DATA_LOADER.MAX_WORKER_RESTARTS", "0", wait=False)
-    wait_for(lambda: training_lines(out, 2), process, what="epoch 2's first logged step")
-    victim = loader_workers(process)[1]
-    victim.send_signal(signal.SIGKILL)
-    output = process.communicate(timeout=300)[0]
-    assert process.returncode == 1, output[-3000:]
+    victim, returncode, output = kill_worker_in_epoch_2(tiny_cfg_file, out, 1, "DATA_LOADER.MAX_WORKER_RESTARTS", "0")
+    assert returncode == 1, output[-3000:]
     assert (f"vbench: error: train loader worker 1 of 2 of rank 0 (pid {victim.pid}) was killed by signal "
             f"SIGKILL") in output
     assert "more than DATA_LOADER.MAX_WORKER_RESTARTS = 0: the run stops" in output

@@ -6,10 +6,13 @@ import pytest
 import torch
 
 from vbench.data import build_loader, check_bad_fraction
-from vbench.data.dataset import RawClip, TooManyBadVideos, repeats_a_video, shuffled
+from vbench.data.buffers import SENT
+from vbench.data.dataset import RawClip, TooManyBadVideos, delivery_order, repeats_a_video, shuffle_rng, shuffled
 from vbench.data.index import build_index
+from vbench.data.join import BackgroundJoin, PieceJoiner
 from vbench.data.layouts import read_split
 from vbench.data.loader import loader_from_index
+from vbench.data.sampling import piece_stream
 
 from scaffold import clip_records, loader_cfg
 
@@ -235,8 +238,6 @@ def test_shuffle_buffer_starts_at_a_quarter_and_never_holds_more_than_its_size()
 
 @pytest.mark.parametrize("workers,batch,piece", [(2, 4, 3), (3, 5, 2), (0, 4, 3), (2, 4, 0)])
 def test_joined_batches_hold_the_clips_the_plan_gives_them_in_order(data_root, workers, batch, piece):
-    from vbench.data.dataset import delivery_order, shuffle_rng
-    from vbench.data.sampling import piece_stream
     loader = build_loader(loader_cfg(data_root, workers, batch=batch, DATA_LOADER__PIECE_SIZE=piece), "train",
                           training=True, transform=RawClip())
     for epoch in (0, 1):
@@ -244,7 +245,7 @@ def test_joined_batches_hold_the_clips_the_plan_gives_them_in_order(data_root, w
         clip_records(batches)  # every clip shows its planned frames
         spec = loader.spec
         shares = spec.shard(spec.plan(loader.infos, epoch), epoch).slots[0]
-        orders = [delivery_order(clips, loader.dataset.shuffle_buffer, shuffle_rng(spec, epoch, worker))
+        orders = [list(delivery_order(clips, clips, loader.dataset.shuffle_buffer, shuffle_rng(spec, epoch, worker)))
                   for worker, clips in enumerate(shares)]
         stream = piece_stream(orders, loader.piece_size)
         assert len(stream) == len(batches) * batch  # the plan pads the rank to whole batches
@@ -258,8 +259,6 @@ def test_joined_batches_hold_the_clips_the_plan_gives_them_in_order(data_root, w
 
 
 def test_pieces_arriving_out_of_turn_are_joined_in_the_plan_order():
-    from vbench.data.join import PieceJoiner
-
     def piece(worker, number, values, last=False):
         n = len(values)
         return {"piece": (worker, number, last), "clips": torch.tensor(values, dtype=torch.uint8).view(n, 1),
@@ -283,7 +282,6 @@ def test_pieces_arriving_out_of_turn_are_joined_in_the_plan_order():
 
 
 def test_an_epoch_left_early_leaves_no_slot_behind(data_root):
-    from vbench.data.buffers import SENT
     cfg = loader_cfg(data_root, workers=2, batch=2, DATA_LOADER__PIECE_SIZE=1, SOLVER__MAX_EPOCH=4)
     loader = build_loader(cfg, "train", training=True, transform=RawClip())  # nothing made ahead after epoch 3
     busy = loader.dataset.busy_marks
@@ -311,7 +309,6 @@ def _same(a, b):
 def test_pieces_made_ahead_are_those_the_epoch_would_have_made(data_root, training):
     import time
 
-    from vbench.data.buffers import SENT
     split = "train" if training else "val"
     loaders = [build_loader(loader_cfg(data_root, workers=2, batch=3, DATA_LOADER__PIECE_SIZE=2,
                                      DATA_LOADER__START_AHEAD=ahead), split, training=training)
@@ -335,7 +332,6 @@ def test_pieces_made_ahead_are_those_the_epoch_would_have_made(data_root, traini
 
 
 def test_the_background_join_passes_errors_on_and_stops_when_left():
-    from vbench.data.join import BackgroundJoin
     closed = []
 
     def batches(fail_at):

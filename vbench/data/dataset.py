@@ -131,12 +131,13 @@ def shuffle_rng(spec, epoch, worker):
     return np.random.default_rng([spec.seed, epoch, 5, spec.rank, worker])
 
 
-def delivery_order(clips, shuffle_buffer, rng):
-    """The order in which a worker delivers `clips` (its share of the plan, no video failing):
-    through the shuffle buffer when a video gives several clips in a row, else as planned."""
+def delivery_order(items, clips, shuffle_buffer, rng):
+    """`items` (one per clip of `clips`, a worker's share of the plan) in the order the worker
+    delivers them: through the shuffle buffer when a video gives several clips in a row, else as
+    planned. Lazy, so that decoding runs as the items are taken."""
     if shuffle_buffer > 1 and repeats_a_video(clips):
-        return list(shuffled(clips, shuffle_buffer, rng))
-    return list(clips)
+        return shuffled(items, shuffle_buffer, rng)
+    return items
 
 
 def collate(samples, labels, bad_videos, buffers=None):
@@ -249,9 +250,8 @@ class ClipDataset(IterableDataset):
             seed = int(rng.integers(2 ** 31))
             random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
         reports, self._reported = [], set()
-        samples = self._decoded(my_clips, plan, epoch, reports)
-        if self.shuffle_buffer > 1 and repeats_a_video(my_clips):
-            samples = shuffled(samples, self.shuffle_buffer, shuffle_rng(spec, epoch, worker))
+        samples = delivery_order(self._decoded(my_clips, plan, epoch, reports), my_clips,
+                                 self.shuffle_buffer, shuffle_rng(spec, epoch, worker))
         buffers = self._worker_buffers(process)
         piece, number = [], 0
         for ref, clip in samples:

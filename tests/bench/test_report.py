@@ -4,6 +4,7 @@ import json
 import pytest
 import yaml
 
+from vbench.bench.report import bottleneck_verdict
 from vbench.bench.results import load_results
 from vbench.cli import main as vbench_main
 from vbench.cli.score import score_main
@@ -92,8 +93,6 @@ def _rows(waits, loader_rates, trained):
 
 
 def test_bottleneck_verdict_reads_the_worst_rank_and_the_loader_rate():
-    from vbench.bench.report import bottleneck_verdict
-
     assert bottleneck_verdict(_rows([0.1, 0.15], [50.0, 50.0], 80.0)).startswith("compute-bound")
     busy = bottleneck_verdict(_rows([0.1, 0.5], [30.0, 30.0], 55.0))  # rank 1 waited: all waited
     assert busy.startswith("input-bound") and "50.0%" in busy and "busy nearly all the time (60.0" in busy

@@ -5,10 +5,11 @@ import os
 import pytest
 import yaml
 
-from vbench.bench.reference import ScoreError, load_reference, resolve_config_path
+from vbench.bench.reference import DEFAULT_REFERENCE, ScoreError, load_reference, resolve_config_path
 from vbench.bench.run_set import aggregate_times
 from vbench.bench.score import benchmark_score, score_track, track_score_value
 from vbench.cli.score import score_main as main
+from vbench.config import load_config
 
 from scaffold import MVIT, X3D, fake_results, save
 
@@ -134,9 +135,6 @@ def test_make_reference_round_trip(tmp_path):
 
 @pytest.mark.parametrize("name", ["reference.yaml", "reference_synthetic.yaml"])
 def test_shipped_reference_tables_match_their_configs(name):
-    from vbench.bench.reference import DEFAULT_REFERENCE
-    from vbench.config import load_config
-
     ref = load_reference(os.path.join(os.path.dirname(DEFAULT_REFERENCE), name))
     assert set(ref.tracks) == {"cnn", "transformer"}
     for track, entry in ref.tracks.items():

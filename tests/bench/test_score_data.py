@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vbench.bench.reference import load_reference
+from vbench.bench.reference import ScoreError, load_reference
 from vbench.bench.score import score_track
 from vbench.cli.score import score_main as main
 from vbench.data.clip_list import MISSING_REASON, read_clip_list
@@ -137,8 +137,6 @@ def test_make_reference_writes_the_fingerprint_of_its_runs(tmp_path, capsys):
 
 
 def test_bad_dataset_block_in_a_reference_file(tmp_path):
-    from vbench.bench.reference import ScoreError
-
     bad = tmp_path / "ref.yaml"
     bad.write_text("tracks:\n  cnn:\n    config: configs/Kinetics/X3D_M.yaml\n    target_top1: 1.0\n"
                    "    t_ref_s: 10.0\n    n_gpu_ref: 1\n    dataset: {val: {videos: 100, classes: 20}}\n")

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from vbench.bench import telemetry
+from vbench.bench.results import load_results
 from vbench.bench.results_schema import TELEMETRY_SPEC, check_spec
 from vbench.bench.telemetry import (
     TelemetrySampler,
@@ -22,6 +23,10 @@ from vbench.bench.telemetry import (
     telemetry_block,
     throttle_warnings,
 )
+from vbench.cli.score import score_main
+from vbench.engine.gpu_telemetry import TelemetryHook
+from vbench.engine.preemption import Preempted
+from vbench.engine.train_loop import HookBase
 
 from scaffold import X3D, SignalAt, fake_cfg, fake_results, fake_trainer, save
 
@@ -143,8 +148,6 @@ def test_without_nvml_the_reader_says_why(monkeypatch):
 
 
 def test_score_prints_energy_beside_the_time_and_the_report_plots_and_warns(tmp_path, capsys):
-    from vbench.cli.score import score_main
-
     per_gpu = summarize(ten_seconds())
     results = fake_results(X3D, "cnn", 1000.0)
     results["telemetry"] = telemetry_block(per_gpu, {"node:0": "NVIDIA H100"}, series_points(ten_seconds()),
@@ -182,9 +185,6 @@ class MeteredGpu:
 
 
 def metered_trainer(cfg):
-    from vbench.engine.gpu_telemetry import TelemetryHook
-    from vbench.engine.train_loop import HookBase
-
     class SlowSteps(HookBase):  # steps that take time, so that losing some would show
         def after_step(self):
             time.sleep(0.25)
@@ -210,9 +210,6 @@ def assert_energy_to_target(results):
 
 
 def test_the_hook_reports_energy_to_target_and_per_epoch_and_keeps_it_over_a_preemption(tmp_path):
-    from vbench.bench.results import load_results
-    from vbench.engine.preemption import Preempted
-
     opts = ("SOLVER.MAX_EPOCH", "3", "TRAIN.EVAL_PERIOD", "2", "BENCHMARK.STOP_AT_TARGET", "False")
     cfg = fake_cfg(tmp_path / "straight", *opts)
     metered_trainer(cfg).train()

@@ -15,7 +15,7 @@ from vbench.engine.distributed import DistContext, gather_ranks
 from vbench.engine.launch import follow_launcher
 from vbench.errors import ScoreError
 
-from scaffold import X3D, fake_results, save
+from scaffold import FAKE_SYSINFO, X3D, fake_results, results_cfg, save
 
 H100 = ("NVIDIA H100 80GB HBM3", 79.19)
 A100 = ("NVIDIA A100-SXM4-40GB", 39.39)
@@ -94,8 +94,6 @@ def test_old_results_without_gathered_ranks_still_validate_and_describe(tmp_path
 
 
 def test_a_run_resumed_on_fewer_gpus_keeps_the_most_devices_it_trained_on(tmp_path):
-    from scaffold import FAKE_SYSINFO, results_cfg
-
     cfg = results_cfg(tmp_path)
     first = ResultsWriter(str(tmp_path / "a.json"), cfg, world=world_block(gpu_ranks([4, 4]), "bf16"),
                           sysinfo=FAKE_SYSINFO)

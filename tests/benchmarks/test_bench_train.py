@@ -3,6 +3,9 @@ import os
 
 import pytest
 
+from vbench.config import load_config
+from vbench.models.summary import count_model
+
 import bench_train
 
 
@@ -21,9 +24,6 @@ def test_peak_flops_by_gpu_name_and_precision():
 
 
 def test_training_flops_are_six_times_the_fvcore_count():
-    from vbench.config import load_config
-    from vbench.models.summary import count_model
-
     cfg_file = os.path.join(bench_train.ROOT, bench_train.TRACK_CONFIGS["cnn"])
     opts = ["DATA.NUM_FRAMES", "4", "DATA.TRAIN_CROP_SIZE", "64", "DATA.TEST_CROP_SIZE", "64",
             "DATA.TRAIN_MIN_MAX_SCALE", "[64, 80]", "DATA.TEST_MIN_SHORT_SIDE_SCALE", "64"]

@@ -5,8 +5,12 @@ import pytest
 
 from vbench.cli import main as vbench_main
 from vbench.cli.data import check_main as main
+from vbench.cli.data import prepare_main
 from vbench.data.check import clip_indices
-from vbench.data.index import VideoInfo
+from vbench.data.decoders import get_decoder
+from vbench.data.index import VideoInfo, probe_video
+from vbench.data.layouts import read_split
+from vbench.data.prepare_kinetics import KINETICS20_CLASSES, resolve_classes
 
 from videos import read_frame_number, write_numbered_video  # noqa: E402
 
@@ -133,12 +137,10 @@ SUBSET = ("--classes", "abseiling,bending_back,push_up", "--train-per-class", "2
 
 
 def prepare(src, dst, *extra, subset=SUBSET):
-    from vbench.cli.data import prepare_main
     return prepare_main(["--src", str(src), "--dst", str(dst), *subset, "--workers", "2", *extra])
 
 
 def test_prepare_kinetics_copies_a_class_subset_and_reports_bad_clips(fake_kinetics, tmp_path, capsys):
-    from vbench.data.layouts import read_split
     dst = tmp_path / "k3"
     assert prepare(fake_kinetics, dst, "--train-per-class", "0") == 0  # all: every candidate is tried
     train, names = read_split(dst, "train")
@@ -169,8 +171,6 @@ def test_prepare_kinetics_link_from_list_and_unknown_class(fake_kinetics, tmp_pa
 
 
 def test_prepare_kinetics_reencode_to_short_side(fake_kinetics, tmp_path):
-    from vbench.data.decoders import get_decoder
-    from vbench.data.index import probe_video
     dst = tmp_path / "small"
     assert prepare(fake_kinetics, dst, "--mode", "reencode", "--short-side", "96", "--splits", "val") == 0
     clip = dst / "val" / "bending_back" / "vbb_000000_000010.mp4"
@@ -181,7 +181,6 @@ def test_prepare_kinetics_reencode_to_short_side(fake_kinetics, tmp_path):
 
 
 def test_kinetics20_names_match_official_labels():
-    from vbench.data.prepare_kinetics import KINETICS20_CLASSES, resolve_classes
     labels = {name.replace("_", " ") for name in KINETICS20_CLASSES} | {"zumba"}
     resolved = resolve_classes("kinetics20", labels)
     assert list(resolved) == list(KINETICS20_CLASSES) and resolved["push_up"] == "push up"

@@ -9,12 +9,13 @@ import av
 import pytest
 
 from vbench.bench.results import ResultsError, load_results, validate_results
-from vbench.cli.data import check_main
+from vbench.cli.data import check_main, prepare_main
 from vbench.cli.score import score_main
 from vbench.cli.train import train_main
 from vbench.config import load_config
 from vbench.data import index as index_module
-from vbench.data.clip_list import MISSING_REASON
+from vbench.data.clip_list import MISSING_REASON, read_clip_list
+from vbench.data.layouts import DatasetError
 from vbench.data.loader import build_loader
 
 from scaffold import REPO, TINY_RUN, X3D, fake_results
@@ -127,7 +128,6 @@ def test_fingerprint_changes_when_a_clip_is_removed_added_or_unreadable(tmp_path
 
 
 def test_results_schema_validates_the_dataset_block(tmp_path):
-
     results = fake_results(X3D, "cnn", 100.0)
     validate_results(results)
     results["dataset"]["val"]["excluded"] = [["val/a/x.mp4"]]
@@ -168,9 +168,6 @@ def test_clip_list_defines_the_split_and_data_check_compares_with_it(tmp_path, c
 
 
 def test_malformed_clip_list_names_the_line(tmp_path):
-    from vbench.data.clip_list import read_clip_list
-    from vbench.data.layouts import DatasetError
-
     path = tmp_path / "train.txt"
     path.write_text("train/a/x_000000_000010.mp4\nval/a/y_000000_000010.mp4\n")
     with pytest.raises(DatasetError, match=r"train.txt, line 2: .* not in split 'train'"):
@@ -256,8 +253,6 @@ KINETICS20 = REPO / "configs" / "datasets" / "kinetics20"
 
 
 def test_prepare_kinetics_builds_the_listed_clips_a_partial_copy_has_and_reports_the_rest(tmp_path, capsys):
-    from vbench.cli.data import prepare_main
-
     train = (KINETICS20 / "train.txt").read_text().split()
     val = (KINETICS20 / "val.txt").read_text().split()
     src = tmp_path / "k400"

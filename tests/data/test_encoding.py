@@ -10,7 +10,7 @@ import yaml
 
 from vbench.bench.reference import ScoreError, load_reference
 from vbench.bench.score import score_track
-from vbench.cli.data import check_main
+from vbench.cli.data import check_main, prepare_main
 from vbench.cli.score import score_main
 from vbench.data import index as index_module
 from vbench.data.fingerprint import split_fingerprint
@@ -18,7 +18,10 @@ from vbench.data.index import build_index
 from vbench.data.layouts import read_split
 
 from scaffold import X3D, fake_results, save
-from videos import write_numbered_video  # noqa: E402
+from videos import (
+    read_frame_number,
+    write_numbered_video,  # noqa: E402
+)
 
 # rel path -> write_numbered_video arguments: two H.264 sizes and GOPs, one MPEG-4 AVI
 VIDEOS = {
@@ -208,10 +211,6 @@ def test_shipped_synthetic_reference_carries_encoding_and_epochs():
 
 
 def test_reencode_writes_the_canonical_recipe_byte_for_byte_again(tmp_path):
-    from vbench.cli.data import prepare_main
-
-    from videos import read_frame_number
-
     clip = "train/abseiling/vid_000000_000010.mp4"
     source = tmp_path / "k400" / "train" / "abseiling" / "vid_000000_000010.mp4"
     source.parent.mkdir(parents=True)

@@ -4,8 +4,13 @@ import json
 import pytest
 
 from vbench.config import load_config
+from vbench.data import registry
 from vbench.data.layouts import VideoEntry, detect_layout, read_split, write_class_names
+from vbench.data.loader import build_loader
+from vbench.data.registry import get_dataset
 from vbench.errors import ConfigError, DatasetError
+
+from videos import write_numbered_video
 
 
 def touch(path):
@@ -153,11 +158,6 @@ def test_write_class_names(tmp_path):
 
 # ------------------------------------------------------------------------------ dataset registry
 def test_a_dataset_registered_in_one_place_is_what_the_loader_reads(tmp_path, monkeypatch):
-    from vbench.data import registry
-    from vbench.data.loader import build_loader
-
-    from videos import write_numbered_video
-
     root = tmp_path / "clips"
     root.mkdir()
     for name in ("one", "two", "three"):
@@ -181,8 +181,6 @@ def test_a_dataset_registered_in_one_place_is_what_the_loader_reads(tmp_path, mo
 
 
 def test_the_synthetic_dataset_says_how_to_generate_a_missing_split(tmp_path):
-    from vbench.data.registry import get_dataset
-
     cfg = load_config(None, ["DATA.PATH_TO_DATA_DIR", str(tmp_path / "none")])
     with pytest.raises(DatasetError, match=r"no split 'train'.*SYNTH.AUTO_GENERATE True.*vbench data synth --out"):
         get_dataset("synthetic")(cfg, "train")
